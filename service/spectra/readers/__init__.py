@@ -1,0 +1,1 @@
+"""Reader modules, imported by name so that each registers itself exactly once."""

@@ -1,0 +1,105 @@
+"""The in-memory spectrum record every reader returns and every consumer takes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import SpectrumError
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Spectrum:
+    """One 1D spectrum in vacuum wavelength.
+
+    ``mask`` is True where a pixel is bad; readers fold their survey's own bad-pixel
+    conventions (and_mask bits, ivar == 0, ...) into it so that downstream code needs to know
+    nothing about the survey. ``meta`` keeps the survey name, object id and the header keys
+    worth keeping (plain JSON-able values only).
+    """
+
+    wavelength: np.ndarray  # float64, Å, vacuum, strictly increasing
+    flux: np.ndarray  # float32/64, any consistent flux-density unit
+    ivar: np.ndarray  # inverse variance of flux; 0 where unknown/bad
+    mask: np.ndarray  # bool, True = bad pixel
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def object_id(self) -> str:
+        return str(self.meta.get("object_id", ""))
+
+    @property
+    def npix(self) -> int:
+        return int(self.wavelength.shape[0])
+
+    @property
+    def masked_fraction(self) -> float:
+        return float(self.mask.mean()) if self.npix else 1.0
+
+
+def make_spectrum(
+    wavelength: Any,
+    flux: Any,
+    ivar: Any | None = None,
+    mask: Any | None = None,
+    meta: dict[str, Any] | None = None,
+    *,
+    source: str | None = None,
+) -> Spectrum:
+    """Validate raw arrays and build a :class:`Spectrum`.
+
+    Why one constructor: every reader (and the JSON/npy path) funnels through the same checks,
+    so a bad input fails with the same code whatever format it came in. Non-finite flux or
+    ivar is not an error (real spectra have them); such pixels are masked instead.
+    """
+    arrays = {}
+    for name, value in (("wavelength", wavelength), ("flux", flux)):
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "fiu":
+            raise SpectrumError("bad_dtype", f"{name} has dtype {arr.dtype}", source=source)
+        arrays[name] = arr
+    if arrays["wavelength"].ndim != 1 or arrays["flux"].ndim != 1:
+        raise SpectrumError("bad_shape", "wavelength and flux must be 1D", source=source)
+    wave = arrays["wavelength"].astype(np.float64, copy=False)
+    fl = arrays["flux"].astype(np.float64, copy=False)
+    n = wave.shape[0]
+    if n == 0:
+        raise SpectrumError("empty_spectrum", "no pixels", source=source)
+    if fl.shape[0] != n:
+        raise SpectrumError(
+            "bad_shape", f"flux has {fl.shape[0]} pixels, wavelength {n}", source=source
+        )
+    if ivar is None:
+        iv = np.ones(n, dtype=np.float64)
+    else:
+        iv = np.asarray(ivar)
+        if iv.dtype.kind not in "fiu":
+            raise SpectrumError("bad_dtype", f"ivar has dtype {iv.dtype}", source=source)
+        iv = iv.astype(np.float64, copy=False).reshape(-1)
+        if iv.shape[0] != n:
+            raise SpectrumError("bad_shape", f"ivar has {iv.shape[0]} pixels, expected {n}",
+                                source=source)
+    if mask is None:
+        mk = np.zeros(n, dtype=bool)
+    else:
+        mk = np.asarray(mask)
+        if mk.dtype.kind not in "biu":
+            raise SpectrumError("bad_dtype", f"mask has dtype {mk.dtype}", source=source)
+        mk = mk.reshape(-1).astype(bool)
+        if mk.shape[0] != n:
+            raise SpectrumError("bad_shape", f"mask has {mk.shape[0]} pixels, expected {n}",
+                                source=source)
+    if not np.all(np.isfinite(wave)):
+        raise SpectrumError("non_finite", "wavelength contains NaN or inf", source=source)
+    if n > 1 and not np.all(np.diff(wave) > 0):
+        raise SpectrumError(
+            "wavelength_not_increasing", "wavelength must be strictly increasing", source=source
+        )
+    if wave[0] <= 0:
+        raise SpectrumError("bad_units", "wavelength must be positive (Å)", source=source)
+    bad = mk | ~np.isfinite(fl) | ~np.isfinite(iv) | (iv <= 0)
+    fl = np.where(bad, 0.0, fl)
+    iv = np.where(bad, 0.0, iv)
+    return Spectrum(wavelength=wave, flux=fl, ivar=iv, mask=bad, meta=dict(meta or {}))
