@@ -1,0 +1,236 @@
+"""Dynamic batching: queue items from many requests, call one function on a list of them.
+
+The batcher knows nothing about models or HTTP. ``submit(items)`` enqueues a request's items
+(rows — spectra, not requests, are what a batch counts) and resolves to one result per item,
+in order. A loop takes up to ``max_batch_size`` rows, first-come first-served, waiting at most
+``max_queue_delay`` after the oldest row arrived for a batch to fill, and runs
+``fn(list) -> list`` in its own thread. So a request bigger than a batch is split across
+batches and reassembled, and small requests share one.
+
+Protection, in the order it applies:
+- the queue is bounded in rows: a submit that would overflow it raises :class:`QueueFull`
+  (the API answers 429/503 with Retry-After) — memory stays bounded under any load;
+- a request whose deadline passed while queued is dropped before ``fn`` sees it
+  (:class:`DeadlineExceeded`, answered 504) — late work is never computed;
+- ``fn`` must return exactly one output per input, or the whole batch fails loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Generic, Sequence, TypeVar
+
+from service.metrics import BatchStats, QueueStats, Stats
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class BatcherError(Exception):
+    """Work the batcher refused or dropped; ``code`` is machine-readable."""
+
+    code = "unavailable"
+
+
+class QueueFull(BatcherError):
+    """The queue has no room for the request now; retry later."""
+
+    code = "queue_full"
+
+
+class RequestTooLarge(BatcherError):
+    """The request alone exceeds the whole queue: retrying will never help."""
+
+    code = "too_large"
+
+
+class DeadlineExceeded(BatcherError):
+    """The request's deadline passed before its items reached the model."""
+
+    code = "deadline_exceeded"
+
+
+class BatcherClosed(BatcherError):
+    """The batcher is draining for shutdown or a model swap; new work goes elsewhere."""
+
+    code = "unavailable"
+
+
+@dataclass(eq=False)
+class _Request:
+    items: Sequence
+    deadline: float | None  # time.monotonic() seconds
+    enqueued: float
+    future: asyncio.Future
+    results: list = field(default_factory=list)
+    next: int = 0  # first item not yet dispatched
+    pending: int = 0  # items dispatched or queued but not yet resolved
+    started: bool = False
+
+
+class DynamicBatcher(Generic[T, R]):
+    def __init__(
+        self,
+        fn: Callable[[list[T]], list[R]],
+        *,
+        max_batch_size: int = 256,
+        max_queue_delay_s: float = 0.002,
+        max_queue_rows: int = 16384,
+        labels: tuple[str, str] = ("", ""),
+        on_stats: Callable[[Stats], None] | None = None,
+    ) -> None:
+        if max_batch_size < 1 or max_queue_rows < 1:
+            raise ValueError("max_batch_size and max_queue_rows must be >= 1")
+        self.fn = fn
+        self.max_batch_size = max_batch_size
+        self.max_queue_delay_s = max_queue_delay_s
+        self.max_queue_rows = max_queue_rows
+        self.labels = labels
+        self.on_stats = on_stats or (lambda stats: None)
+        self._queue: deque[_Request] = deque()
+        self._rows = 0  # rows queued, not yet dispatched
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        # one thread: at most one batch in flight, so the session's own threads get the cores
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"batch-{labels[0]}")
+        self._task: asyncio.Task | None = None
+
+    @property
+    def depth(self) -> int:
+        return self._rows
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def submit(self, items: Sequence[T], deadline: float | None = None) -> list[R]:
+        """One result per item, in order; raises QueueFull/RequestTooLarge/DeadlineExceeded."""
+        n = len(items)
+        if n == 0:
+            return []
+        if self._closing:
+            raise BatcherClosed("batcher is draining")
+        if n > self.max_queue_rows:
+            raise RequestTooLarge(f"{n} rows > queue capacity {self.max_queue_rows}")
+        if self._rows + n > self.max_queue_rows:
+            raise QueueFull(f"{self._rows} rows queued, no room for {n}")
+        req = _Request(items=items, deadline=deadline, enqueued=time.monotonic(),
+                       future=asyncio.get_running_loop().create_future(),
+                       results=[None] * n, pending=n)
+        self._queue.append(req)
+        self._rows += n
+        self._report_depth()
+        self._wakeup.set()
+        self.start()
+        return await req.future
+
+    async def close(self) -> None:
+        """Stop accepting; finish everything already queued; release the thread."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+        self._executor.shutdown(wait=True)
+
+    # ---- the loop ---------------------------------------------------------------------------
+    async def _loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            self._drop_dead()
+            if not self._queue:
+                if self._closing:
+                    return
+                continue
+            await self._fill()
+            batch, waits = self._take()
+            if batch:
+                await self._run(batch, waits)
+            if self._queue:
+                self._wakeup.set()
+
+    async def _fill(self) -> None:
+        """Wait until a full batch is queued or the oldest row has waited max_queue_delay."""
+        while self._rows < self.max_batch_size and not self._closing:
+            remaining = self._queue[0].enqueued + self.max_queue_delay_s - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return
+            self._drop_dead()
+            if not self._queue:
+                return
+
+    def _drop_dead(self) -> None:
+        """Fail requests whose deadline passed and forget those whose caller went away."""
+        now = time.monotonic()
+        keep: deque[_Request] = deque()
+        for req in self._queue:
+            expired = req.deadline is not None and now > req.deadline
+            if expired or req.future.done():
+                self._rows -= len(req.items) - req.next
+                if expired and not req.future.done():
+                    req.future.set_exception(DeadlineExceeded(
+                        f"deadline passed {now - req.deadline:.3f}s ago, before inference"))
+            else:
+                keep.append(req)
+        if len(keep) != len(self._queue):
+            self._queue = keep
+            self._report_depth()
+
+    def _take(self) -> tuple[list[tuple[_Request, int, int]], tuple[float, ...]]:
+        """Up to max_batch_size rows, oldest first, as (request, first item, count) slices;
+        plus the queue wait of each request that starts in this batch."""
+        self._drop_dead()
+        now = time.monotonic()
+        room = self.max_batch_size
+        slices = []
+        waits = []
+        while room and self._queue:
+            req = self._queue[0]
+            count = min(room, len(req.items) - req.next)
+            slices.append((req, req.next, count))
+            if not req.started:
+                req.started = True
+                waits.append(now - req.enqueued)
+            req.next += count
+            room -= count
+            if req.next == len(req.items):
+                self._queue.popleft()
+        self._rows -= self.max_batch_size - room
+        self._report_depth()
+        return slices, tuple(waits)
+
+    async def _run(self, slices: list[tuple[_Request, int, int]], waits: tuple[float, ...]) -> None:
+        items = [x for req, start, count in slices for x in req.items[start:start + count]]
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        try:
+            results = await loop.run_in_executor(self._executor, self.fn, items)
+            if len(results) != len(items):
+                raise RuntimeError(f"batch function returned {len(results)} outputs for "
+                                   f"{len(items)} inputs")
+        except Exception as exc:
+            for req, _, _ in slices:
+                if not req.future.done():
+                    req.future.set_exception(exc)
+            return
+        self.on_stats(BatchStats(*self.labels, size=len(items),
+                                 compute_s=time.perf_counter() - t0, queue_waits_s=waits))
+        offset = 0
+        for req, start, count in slices:
+            req.results[start:start + count] = results[offset:offset + count]
+            offset += count
+            req.pending -= count
+            if req.pending == 0 and not req.future.done():
+                req.future.set_result(req.results)
+
+    def _report_depth(self) -> None:
+        self.on_stats(QueueStats(*self.labels, depth=self._rows))

@@ -1,0 +1,149 @@
+"""The model repository: find, verify and load models laid out the way Triton expects.
+
+``<root>/<name>/<int version>/model.onnx`` + ``manifest.json`` (contract in models/README.md).
+This module only finds, verifies and describes; it runs nothing. A version is refused when its
+sha256 does not match the bytes on disk or its ``preprocess_version`` differs from the one the
+service would feed it — a silently mismatched preprocessing is the worst failure a classifier
+can have, because every answer stays plausible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from service.spectra import PREPROCESS_VERSION
+from service.spectra.preprocess import LogLambdaGrid
+
+MANIFEST = "manifest.json"
+
+
+class ModelError(Exception):
+    """A model that cannot be served; ``code`` is machine-readable (model_not_found, ...)."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        self.code = code
+        self.detail = detail
+        super().__init__(f"[{code}] {detail}")
+
+
+class TensorSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    dtype: str
+    shape: list[int]
+
+
+class LabelSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    top: str
+    subtype: str | None = None
+
+
+class Manifest(BaseModel):
+    """The contract a model version declares (models/README.md)."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    name: str
+    version: int
+    kind: str
+    file: str = "model.onnx"
+    sha256: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    labels: list[LabelSpec] = []
+    top_classes: list[str] = []
+    grid: dict[str, Any] | None = None
+    preprocess_version: str
+    training: dict[str, Any] = {}
+    metrics: dict[str, Any] = {}
+
+    def spectrum_grid(self) -> LogLambdaGrid:
+        if self.grid is None:
+            raise ModelError("bad_manifest", f"{self.name} v{self.version}: no grid")
+        return LogLambdaGrid.from_manifest(self.grid)
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A verified model version: its manifest and the ONNX bytes that matched the checksum."""
+
+    manifest: Manifest
+    path: Path  # the version directory
+    onnx: bytes
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> int:
+        return self.manifest.version
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class ModelRepository:
+    """A directory of models; integer version directories, the highest one is ``latest``."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and self.versions(p.name))
+
+    def versions(self, name: str) -> list[int]:
+        """Integer version directories holding a manifest, ascending."""
+        d = self.root / name
+        if not d.is_dir():
+            return []
+        return sorted(int(p.name) for p in d.iterdir()
+                      if p.is_dir() and p.name.isdigit() and (p / MANIFEST).is_file())
+
+    def resolve(self, name: str, version: int | None = None) -> int:
+        """The version to load: ``version`` if present, else the latest."""
+        available = self.versions(name)
+        if not available:
+            raise ModelError("model_not_found", f"no model {name!r} in {self.root}")
+        if version is None:
+            return available[-1]
+        if version not in available:
+            raise ModelError("model_not_found", f"{name!r} has no version {version} "
+                             f"(available: {available})")
+        return version
+
+    def load(self, name: str, version: int | None = None) -> ModelVersion:
+        """Read, validate and checksum one version; raises ``ModelError`` if unservable."""
+        v = self.resolve(name, version)
+        vdir = self.root / name / str(v)
+        try:
+            manifest = Manifest.model_validate(json.loads((vdir / MANIFEST).read_bytes()))
+        except (OSError, ValueError, ValidationError) as exc:
+            raise ModelError("bad_manifest", f"{vdir / MANIFEST}: {exc}") from None
+        if manifest.name != name or manifest.version != v:
+            raise ModelError("bad_manifest", f"{vdir}: manifest says {manifest.name!r} "
+                             f"v{manifest.version}, directory says {name!r} v{v}")
+        if manifest.preprocess_version != PREPROCESS_VERSION:
+            raise ModelError(
+                "preprocess_mismatch",
+                f"{name} v{v} was trained with preprocess_version "
+                f"{manifest.preprocess_version!r}; this service runs {PREPROCESS_VERSION!r}")
+        try:
+            onnx = (vdir / manifest.file).read_bytes()
+        except OSError as exc:
+            raise ModelError("model_file_missing", f"{vdir / manifest.file}: {exc}") from None
+        digest = sha256_hex(onnx)
+        if digest != manifest.sha256.lower():
+            raise ModelError("checksum_mismatch", f"{name} v{v}: sha256 of {manifest.file} is "
+                             f"{digest}, manifest says {manifest.sha256}")
+        return ModelVersion(manifest=manifest, path=vdir, onnx=onnx)

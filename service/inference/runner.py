@@ -1,0 +1,77 @@
+"""Arrays through an ONNX Runtime session, and nothing else (no HTTP, no queues).
+
+Execution provider: CUDA when onnxruntime-gpu is installed and a GPU is visible (inputs and
+outputs bound with IOBinding, so the batch is copied to the device once and nothing is
+re-allocated per call), CPU otherwise. ``provider`` reports what the session really uses —
+ORT silently falls back to CPU when CUDA cannot initialise, so asking is the only truth.
+
+Thread choices (one session per model version, fed by exactly one batcher, so at most one
+``run`` is in flight per session):
+- ``intra_op_num_threads``: 0 = ORT's default, one per physical core. A batch is one big
+  convolution workload; splitting it across cores is where the speed is.
+- ``inter_op_num_threads = 1`` with sequential execution: the graph is a chain, there is no
+  branch parallelism worth a second pool.
+- ``session.intra_op.allow_spinning = 0``: ORT's workers otherwise busy-wait after each run,
+  burning the cores that decode/preprocess threads (and the event loop) need between batches.
+  Costs a few µs of wake-up per batch; measured in bench/bench_service.py.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import onnxruntime as ort
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+def session_options(intra_op_threads: int = 0) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = intra_op_threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    so.log_severity_level = 3
+    return so
+
+
+def choose_providers(device: Device = "auto") -> list[str]:
+    available = ort.get_available_providers()
+    if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cuda":
+        raise RuntimeError("device=cuda but onnxruntime has no CUDAExecutionProvider "
+                           f"(available: {available})")
+    return ["CPUExecutionProvider"]
+
+
+class OnnxRunner:
+    """``run({input: array}) -> {output: array}`` on one ONNX Runtime session."""
+
+    def __init__(self, onnx: bytes, *, device: Device = "auto", intra_op_threads: int = 0) -> None:
+        self.session = ort.InferenceSession(
+            onnx, sess_options=session_options(intra_op_threads),
+            providers=choose_providers(device))
+        self.provider: str = self.session.get_providers()[0]
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self._cuda = self.provider == "CUDAExecutionProvider"
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._cuda:
+            return self._run_iobinding(inputs)
+        outs = self.session.run(self.output_names, inputs)
+        return dict(zip(self.output_names, outs))
+
+    def _run_iobinding(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        binding = self.session.io_binding()
+        for name, arr in inputs.items():
+            value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr), "cuda", 0)
+            binding.bind_ortvalue_input(name, value)
+        for name in self.output_names:
+            binding.bind_output(name, "cuda", 0)
+        self.session.run_with_iobinding(binding)
+        return dict(zip(self.output_names, binding.copy_outputs_to_cpu()))

@@ -1,0 +1,146 @@
+"""Every Prometheus metric of the service, defined once, fed through one ``record()``.
+
+After vLLM's metrics logger: the batcher and the pipeline never touch prometheus-client; they
+hand small frozen stats records to :meth:`Metrics.record`, which turns each into observations.
+All names carry the ``specula_`` prefix and a unit suffix, every metric has a help string and
+the shared label set (model, version). Each :class:`Metrics` owns its registry, so every app
+(and every test) starts from zero. The Triton counterpart of each metric is in docs/service.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+
+LABELS = ("model", "version")
+Outcome = Literal["success", "rejected", "bad_input", "timeout", "error"]
+OUTCOMES: tuple[Outcome, ...] = ("success", "rejected", "bad_input", "timeout", "error")
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                   5.0, 10.0, 30.0, 60.0)
+BATCH_BUCKETS = tuple(float(2**i) for i in range(13))  # 1 .. 4096 rows
+
+
+# ---- the stats records the data path hands over -------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RequestStats:
+    """One finished request (any endpoint that runs a model)."""
+
+    model: str
+    version: str
+    outcome: Outcome
+    latency_s: float
+    items: int = 0  # spectra (rows) in the request
+
+
+@dataclass(frozen=True, slots=True)
+class PreprocessStats:
+    """Decode + preprocess of one request, run in the worker pool."""
+
+    model: str
+    version: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStats:
+    """One executed batch: its size, its compute time and the queue wait of each request part."""
+
+    model: str
+    version: str
+    size: int
+    compute_s: float
+    queue_waits_s: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    model: str
+    version: str
+    depth: int  # rows waiting
+
+
+@dataclass(frozen=True, slots=True)
+class ModelLoadStats:
+    """A model version went live (loaded=True) or was retired (loaded=False)."""
+
+    model: str
+    version: str
+    provider: str = ""
+    sha256: str = ""
+    loaded: bool = True
+
+
+Stats = RequestStats | PreprocessStats | BatchStats | QueueStats | ModelLoadStats
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "specula_requests_total",
+            "Inference requests finished, by outcome (success, rejected, bad_input, timeout, "
+            "error).", [*LABELS, "outcome"], registry=r)
+        self.request_latency = Histogram(
+            "specula_request_duration_seconds",
+            "End-to-end request latency, from the first byte handled to the response built.",
+            LABELS, buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_wait = Histogram(
+            "specula_queue_duration_seconds",
+            "Time a request part waited in the batcher queue before its batch started.",
+            LABELS, buckets=LATENCY_BUCKETS, registry=r)
+        self.preprocess = Histogram(
+            "specula_preprocess_duration_seconds",
+            "Decode + preprocess time of one request (worker pool, off the event loop).",
+            LABELS, buckets=LATENCY_BUCKETS, registry=r)
+        self.compute = Histogram(
+            "specula_compute_duration_seconds",
+            "ONNX Runtime time of one executed batch (inputs in, outputs out).",
+            LABELS, buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram(
+            "specula_batch_size_rows",
+            "Rows (spectra) per executed batch.", LABELS, buckets=BATCH_BUCKETS, registry=r)
+        self.queue_depth = Gauge(
+            "specula_queue_depth_rows",
+            "Rows waiting in the batcher queue.", LABELS, registry=r)
+        self.items = Counter(
+            "specula_inference_items_total",
+            "Spectra (rows) run through the model.", LABELS, registry=r)
+        self.batches = Counter(
+            "specula_batches_total", "Batches executed.", LABELS, registry=r)
+        self.model_info = Info(
+            "specula_model", "Loaded model versions: execution provider and sha256 of the "
+            "ONNX file.", LABELS, registry=r)
+
+    def record(self, stats: Stats) -> None:
+        labels = (stats.model, stats.version)
+        match stats:
+            case RequestStats():
+                self.requests.labels(*labels, stats.outcome).inc()
+                self.request_latency.labels(*labels).observe(stats.latency_s)
+            case PreprocessStats():
+                self.preprocess.labels(*labels).observe(stats.seconds)
+            case BatchStats():
+                self.batch_size.labels(*labels).observe(stats.size)
+                self.compute.labels(*labels).observe(stats.compute_s)
+                self.items.labels(*labels).inc(stats.size)
+                self.batches.labels(*labels).inc()
+                wait = self.queue_wait.labels(*labels)
+                for w in stats.queue_waits_s:
+                    wait.observe(w)
+            case QueueStats():
+                self.queue_depth.labels(*labels).set(stats.depth)
+            case ModelLoadStats(loaded=True):
+                self.model_info.labels(*labels).info(
+                    {"provider": stats.provider, "sha256": stats.sha256})
+                for outcome in OUTCOMES:  # export zeros so rates work from the first scrape
+                    self.requests.labels(*labels, outcome)
+                self.queue_depth.labels(*labels).set(0)
+            case ModelLoadStats(loaded=False):
+                self.model_info.remove(*labels)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
