@@ -1,0 +1,35 @@
+"""Small helpers the readers share: header values to plain JSON-able metadata."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..fitsview import Header
+
+
+def plain(value: Any) -> Any:
+    """A numpy/FITS scalar as a plain JSON-able value (None for NaN or unsupported)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (bool, int, float)):
+        return value
+    return None
+
+
+def header_meta(header: Header, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The given header keywords that are present, lower-cased, as plain values."""
+    out: dict[str, Any] = {}
+    for key in keys:
+        value = plain(header.get(key))
+        if value is not None and value != "":
+            out[key.lower()] = value
+    return out

@@ -1,0 +1,170 @@
+"""Plain arrays from pipelines that do not write FITS: JSON documents and ``.npy`` files.
+
+JSON: ``{"wavelength": [...], "flux": [...], "ivar" | "error": [...], "mask": [...],
+"object_id": "..."}`` (``ivar`` and ``error`` optional and exclusive, ``mask`` true = bad), or
+``{"spectra": [<that>, ...]}`` for several. Wavelengths are vacuum Å.
+
+``.npy``: numeric only, never pickles. Either a ``(k, N)`` array whose rows are wavelength,
+flux[, ivar[, mask]] for k = 2, 3, 4, or a 1D structured array with named fields
+(``wavelength``/``wave``, ``flux``, optional ``ivar``/``error``/``mask``). The header's declared
+shape and dtype are checked against the bytes present *before* ``np.load`` builds anything.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from ..errors import SpectrumError
+from ..registry import register_reader
+from ..source import Source
+from ..spectrum import Spectrum, make_spectrum
+
+NPY_MAGIC = b"\x93NUMPY"
+MAX_JSON_DEPTH = 8  # {"spectra": [{"flux": [..]}]} needs 4; deeper is not ours
+
+
+def _is_json(source: Source) -> bool:
+    head = source.data[:64].lstrip()
+    return head[:1] == b"{"
+
+
+def identify_arrays(source: Source) -> bool:
+    """``.npy`` magic, or a JSON object (first non-blank byte ``{``)."""
+    return source.data[:6] == NPY_MAGIC or _is_json(source)
+
+
+def _spectrum_from_mapping(d: Any, source: Source, index: int) -> Spectrum:
+    if not isinstance(d, dict):
+        raise SpectrumError("bad_request", f"spectrum {index} is not an object",
+                            source=source.name)
+    wave = d.get("wavelength", d.get("wave"))
+    if wave is None or "flux" not in d:
+        raise SpectrumError("missing_column", f"spectrum {index} needs 'wavelength' and 'flux'",
+                            source=source.name)
+    if d.get("ivar") is not None and d.get("error") is not None:
+        raise SpectrumError("bad_request", "give 'ivar' or 'error', not both", source=source.name)
+    arrays = {}
+    for key in ("wavelength", "flux", "ivar", "error", "mask"):
+        value = wave if key == "wavelength" else d.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, (list, np.ndarray)):
+            raise SpectrumError("bad_shape", f"{key!r} must be an array", source=source.name)
+        try:
+            arr = np.asarray(value, dtype=bool if key == "mask" else None)
+        except (ValueError, TypeError, OverflowError):
+            raise SpectrumError("bad_shape", f"{key!r} is not a flat numeric array",
+                                source=source.name) from None
+        if arr.dtype.kind == "O" or arr.dtype.kind in "USV":
+            raise SpectrumError("bad_dtype", f"{key!r} is not numeric", source=source.name)
+        arrays[key] = arr
+    ivar = arrays.get("ivar")
+    if "error" in arrays:
+        err = arrays["error"]
+        if err.dtype.kind not in "fiu":
+            raise SpectrumError("bad_dtype", "'error' is not numeric", source=source.name)
+        err = err.astype(np.float64)
+        with np.errstate(all="ignore"):
+            ivar = np.where(err > 0, 1.0 / (err * err), 0.0)
+    meta = {"survey": str(d.get("survey", "arrays")), "object_id": str(d.get("object_id", ""))}
+    return make_spectrum(arrays["wavelength"], arrays["flux"], ivar, arrays.get("mask"), meta,
+                         source=source.name)
+
+
+def _depth_ok(text: bytes) -> bool:
+    """Cheap nesting bound before json.loads (deep nesting is a recursion bomb)."""
+    depth = 0
+    deepest = 0
+    for b in text[:4096]:  # the structure is at the front; arrays of numbers are flat
+        if b in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif b in b"]}":
+            depth -= 1
+    return deepest <= MAX_JSON_DEPTH
+
+
+def _read_json(source: Source) -> list[Spectrum]:
+    if not _depth_ok(source.data):
+        raise SpectrumError("bad_request", "JSON nested too deeply", source=source.name)
+    try:
+        doc = json.loads(source.data)
+    except (ValueError, RecursionError) as exc:
+        raise SpectrumError("corrupt_file", f"invalid JSON: {exc}", source=source.name) from None
+    if not isinstance(doc, dict):
+        raise SpectrumError("bad_request", "JSON must be an object", source=source.name)
+    if "spectra" in doc:
+        items = doc["spectra"]
+        if not isinstance(items, list):
+            raise SpectrumError("bad_request", "'spectra' must be a list", source=source.name)
+        return [_spectrum_from_mapping(d, source, i) for i, d in enumerate(items)]
+    return [_spectrum_from_mapping(doc, source, 0)]
+
+
+def _npy_header(source: Source) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, data offset) from the npy header, validated against the byte count."""
+    f = io.BytesIO(source.data)
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"npy version {version}")
+    except (ValueError, SyntaxError, TypeError, OverflowError, EOFError) as exc:
+        raise SpectrumError("corrupt_file", f"bad npy header: {exc}", source=source.name) from None
+    if dtype.hasobject:
+        raise SpectrumError("bad_dtype", "npy holds Python objects (pickle)", source=source.name)
+    if dtype.names is None and dtype.kind not in "fiub":
+        raise SpectrumError("bad_dtype", f"npy dtype {dtype} is not numeric", source=source.name)
+    if dtype.names is not None and any(dtype[n].kind not in "fiub" for n in dtype.names):
+        raise SpectrumError("bad_dtype", "npy structured fields must be numeric",
+                            source=source.name)
+    if fortran:
+        raise SpectrumError("bad_dtype", "Fortran-ordered npy not supported", source=source.name)
+    offset = f.tell()
+    expected = math.prod(shape) * dtype.itemsize
+    present = len(source.data) - offset
+    if expected > source.max_bytes:
+        raise SpectrumError("too_large", f"npy declares {expected} bytes", source=source.name)
+    if expected != present:
+        raise SpectrumError("corrupt_file", f"npy declares {expected} bytes; {present} present",
+                            source=source.name)
+    return tuple(shape), dtype, offset
+
+
+def _read_npy(source: Source) -> list[Spectrum]:
+    shape, dtype, _ = _npy_header(source)
+    arr = np.load(io.BytesIO(source.data), allow_pickle=False)
+    if dtype.names is not None:
+        names = {n.lower(): n for n in dtype.names}
+        if arr.ndim != 1:
+            raise SpectrumError("bad_shape", "structured npy must be 1D", source=source.name)
+        d = {k: arr[names[k]] for k in ("wavelength", "wave", "flux", "ivar", "error", "mask")
+             if k in names}
+        if "mask" in d:
+            d["mask"] = d["mask"] != 0
+        return [_spectrum_from_mapping(d, source, 0)]
+    if arr.ndim != 2 or arr.shape[0] not in (2, 3, 4):
+        raise SpectrumError("bad_shape", f"npy array has shape {shape}; expected (2|3|4, N)",
+                            source=source.name)
+    mask = arr[3] != 0 if arr.shape[0] == 4 else None
+    ivar = arr[2] if arr.shape[0] >= 3 else None
+    meta = {"survey": "arrays", "object_id": ""}
+    return [make_spectrum(arr[0], arr[1], ivar, mask, meta, source=source.name)]
+
+
+def read_arrays(source: Source) -> list[Spectrum]:
+    if source.data[:6] == NPY_MAGIC:
+        return _read_npy(source)
+    return _read_json(source)
+
+
+register_reader("arrays", identify_arrays, read_arrays, priority=0,
+                description="JSON or .npy arrays (wavelength, flux, ivar|error, mask)")

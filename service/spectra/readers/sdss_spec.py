@@ -1,0 +1,101 @@
+"""SDSS/BOSS/eBOSS ``spec-PLATE-MJD-FIBER.fits`` (full and lite) → one :class:`Spectrum`.
+
+Layout (https://data.sdss.org/datamodel/files/BOSS_SPECTRO_REDUX/RUN2D/spectra/PLATE4/spec.html):
+HDU1 ``COADD`` table with ``flux`` [1e-17 erg/s/cm²/Å], ``loglam`` (log10 vacuum Å), ``ivar``,
+``and_mask``, ``or_mask``, ...; HDU2 ``SPECOBJ`` (one row: CLASS, SUBCLASS, Z, ...). Lite files
+lack the per-exposure HDUs; a COADD table with only flux/loglam/ivar is read too (no mask
+column: the mask is ivar == 0 alone).
+
+Bad pixels: ``ivar == 0`` or any bit of ``and_mask`` in :data:`AND_MASK_BAD`. ``and_mask``
+holds the SPPIXMASK bits set in *every* exposure, so a set bit means the coadded pixel itself
+is compromised. We take every bit, i.e. ``and_mask != 0`` (the rule the SDSS documentation
+recommends): the fibre-level bits 0–12 (NOPLUG, BADTRACE, BADFLAT, BADARC, MANYBADCOLUMNS,
+MANYREJECTED, LARGESHIFT, BADSKYFIBER, NEARWHOPPER, WHOPPER, SMEARIMAGE, SMEARHIGHSN,
+SMEARMEDSN) and the pixel-level bits 16–28 (NEARBADPIXEL, LOWFLAT, FULLREJECT, PARTIALREJECT,
+SCATTEREDLIGHT, CROSSTALK, NOSKY, BRIGHTSKY, NODATA, COMBINEREJ, BADFLUXFACTOR, BADSKYCHI,
+REDMONSTER), plus any bit a later pipeline adds. The real A0 star in ../shared has bit 16
+(NEARBADPIXEL) on a few pixels.
+``or_mask`` (set in *any* exposure) is not used: it flags pixels the coadd already repaired.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from ..errors import SpectrumError
+from ..fitsview import HDU
+from ..registry import register_reader
+from ..source import Source
+from ..spectrum import Spectrum, make_spectrum
+from ._common import plain
+
+_NAME = re.compile(r"spec(?:lite)?-(\d{4,6})-(\d{5})-(\d{4})")
+_SPECOBJ_KEYS = ("CLASS", "SUBCLASS", "Z", "Z_ERR", "ZWARNING", "SURVEY", "PLUG_RA", "PLUG_DEC")
+
+
+def _coadd(source: Source) -> HDU | None:
+    f = source.fits
+    hdu = f.get("COADD") or f.get(1)
+    if hdu is None or hdu.xtension != "BINTABLE":
+        return None
+    return hdu
+
+
+def identify_sdss_spec(source: Source) -> bool:
+    """A FITS whose COADD (or first) table has ``flux``, ``loglam`` and ``ivar`` columns."""
+    if not source.is_fits:
+        return False
+    hdu = _coadd(source)
+    return hdu is not None and {"FLUX", "LOGLAM", "IVAR"} <= set(hdu.columns)
+
+
+def _specobj(source: Source) -> dict[str, object]:
+    """CLASS/SUBCLASS/Z/... from the one-row SPECOBJ table, when the file has it."""
+    hdu = source.fits.get("SPECOBJ")
+    if hdu is None or hdu.xtension != "BINTABLE" or hdu.nrows < 1:
+        return {}
+    out: dict[str, object] = {}
+    for key in _SPECOBJ_KEYS:
+        if key in hdu.columns:
+            value = plain(hdu.column(key)[0])
+            if value is not None:
+                out[key.lower()] = value
+    return out
+
+
+def _object_id(source: Source, primary_header) -> str:
+    plate, mjd, fiber = (primary_header.get(k) for k in ("PLATEID", "MJD", "FIBERID"))
+    if all(isinstance(v, int) for v in (plate, mjd, fiber)):
+        return f"{plate:04d}-{mjd:05d}-{fiber:04d}"
+    m = _NAME.search(source.name)
+    return "-".join(m.groups()) if m else ""
+
+
+def read_sdss_spec(source: Source) -> list[Spectrum]:
+    hdu = _coadd(source)
+    if hdu is None:
+        raise SpectrumError("missing_hdu", "no COADD table", source=source.name)
+    loglam = hdu.column("loglam")
+    flux = hdu.column("flux")
+    ivar = hdu.column("ivar")
+    if loglam.ndim != 1:
+        raise SpectrumError("bad_shape", "COADD columns must be scalars", source=source.name)
+    mask = None
+    if "AND_MASK" in hdu.columns:
+        mask = hdu.column("and_mask") != 0
+    wave = np.power(10.0, loglam.astype(np.float64))
+    head = source.fits[0].header
+    meta: dict[str, object] = {"survey": "sdss", "object_id": _object_id(source, head)}
+    meta.update(_specobj(source))
+    meta["survey"] = str(meta.get("survey") or "sdss").strip()
+    ra = meta.pop("plug_ra", head.get("PLUG_RA"))
+    dec = meta.pop("plug_dec", head.get("PLUG_DEC"))
+    if ra is not None and dec is not None:
+        meta["ra"], meta["dec"] = float(ra), float(dec)
+    return [make_spectrum(wave, flux, ivar, mask, meta, source=source.name)]
+
+
+register_reader("sdss-spec", identify_sdss_spec, read_sdss_spec, priority=10,
+                description="SDSS/BOSS spec-PLATE-MJD-FIBER (full, lite, COADD-only)")
