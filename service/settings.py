@@ -20,6 +20,7 @@ class Settings(BaseSettings):
     # where models live and which are served
     model_repository: Path = Field(Path("models"), description="Triton-style repository root")
     models: list[str] = Field(default_factory=list, description="model names to serve; [] = all")
+    default_model: str = Field("spectrum_classifier", description="model of /v1 when none named")
     version_policy: Literal["all", "latest"] = Field(
         "all", description="load every version (pinnable per request) or only the latest"
     )
@@ -29,6 +30,7 @@ class Settings(BaseSettings):
     port: int = 8000
     max_body_bytes: int = Field(256 * 1024 * 1024, description="larger bodies get 413 unread")
     max_file_bytes: int = Field(128 * 1024 * 1024, description="limit per decoded file")
+    max_files: int = Field(1000, description="files per multipart request")
     graceful_shutdown_s: float = Field(60.0, description="SIGTERM: max time to drain accepted work")
     admin_token: SecretStr | None = Field(None, description="Bearer token for reload; unset = off")
     log_level: str = "info"

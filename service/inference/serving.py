@@ -147,12 +147,15 @@ class ModelServer:
             raise ModelError("model_not_found", f"no model {name!r} in {self.repository.root}")
         return [self.repository.load(name, v) for v in available]
 
-    async def reload(self) -> dict[str, dict]:
-        """(Re)load every configured model; per model: ``{"status", "versions" | "error"}``."""
+    async def reload(self, only: str | None = None) -> dict[str, dict]:
+        """(Re)load every configured model (or ``only`` one); per model a report
+        ``{"status": "ok", "versions": ...}`` or ``{"status": "failed", "code", "error"}``."""
         async with self._reload_lock:
-            names = self.settings.models or self.repository.names()
+            names = set(self.settings.models or self.repository.names()) | set(self._models)
+            if only is not None:
+                names = {only}
             report = {}
-            for name in sorted(set(names) | set(self._models)):
+            for name in sorted(names):
                 try:
                     report[name] = await self._reload_one(name)
                 except ModelError as exc:

@@ -1,0 +1,83 @@
+"""Dependencies as ``Annotated`` aliases: what a route needs, named by what it is."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, AsyncIterator
+
+from fastapi import Depends, Header, Request
+
+from service.inference.serving import ModelServer, ServedModel
+from service.metrics import Metrics, RequestStats
+from service.settings import Settings
+
+from .errors import ApiError, failure_of
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_server(request: Request) -> ModelServer:
+    return request.app.state.server
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+def get_deadline(request: Request) -> float | None:
+    """Absolute ``time.monotonic()`` deadline from the timeout header (ms), if sent."""
+    raw = request.headers.get(request.app.state.settings.deadline_header)
+    if raw is None:
+        return None
+    try:
+        ms = float(raw)
+    except ValueError:
+        ms = -1.0
+    if not ms > 0:
+        raise ApiError(400, "bad_request", f"{request.app.state.settings.deadline_header} must "
+                       f"be a positive number of milliseconds, got {raw!r}")
+    return time.monotonic() + ms / 1000.0
+
+
+def require_admin(request: Request,
+                  authorization: Annotated[str | None, Header()] = None) -> None:
+    token = request.app.state.settings.admin_token
+    if token is None:
+        raise ApiError(403, "forbidden", "admin endpoints are disabled (set SPECULA_ADMIN_TOKEN)")
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(
+            given.encode(), token.get_secret_value().encode()):
+        raise ApiError(401, "unauthorized", "admin endpoints need 'Authorization: Bearer <token>'")
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ServerDep = Annotated[ModelServer, Depends(get_server)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+DeadlineDep = Annotated[float | None, Depends(get_deadline)]
+AdminDep = Annotated[None, Depends(require_admin)]
+
+
+@dataclass
+class Observation:
+    items: int = 0
+
+
+@asynccontextmanager
+async def observe(metrics: Metrics, served: ServedModel) -> AsyncIterator[Observation]:
+    """Count one model request by outcome and time it end to end."""
+    obs = Observation()
+    t0 = time.perf_counter()
+    outcome = "success"
+    try:
+        yield obs
+    except BaseException as exc:
+        outcome = failure_of(exc).outcome
+        raise
+    finally:
+        metrics.record(RequestStats(served.name, str(served.version), outcome,
+                                    time.perf_counter() - t0, obs.items))

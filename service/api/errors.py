@@ -1,0 +1,105 @@
+"""Every failure → an Open Inference Protocol error body ``{"error": msg, "code": code}``.
+
+One table maps exception types to (HTTP status, machine-readable code, metrics outcome), so
+the status a client sees and the outcome Prometheus counts cannot drift apart. Bad input is
+always a 4xx; a 500 means a bug in the service, never a bad file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from service.inference.batcher import (BatcherClosed, BatcherError, DeadlineExceeded, QueueFull,
+                                       RequestTooLarge)
+from service.inference.repository import ModelError
+from service.metrics import Outcome
+from service.spectra import SpectrumError
+
+log = logging.getLogger("specula.api")
+
+SPECTRUM_STATUS = {"too_large": 413, "decompression_bomb": 413, "unknown_format": 415,
+                   "bad_request": 400}  # every other SpectrumError code: 422
+HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+              405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
+
+
+class ApiError(Exception):
+    """An error raised by the API layer itself (bad header, bad tensor, auth)."""
+
+    def __init__(self, status: int, code: str, detail: str, *, source: str | None = None):
+        self.status, self.code, self.detail, self.source = status, code, detail, source
+        super().__init__(detail)
+
+
+@dataclass(frozen=True)
+class Failure:
+    status: int
+    code: str
+    detail: str
+    outcome: Outcome
+    source: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def response(self) -> Response:
+        body = {"error": self.detail, "code": self.code}
+        if self.source:
+            body["source"] = self.source
+        return Response(orjson.dumps(body), status_code=self.status, headers=self.headers,
+                        media_type="application/json")
+
+
+def failure_of(exc: BaseException, *, queue_full_status: int = 429, retry_after_s: int = 1
+               ) -> Failure:
+    retry = {"Retry-After": str(retry_after_s)}
+    match exc:
+        case SpectrumError():
+            return Failure(SPECTRUM_STATUS.get(exc.code, 422), exc.code, exc.detail,
+                           "bad_input", exc.source)
+        case ApiError():
+            outcome: Outcome = "bad_input" if exc.status < 500 else "error"
+            return Failure(exc.status, exc.code, exc.detail, outcome, exc.source)
+        case QueueFull():
+            return Failure(queue_full_status, exc.code, str(exc), "rejected", headers=retry)
+        case RequestTooLarge():
+            return Failure(413, exc.code, str(exc), "rejected")
+        case DeadlineExceeded():
+            return Failure(504, exc.code, str(exc), "timeout")
+        case BatcherClosed() | BatcherError():
+            return Failure(503, exc.code, str(exc), "rejected", headers=retry)
+        case ModelError(code="model_not_found"):
+            return Failure(404, exc.code, exc.detail, "bad_input")
+        case ModelError():
+            return Failure(503, exc.code, exc.detail, "error")
+        case RequestValidationError():
+            errs = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}"
+                             for e in exc.errors())
+            return Failure(400, "bad_request", errs or "invalid request", "bad_input")
+        case StarletteHTTPException():
+            return Failure(exc.status_code, HTTP_CODES.get(exc.status_code, "http_error"),
+                           str(exc.detail), "bad_input", headers=dict(exc.headers or {}))
+        case asyncio.CancelledError():
+            return Failure(499, "cancelled", "the client went away", "error")
+    return Failure(500, "internal", f"{type(exc).__name__}: internal error", "error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    settings = app.state.settings
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        failure = failure_of(exc, queue_full_status=settings.queue_full_status,
+                             retry_after_s=settings.retry_after_s)
+        if failure.code == "internal":
+            log.error("unhandled error", exc_info=exc)
+        return failure.response()
+
+    for exc_type in (SpectrumError, ApiError, BatcherError, ModelError, RequestValidationError,
+                     StarletteHTTPException, Exception):
+        app.add_exception_handler(exc_type, handle)

@@ -1,0 +1,83 @@
+"""The app: settings → metrics → model server → routers. ``specula serve`` runs it on uvicorn.
+
+Shutdown on SIGTERM (uvicorn's handling): stop accepting connections, let every request in
+flight finish (up to SPECULA_GRACEFUL_SHUTDOWN_S), then the lifespan drains the batchers.
+SIGHUP reloads the model repository, as the admin endpoint does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI
+
+from service.inference.serving import ModelServer
+from service.metrics import Metrics
+from service.settings import Settings
+
+from .errors import install_error_handlers
+from .logs import configure_logging
+from .middleware import BodyLimitMiddleware, TraceMiddleware
+from .routers import health, metrics, models, repository, spectra
+
+log = logging.getLogger("specula.api")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    server: ModelServer = app.state.server
+    report = await server.reload()
+    log.info("models loaded", extra={"report": report})
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(sighup_reload(server)))
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / Windows
+        pass
+    yield
+    await server.close()
+    log.info("drained and stopped")
+
+
+async def sighup_reload(server: ModelServer) -> None:
+    log.info("SIGHUP: reloading models", extra={"report": await server.reload()})
+
+
+def create_app(settings: Settings | None = None, metrics_: Metrics | None = None) -> FastAPI:
+    settings = settings or Settings()
+    app = FastAPI(title="Specula", version="1", lifespan=lifespan,
+                  description="Spectrum classification with uncertainty; Open Inference "
+                              "Protocol v2 compatible. See docs/service.md.")
+    app.state.settings = settings
+    app.state.metrics = metrics_ or Metrics()
+    app.state.server = ModelServer(settings, app.state.metrics.record)
+    for router in (health.router, models.router, spectra.router, repository.router,
+                   metrics.router):
+        app.include_router(router)
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(TraceMiddleware, access_log_enabled=settings.access_log)
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="specula serve", description="Run the inference service "
+                                "(every option also reads SPECULA_<NAME> from the environment).")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--model-repository")
+    p.add_argument("--log-level")
+    args = p.parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if v is not None}
+    settings = Settings(**overrides)
+    configure_logging(settings.log_level)
+    config = uvicorn.Config(
+        create_app(settings), host=settings.host, port=settings.port, log_config=None,
+        access_log=False, timeout_graceful_shutdown=settings.graceful_shutdown_s,
+        timeout_keep_alive=30)
+    uvicorn.Server(config).run()
+    return 0

@@ -1,0 +1,136 @@
+"""Open Inference Protocol v2 tensors: JSON and the binary tensor data extension.
+
+Binary extension (Triton's ``binary_tensor_data``): the body is a JSON header of
+``Inference-Header-Content-Length`` bytes, followed by the raw little-endian bytes of each
+input whose ``parameters.binary_data_size`` is set, in input order. Responses use the same
+layout for outputs requested with ``binary_data: true``. Every malformed tensor is a 400 with a
+code, never a 500.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from .errors import ApiError
+
+HEADER_LENGTH = "inference-header-content-length"
+DATATYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(bool), "UINT8": np.dtype("<u1"), "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
+}
+MANIFEST_TO_OIP = {"float32": "FP32", "float64": "FP64", "float16": "FP16", "int64": "INT64",
+                   "int32": "INT32", "int8": "INT8", "uint8": "UINT8", "bool": "BOOL"}
+NUMPY_TO_OIP = {v: k for k, v in DATATYPES.items()}
+
+
+class InputTensor(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] = {}
+    data: Any = None
+
+
+class RequestedOutput(BaseModel):
+    name: str
+    parameters: dict[str, Any] = {}
+
+
+class InferRequest(BaseModel):
+    id: str | None = None
+    parameters: dict[str, Any] = {}
+    inputs: list[InputTensor]
+    outputs: list[RequestedOutput] | None = None
+
+
+def bad(detail: str, code: str = "bad_tensor") -> ApiError:
+    return ApiError(400, code, detail)
+
+
+def decode_infer_request(body: bytes, header_length: str | None
+                         ) -> tuple[InferRequest, dict[str, np.ndarray]]:
+    """Parse a JSON or binary-extension infer request into (request, {input name: array})."""
+    if header_length is not None:
+        try:
+            n = int(header_length)
+        except ValueError:
+            raise bad(f"bad Inference-Header-Content-Length {header_length!r}", "bad_request")
+        if not 0 < n <= len(body):
+            raise bad(f"Inference-Header-Content-Length {n} outside body of {len(body)} bytes",
+                      "bad_request")
+        header, binary = body[:n], memoryview(body)[n:]
+    else:
+        header, binary = body, memoryview(b"")
+    try:
+        req = InferRequest.model_validate(orjson.loads(header))
+    except (orjson.JSONDecodeError, ValidationError) as exc:
+        raise bad(f"invalid inference request: {exc}", "bad_request") from None
+    arrays: dict[str, np.ndarray] = {}
+    offset = 0
+    for t in req.inputs:
+        dtype = DATATYPES.get(t.datatype)
+        if dtype is None:
+            raise bad(f"input {t.name!r}: unsupported datatype {t.datatype!r}", "bad_dtype")
+        if any(d < 0 for d in t.shape):
+            raise bad(f"input {t.name!r}: negative dimension in shape {t.shape}", "bad_shape")
+        count = math.prod(t.shape)
+        size = t.parameters.get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or size != count * dtype.itemsize:
+                raise bad(f"input {t.name!r}: binary_data_size {size} != {count} × "
+                          f"{dtype.itemsize} bytes for shape {t.shape}", "bad_shape")
+            if offset + size > len(binary):
+                raise bad(f"input {t.name!r}: body holds {len(binary) - offset} binary bytes,"
+                          f" {size} declared", "bad_shape")
+            arr = np.frombuffer(binary[offset:offset + size], dtype=dtype)
+            offset += size
+        else:
+            if t.data is None:
+                raise bad(f"input {t.name!r}: neither data nor binary_data_size given")
+            try:
+                arr = np.asarray(t.data, dtype=dtype)
+            except (ValueError, TypeError) as exc:
+                raise bad(f"input {t.name!r}: data not {t.datatype}: {exc}", "bad_dtype")
+            if arr.size != count:
+                raise bad(f"input {t.name!r}: {arr.size} values for shape {t.shape}",
+                          "bad_shape")
+        arrays[t.name] = arr.reshape(t.shape)
+    if offset != len(binary):
+        raise bad(f"{len(binary) - offset} unclaimed bytes after the binary inputs", "bad_shape")
+    return req, arrays
+
+
+def encode_infer_response(model: str, version: int, req: InferRequest,
+                          outputs: dict[str, np.ndarray]) -> tuple[bytes, dict[str, str]]:
+    """(body, extra headers); binary when the request asked for any binary output."""
+    binary_default = bool(req.parameters.get("binary_data_output", False))
+    wanted = req.outputs or [RequestedOutput(name=k) for k in outputs]
+    header_outputs, chunks = [], []
+    for o in wanted:
+        if o.name not in outputs:
+            raise bad(f"unknown output {o.name!r}; model has {sorted(outputs)}", "bad_request")
+        arr = np.ascontiguousarray(outputs[o.name])
+        datatype = NUMPY_TO_OIP[arr.dtype.newbyteorder("<")]
+        entry: dict[str, Any] = {"name": o.name, "datatype": datatype, "shape": list(arr.shape)}
+        if o.parameters.get("binary_data", binary_default):
+            raw = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            entry["data"] = arr.reshape(-1).tolist()
+        header_outputs.append(entry)
+    doc: dict[str, Any] = {"model_name": model, "model_version": str(version),
+                           "outputs": header_outputs}
+    if req.id is not None:
+        doc["id"] = req.id
+    header = orjson.dumps(doc)
+    if not chunks:
+        return header, {"content-type": "application/json"}
+    return b"".join([header, *chunks]), {"content-type": "application/octet-stream",
+                                         "inference-header-content-length": str(len(header))}

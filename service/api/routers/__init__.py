@@ -1,0 +1,2 @@
+"""One router per resource: health, models (OIP), spectra (native), repository (admin),
+metrics."""

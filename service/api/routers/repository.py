@@ -1,0 +1,48 @@
+"""Model repository administration (Triton's model_repository extension), token-protected.
+
+``POST /v2/repository/models/{name}/load`` reloads one model, ``POST /v1/admin/reload`` all
+of them (the same as SIGHUP). A reload that fails answers 409 with the reason and leaves the
+previously loaded versions serving.
+"""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter, Response
+
+from ..deps import AdminDep, ServerDep
+from ..schemas import RepositoryEntry
+
+router = APIRouter(tags=["repository"])
+
+
+def report_response(report: dict[str, dict]) -> Response:
+    failed = any(r["status"] != "ok" for r in report.values())
+    body: dict = {"models": report}
+    if failed:
+        bad = next(r for r in report.values() if r["status"] != "ok")
+        body.update(error=bad["error"], code=bad["code"])
+    return Response(orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS),
+                    status_code=409 if failed else 200, media_type="application/json")
+
+
+@router.post("/v2/repository/index", response_model=list[RepositoryEntry])
+async def repository_index(server: ServerDep) -> list[dict]:
+    out = []
+    for name in server.repository.names():
+        served = server.versions(name)
+        for v in server.repository.versions(name):
+            state = "READY" if v in served else "UNAVAILABLE"
+            out.append({"name": name, "version": str(v), "state": state,
+                        "reason": "" if v in served else "not loaded"})
+    return out
+
+
+@router.post("/v2/repository/models/{name}/load")
+async def load_model(name: str, server: ServerDep, _: AdminDep) -> Response:
+    return report_response(await server.reload(only=name))
+
+
+@router.post("/v1/admin/reload")
+async def reload_all(server: ServerDep, _: AdminDep) -> Response:
+    return report_response(await server.reload())

@@ -1,0 +1,99 @@
+"""The native endpoint: files in, classifications out.
+
+``POST /v1/spectra:classify`` takes multipart uploads (one or many FITS files, an exposure
+container, JSON arrays, .npy — any format a reader in service.spectra identifies), or one file
+as the raw body. Response: ``{"model", "version", "results": [one object per spectrum]}``;
+with ``?stream=true`` or ``Accept: application/x-ndjson``, one JSON line per spectrum as each
+file finishes, so a client sees the first results of a big upload early.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, AsyncIterator
+
+import orjson
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.datastructures import UploadFile
+
+from service.inference.pipeline import Upload
+from service.metrics import RequestStats
+
+from ..deps import DeadlineDep, MetricsDep, ServerDep, SettingsDep, observe
+from ..errors import ApiError, failure_of
+from ..schemas import ClassifyResponse, ErrorBody
+
+router = APIRouter(prefix="/v1", tags=["spectra"])
+NDJSON = "application/x-ndjson"
+
+BODY_DOC = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "properties": {
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    "application/json": {"schema": {"type": "object", "description": "JSON arrays reader"}},
+}}}
+
+
+async def read_uploads(request: Request, max_files: int, fmt: str | None) -> list[Upload]:
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("multipart/form-data"):
+        form = await request.form(max_files=max_files, max_fields=max_files)
+        try:
+            uploads = [Upload(await v.read(), v.filename or k, v.content_type, fmt)
+                       for k, v in form.multi_items() if isinstance(v, UploadFile)]
+        finally:
+            await form.close()
+    else:
+        body = await request.body()
+        name = request.headers.get("x-filename") or "body"
+        uploads = [Upload(body, name, ctype or None, fmt)] if body else []
+    if not uploads:
+        raise ApiError(400, "bad_request", "no file in the request (multipart parts or a body)")
+    return uploads
+
+
+@router.post("/spectra:classify", response_model=ClassifyResponse, openapi_extra=BODY_DOC,
+             responses={c: {"model": ErrorBody} for c in (400, 404, 413, 415, 422, 429, 503,
+                                                          504)})
+async def classify(
+    request: Request, server: ServerDep, metrics: MetricsDep, settings: SettingsDep,
+    deadline: DeadlineDep,
+    model: Annotated[str | None, Query(description="model name (default: SPECULA_DEFAULT_MODEL)")] = None,
+    version: Annotated[int | None, Query(description="pin a version (default: latest)")] = None,
+    format: Annotated[str | None, Query(description="reader name, e.g. sdss-spec")] = None,
+    stream: Annotated[bool, Query(description="NDJSON, one line per spectrum")] = False,
+) -> Response:
+    name = model or settings.default_model
+    if stream or NDJSON in request.headers.get("accept", ""):
+        server.get(name, version)  # unknown model: a 404 now, not an error line later
+        uploads = await read_uploads(request, settings.max_files, format)
+        return StreamingResponse(stream_results(server, metrics, name, version, uploads,
+                                                deadline), media_type=NDJSON)
+    async with server.use(name, version) as served, observe(metrics, served) as obs:
+        uploads = await read_uploads(request, settings.max_files, format)
+        results = await served.pipeline.classify(uploads, deadline)
+        obs.items = len(results)
+    return Response(orjson.dumps({"model": served.name, "version": served.version,
+                                  "results": results}), media_type="application/json")
+
+
+async def stream_results(server, metrics, name: str, version: int | None,
+                         uploads: list[Upload], deadline: float | None) -> AsyncIterator[bytes]:
+    """NDJSON lines; the lease is held (and the request timed) until the last line."""
+    t0 = time.perf_counter()
+    items, outcome = 0, "success"
+    async with server.use(name, version) as served:
+        try:
+            async for item in served.pipeline.classify_stream(uploads, deadline):
+                if "error" in item:
+                    outcome = "bad_input"
+                else:
+                    items += 1
+                yield orjson.dumps(item) + b"\n"
+        except BaseException as exc:
+            outcome = failure_of(exc).outcome
+            raise
+        finally:
+            metrics.record(RequestStats(served.name, str(served.version), outcome,
+                                        time.perf_counter() - t0, items))
