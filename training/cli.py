@@ -1,0 +1,107 @@
+"""``specula train spectra --config training/configs/spectra.json [--out models]``.
+
+One run does everything the shipped model needs, in order: simulate (cached under data/) →
+train the ensemble → fit temperature + redshift-σ scale on the validation split → checkpoint
+(runs/) → export ONE ONNX graph + manifest into ``<out>/<name>/<version>/`` → evaluate
+(report.md/report.json beside it, headline metrics into the manifest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .config import Config, config_to_dict, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Logger:
+    def __init__(self, path: Path | None):
+        self.t0 = time.time()
+        self.f = open(path, "a") if path else None
+
+    def __call__(self, msg: str) -> None:
+        line = f"[{time.strftime('%H:%M:%S')} +{time.time() - self.t0:6.0f}s] {msg}"
+        print(line, flush=True)
+        if self.f:
+            self.f.write(line + "\n")
+            self.f.flush()
+
+
+def train_spectra(cfg: Config, out_root: Path, runs_root: Path, data_dir: Path | None,
+                  progress: bool = True) -> dict:
+    import numpy as np
+
+    from .calibrate import fit_temperature, fit_z_sigma_scale
+    from .evaluate import evaluate, headline
+    from .export_onnx import export, write_manifest
+    from .model import Ensemble
+    from .simulate import describe, generate
+    from .train import predict_members, save_checkpoint, train_ensemble
+
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    run_dir = runs_root / f"{cfg.name}-v{cfg.version}-{stamp}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = Logger(run_dir / "train.log")
+    (run_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+    log(f"run dir {run_dir}")
+    t_start = time.time()
+
+    kw = dict(workers=cfg.data.workers, cache_dir=data_dir, progress=progress)
+    train = generate(cfg.sim, cfg.data.n_train, cfg.seed, "train", **kw)
+    val = generate(cfg.sim, cfg.data.n_val, cfg.seed, "val", **kw)
+    test = generate(cfg.sim, cfg.data.n_test, cfg.seed, "test", **kw)
+    t_sim = time.time() - t_start
+    log(f"simulated train/val/test {len(train['label'])}/{len(val['label'])}/"
+        f"{len(test['label'])} in {t_sim:.0f} s")
+
+    t0 = time.time()
+    members = train_ensemble(cfg, train, val, log)
+    t_train = time.time() - t0
+
+    logits, mu, lv = predict_members(members, val["x"])
+    temperature = fit_temperature(logits, val["label"].astype(int))
+    z_scale = fit_z_sigma_scale(mu, lv, val["z"])
+    log(f"calibration: temperature {temperature:.3f}, z_sigma scale {z_scale:.3f}")
+    ckpt = run_dir / "checkpoint.pt"
+    save_checkpoint(ckpt, cfg, members, {"temperature": temperature, "z_sigma_scale": z_scale})
+
+    model_dir = out_root / cfg.name / str(cfg.version)
+    ens = Ensemble(members, temperature, z_scale).eval()
+    extra = {"simulate_s": round(t_sim), "train_s": round(t_train), "checkpoint": str(ckpt),
+             "n_train": int(len(train["label"])), "n_val": int(len(val["label"])),
+             "n_test": int(len(test["label"]))}
+    manifest = export(ens, model_dir, config_to_dict(cfg), parity_x=val["x"][:256].astype(np.float32),
+                      data_description=describe(cfg.sim), training_extra=extra)
+    log(f"exported {model_dir / 'model.onnx'} sha256 {manifest['sha256'][:12]}… parity "
+        f"max|ORT−torch| = {manifest['parity']['max_abs_diff']:.2e}")
+
+    report = evaluate(cfg, members, temperature, z_scale, model_dir, log, test=test)
+    manifest["metrics"] = headline(report)
+    manifest["training"]["wall_time_s"] = round(time.time() - t_start)
+    write_manifest(model_dir, manifest)
+    log(f"done in {time.time() - t_start:.0f} s: {model_dir}")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="specula train",
+                                 description="train a model and export it to models/")
+    ap.add_argument("task", choices=["spectra"], help="what to train")
+    ap.add_argument("--config", required=True, help="JSON config (training/configs/*.json)")
+    ap.add_argument("--out", default=str(REPO / "models"), help="model repository root")
+    ap.add_argument("--runs", default=str(REPO / "runs"), help="checkpoints and logs")
+    ap.add_argument("--data-dir", default=str(REPO / "data"), help="simulated-dataset cache")
+    ap.add_argument("--no-progress", action="store_true")
+    a = ap.parse_args(argv)
+    cfg = load_config(a.config)
+    train_spectra(cfg, Path(a.out), Path(a.runs), Path(a.data_dir), progress=not a.no_progress)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Export the calibrated ensemble as ONE ONNX graph + its manifest, straight into ``models/``.
+
+The graph takes ``spectrum`` (N, 2, npix) float32 — exactly ``service.spectra.preprocess``
+output — and returns the contract outputs of models/README.md (probs, entropy, epistemic, z,
+z_sigma) with a dynamic batch axis; temperature and the redshift-σ scale are constants inside
+it. Export is checked against PyTorch on real preprocessed inputs and the max abs difference is
+written to the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from service.spectra import DEFAULT_GRID, PREPROCESS_VERSION
+
+from .model import OUTPUT_NAMES, Ensemble
+from .simulate import LABELS, TOP_CLASSES
+
+OPSET = 18
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def git_commit(repo: Path) -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "training"], cwd=repo,
+                               capture_output=True, text=True).stdout.strip()
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def export_graph(ens: Ensemble, path: Path, npix: int) -> None:
+    ens = ens.eval()
+    x = torch.zeros(2, 2, npix)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            ens, (x,), str(path), input_names=["spectrum"], output_names=OUTPUT_NAMES,
+            dynamic_shapes={"spectrum": {0: torch.export.Dim("batch", min=1, max=65536)}},
+            opset_version=OPSET, external_data=False, dynamo=True, verbose=False,
+        )
+
+
+def run_onnx(path: Path, x: np.ndarray, threads: int = 2, batch: int = 512) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    outs = [sess.run(None, {"spectrum": x[s:s + batch].astype(np.float32)})
+            for s in range(0, len(x), batch)]
+    names = [o.name for o in sess.get_outputs()]
+    return {n: np.concatenate([o[i] for o in outs]) for i, n in enumerate(names)}
+
+
+@torch.no_grad()
+def run_torch(ens: Ensemble, x: np.ndarray, batch: int = 512) -> dict[str, np.ndarray]:
+    outs = [ens(torch.from_numpy(x[s:s + batch].astype(np.float32)))
+            for s in range(0, len(x), batch)]
+    return {n: np.concatenate([o[i].numpy() for o in outs]) for i, n in enumerate(OUTPUT_NAMES)}
+
+
+def parity(ens: Ensemble, path: Path, x: np.ndarray) -> dict[str, float]:
+    """Max |ORT − PyTorch| per output on the same preprocessed input."""
+    a, b = run_onnx(path, x), run_torch(ens, x)
+    return {n: float(np.max(np.abs(a[n] - b[n]))) for n in OUTPUT_NAMES}
+
+
+def manifest_io(n_labels: int, npix: int) -> tuple[list[dict], list[dict]]:
+    inputs = [{"name": "spectrum", "dtype": "float32", "shape": [-1, 2, npix]}]
+    outputs = [{"name": "probs", "dtype": "float32", "shape": [-1, n_labels]}] + [
+        {"name": n, "dtype": "float32", "shape": [-1]} for n in OUTPUT_NAMES[1:]
+    ]
+    return inputs, outputs
+
+
+def export(ens: Ensemble, out_dir: Path, cfg_dict: dict[str, Any], *, parity_x: np.ndarray,
+           data_description: str, training_extra: dict[str, Any] | None = None,
+           repo: Path | None = None) -> dict[str, Any]:
+    """Write model.onnx + manifest.json into ``out_dir``; returns the manifest."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "model.onnx"
+    export_graph(ens, path, DEFAULT_GRID.npix)
+    diffs = parity(ens, path, parity_x)
+    inputs, outputs = manifest_io(len(LABELS), DEFAULT_GRID.npix)
+    repo = repo or Path(__file__).resolve().parents[1]
+    manifest = {
+        "name": cfg_dict["name"],
+        "version": int(cfg_dict["version"]),
+        "kind": "spectrum-classifier",
+        "file": "model.onnx",
+        "sha256": sha256_file(path),
+        "inputs": inputs,
+        "outputs": outputs,
+        "labels": LABELS,
+        "top_classes": TOP_CLASSES,
+        "grid": DEFAULT_GRID.to_manifest(),
+        "preprocess_version": PREPROCESS_VERSION,
+        "ensemble": {"members": len(ens.members),
+                     "temperature": float(ens.temperature),
+                     "z_sigma_scale": float(ens.z_sigma_scale),
+                     "opset": OPSET},
+        "parity": {"max_abs_diff": max(diffs.values()), "per_output": diffs,
+                   "n_spectra": int(len(parity_x))},
+        "training": {
+            "config": cfg_dict,
+            "seed": int(cfg_dict["seed"]),
+            "data": data_description,
+            "git_commit": git_commit(repo),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **(training_extra or {}),
+        },
+        "metrics": {},
+    }
+    write_manifest(out_dir, manifest)
+    return manifest
+
+
+def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
+    tmp = out_dir / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(out_dir / "manifest.json")
