@@ -76,6 +76,11 @@ class LogLambdaGrid:
         i = np.arange(self.npix + 1, dtype=np.float64) - 0.5
         return 10.0 ** (self.loglam_start + self.dloglam * i)
 
+    @cached_property
+    def _min_good_width(self) -> np.ndarray:
+        """MIN_GOOD_FRACTION of each output pixel's width (cached: the grid is immutable)."""
+        return MIN_GOOD_FRACTION * np.diff(self.edges)
+
 
 # GaSNet's grid (3600–9200 Å, Δlog10λ = 1e-4, 4076 pixels), so results compare. Models carry
 # their own grid in the manifest; this is only the default for new ones.
@@ -109,68 +114,184 @@ def resample_to_grid(spectrum: Spectrum, grid: LogLambdaGrid) -> Resampled:
     Vectorised with cumulative sums and one ``searchsorted``: O(n + npix), no Python loop.
     Why not specutils' FluxConservingResampler: it loops per output pixel in Python (~100×
     slower at 4k pixels) and carries Quantity overhead on the hot path.
+
+    Two implementations of the same arithmetic: :func:`_resample_aligned` when every output
+    bin straddles exactly one input pixel edge (inputs already log-linear at the grid's
+    Δlog10λ, as SDSS/BOSS are: contiguous slices, no cumulative sums, no gathers), else
+    :func:`_resample_general`. Tests hold the two equal to 1e-6 and the general one equal to
+    the original implementation, so ``PREPROCESS_VERSION`` is unchanged.
     """
     if spectrum.npix < 2:
         raise SpectrumError("empty_spectrum", "need at least 2 pixels to resample",
                             source=spectrum.meta.get("source"))
     e_in = pixel_edges(spectrum.wavelength)
-    n = e_in.shape[0] - 1
-    width = np.diff(e_in)
     good = (~spectrum.mask).astype(np.float64)
     var = np.divide(1.0, spectrum.ivar, out=np.zeros_like(spectrum.ivar),
                     where=spectrum.ivar > 0)
     vg = var * good
     fg = spectrum.flux * good
-    zero = np.zeros(1)
-    cum_g = np.concatenate((zero, np.cumsum(good * width)))
-    cum_f = np.concatenate((zero, np.cumsum(fg * width)))
-    cum_v = np.concatenate((zero, np.cumsum(vg * width * width)))
+    out = _resample_aligned(e_in, good, fg, vg, grid)
+    if out is None:
+        out = _resample_general(e_in, good, fg, vg, grid)
+    w_good, f_sum, v_sum = out
+    e_out = grid.edges
+    covered = (e_out[1:] > e_in[0]) & (e_out[:-1] < e_in[-1])
+    use = covered & (w_good >= grid._min_good_width) & (v_sum > 0)
+    flux = np.zeros(grid.npix)
+    ivar = np.zeros(grid.npix)
+    np.divide(f_sum, w_good, out=flux, where=use)
+    np.divide(np.square(w_good), v_sum, out=ivar, where=use)
+    return Resampled(flux=flux, ivar=ivar, mask=~use, coverage=float(covered.mean()))
+
+
+def _resample_general(e_in: np.ndarray, good: np.ndarray, fg: np.ndarray, vg: np.ndarray,
+                      grid: LogLambdaGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(Σ good·overlap, Σ flux·overlap, Σ var·overlap²) per output bin, any input sampling.
+
+    The three quantities share one cumulative sum and one gather each (arrays stacked), which
+    is the same arithmetic, element for element, as three separate ones.
+    """
+    n = e_in.shape[0] - 1
+    width = np.diff(e_in)
+    stacked = np.empty((3, n))
+    stacked[0] = good
+    stacked[1] = fg
+    stacked[2] = vg
+    weighted = np.empty((3, n))
+    np.multiply(good, width, out=weighted[0])
+    np.multiply(fg, width, out=weighted[1])
+    np.multiply(vg * width, width, out=weighted[2])
+    cum = np.empty((3, n + 1))
+    cum[:, 0] = 0.0
+    np.cumsum(weighted, axis=1, out=cum[:, 1:])
 
     # x: output edges clipped to the input range; k: the input bin holding each.
     x = np.minimum(np.maximum(grid.edges, e_in[0]), e_in[-1])
     k = np.searchsorted(e_in, x, side="right") - 1
     np.minimum(k, n - 1, out=k)
-    dx = x - e_in[k]
-    w_good = np.diff(cum_g[k] + good[k] * dx)
-    f_sum = np.diff(cum_f[k] + fg[k] * dx)
+    e_k = e_in[k]
+    dx = x - e_k
+    s_k = stacked[:, k]
+    c_k = cum[:, k]
+    acc = c_k[:2] + s_k[:2] * dx
+    w_good = acc[0, 1:] - acc[0, :-1]
+    f_sum = acc[1, 1:] - acc[1, :-1]
 
     # Σ var·overlap² per output bin [a, b]: the partial end bins explicitly, the fully covered
     # middle bins from the cumulative sum (variance is not linear in the overlap).
     a, b = x[:-1], x[1:]
-    ka, kb = k[:-1], k[1:]
-    same = ka >= kb
-    ka1 = np.minimum(ka + 1, n)
-    left = np.where(same, b - a, e_in[ka1] - a)
-    right = np.where(same, 0.0, b - e_in[kb])
-    middle = np.where(same, 0.0, cum_v[kb] - cum_v[ka1])
-    v_sum = vg[ka] * left * left + vg[kb] * right * right + np.maximum(middle, 0.0)
+    same = k[:-1] >= k[1:]
+    k1 = np.minimum(k + 1, n)
+    e_k1 = e_in[k1]
+    cv_k1 = cum[2, k1]
+    left = np.where(same, b - a, e_k1[:-1] - a)
+    right = np.where(same, 0.0, b - e_k[1:])
+    middle = np.where(same, 0.0, c_k[2, 1:] - cv_k1[:-1])
+    vg_k = s_k[2]
+    v_sum = vg_k[:-1] * left * left + vg_k[1:] * right * right + np.maximum(middle, 0.0)
+    return w_good, f_sum, v_sum
 
+
+def _resample_aligned(e_in: np.ndarray, good: np.ndarray, fg: np.ndarray, vg: np.ndarray,
+                      grid: LogLambdaGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The general arithmetic specialised to inputs whose pixel edges interleave the grid's.
+
+    When the output edges strictly inside the input range fall in consecutive input pixels
+    (checked exactly, below), every interior output bin [a, b] overlaps input pixels k and
+    k+1 only: Σ = q_k·(e_{k+1} − a) + q_{k+1}·(b − e_{k+1}) on contiguous slices. The (at
+    most two) output bins holding the input's ends are summed directly. Returns None when
+    the input is not aligned so (the caller then takes the general path).
+    """
+    n = e_in.shape[0] - 1
     e_out = grid.edges
-    covered = (e_out[1:] > e_in[0]) & (e_out[:-1] < e_in[-1])
-    use = covered & (w_good >= MIN_GOOD_FRACTION * np.diff(e_out)) & (v_sum > 0)
-    flux = np.zeros(grid.npix)
-    ivar = np.zeros(grid.npix)
-    flux[use] = f_sum[use] / w_good[use]
-    ivar[use] = w_good[use] ** 2 / v_sum[use]
-    return Resampled(flux=flux, ivar=ivar, mask=~use, coverage=float(covered.mean()))
+    npix = grid.npix
+    jl = int(np.searchsorted(e_out, e_in[0], side="right"))  # first edge > input start
+    jr = int(np.searchsorted(e_out, e_in[-1], side="left"))  # first edge >= input end
+    m = jr - jl  # interior edges: e_out[jl:jr]
+    if m < 2:
+        return None
+    xi = e_out[jl:jr]
+    off = int(np.searchsorted(e_in, xi[0], side="right")) - 1
+    if off < 0 or off + m > n:
+        return None
+    # exact check that interior edge i lies in input bin off + i (what searchsorted gives)
+    lo = e_in[off : off + m]
+    hi = e_in[off + 1 : off + m + 1]
+    if not (np.all(lo <= xi) and np.all(xi < hi)):
+        return None
+    w_good = np.zeros(npix)
+    f_sum = np.zeros(npix)
+    v_sum = np.zeros(npix)
+    edge = e_in[off + 1 : off + m]  # the input edge inside each interior output bin
+    left = edge - xi[:-1]
+    right = xi[1:] - edge
+    sl = slice(jl, jr - 1)
+    ga, gb = good[off : off + m - 1], good[off + 1 : off + m]
+    w_good[sl] = ga * left + gb * right
+    f_sum[sl] = fg[off : off + m - 1] * left + fg[off + 1 : off + m] * right
+    v_sum[sl] = vg[off : off + m - 1] * left * left + vg[off + 1 : off + m] * right * right
+    if jl >= 1:  # the bin holding the input's start
+        w_good[jl - 1], f_sum[jl - 1], v_sum[jl - 1] = _direct_bin(
+            e_in[0], float(xi[0]), e_in, good, fg, vg)
+    if jr <= npix:  # the bin holding the input's end
+        w_good[jr - 1], f_sum[jr - 1], v_sum[jr - 1] = _direct_bin(
+            float(xi[-1]), e_in[-1], e_in, good, fg, vg)
+    return w_good, f_sum, v_sum
+
+
+def _direct_bin(a: float, b: float, e_in: np.ndarray, good: np.ndarray, fg: np.ndarray,
+                vg: np.ndarray) -> tuple[float, float, float]:
+    """Σ good·overlap, Σ flux·overlap, Σ var·overlap² for one output bin [a, b] ⊆ input range."""
+    n = e_in.shape[0] - 1
+    ka = min(max(int(np.searchsorted(e_in, a, side="right")) - 1, 0), n - 1)
+    kb = min(max(int(np.searchsorted(e_in, b, side="right")) - 1, 0), n - 1)
+    w = f = v = 0.0
+    for i in range(ka, kb + 1):
+        ov = min(float(e_in[i + 1]), b) - max(float(e_in[i]), a)
+        if ov <= 0.0:
+            continue
+        w += float(good[i]) * ov
+        f += float(fg[i]) * ov
+        v += float(vg[i]) * ov * ov
+    return w, f, v
 
 
 def normalise(resampled: Resampled) -> np.ndarray:
-    """The two-channel model input from a resampled spectrum (see module docstring)."""
+    """The two-channel model input from a resampled spectrum (see module docstring).
+
+    Computed densely (masked pixels zeroed after), with the median from one partition: the
+    same numbers as boolean-indexed arithmetic and ``np.median``, ~3x cheaper.
+    """
     good = ~resampled.mask
     x = np.zeros((2, resampled.flux.shape[0]), dtype=np.float32)
-    if not good.any():
-        return x
     f = resampled.flux[good]
-    scale = float(np.median(np.abs(f)))
+    if f.shape[0] == 0:
+        return x
+    scale = _median_abs(f)
     if not (scale > 0 and math.isfinite(scale)):
         scale = float(np.mean(np.abs(f)))
     if not (scale > 0 and math.isfinite(scale)):
         scale = 1.0
-    x[0, good] = np.clip(f / scale, -CLIP, CLIP)
-    snr2 = resampled.ivar[good] * scale * scale
-    x[1, good] = snr2 / (1.0 + snr2)
+    np.clip(resampled.flux / scale, -CLIP, CLIP, out=x[0], casting="same_kind")
+    snr2 = resampled.ivar * scale * scale
+    np.divide(snr2, 1.0 + snr2, out=x[1], casting="same_kind")
+    x[:, resampled.mask] = 0.0
     return x
+
+
+def _median_abs(f: np.ndarray) -> float:
+    """``np.median(np.abs(f))`` bit for bit (same partition, same mean of the middle pair,
+    NaN propagated), without its generic-axis machinery."""
+    a = np.abs(f)
+    n = a.shape[0]
+    h = n // 2
+    kth = [h - 1, h, n - 1] if n % 2 == 0 else [h, n - 1]
+    p = np.partition(a, kth)
+    if np.isnan(p[-1]):
+        return float("nan")
+    if n % 2:
+        return float(p[h])
+    return float((p[h - 1] + p[h]) / 2.0)
 
 
 @dataclass(frozen=True, slots=True)
