@@ -20,13 +20,3 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def sdss_spec_path(shared_data: Path) -> Path:
     return shared_data / "sdss" / "spec-1198-52669-0063.fits"
-
-
-@pytest.fixture(scope="session")
-def desi_paths() -> dict[str, Path]:
-    """specutils' real DESI test files, from the installed package (not copied)."""
-    specutils = pytest.importorskip("specutils")
-    d = Path(specutils.__file__).parent / "io" / "default_loaders" / "tests" / "desi_test_data"
-    if not d.exists():
-        pytest.skip("specutils DESI test data not installed")
-    return {p.name: p for p in sorted(d.glob("*.fits"))}
