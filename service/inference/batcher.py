@@ -114,6 +114,8 @@ class DynamicBatcher(Generic[T, R]):
             return []
         if self._closing:
             raise BatcherClosed("batcher is draining")
+        if deadline is not None and time.monotonic() >= deadline:
+            raise DeadlineExceeded("deadline passed before queueing")
         if n > self.max_queue_rows:
             raise RequestTooLarge(f"{n} rows > queue capacity {self.max_queue_rows}")
         if self._rows + n > self.max_queue_rows:
@@ -126,7 +128,12 @@ class DynamicBatcher(Generic[T, R]):
         self._report_depth()
         self._wakeup.set()
         self.start()
-        return await req.future
+        if deadline is None:
+            return await req.future
+        try:  # answer at the deadline; the loop then drops the cancelled request unrun
+            return await asyncio.wait_for(req.future, deadline - time.monotonic())
+        except TimeoutError:
+            raise DeadlineExceeded("deadline passed while queued") from None
 
     async def close(self) -> None:
         """Stop accepting; finish everything already queued; release the thread."""
@@ -139,23 +146,21 @@ class DynamicBatcher(Generic[T, R]):
     # ---- the loop ---------------------------------------------------------------------------
     async def _loop(self) -> None:
         while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
             self._drop_dead()
             if not self._queue:
                 if self._closing:
                     return
+                self._wakeup.clear()
+                await self._wakeup.wait()
                 continue
             await self._fill()
             batch, waits = self._take()
             if batch:
                 await self._run(batch, waits)
-            if self._queue:
-                self._wakeup.set()
 
     async def _fill(self) -> None:
         """Wait until a full batch is queued or the oldest row has waited max_queue_delay."""
-        while self._rows < self.max_batch_size and not self._closing:
+        while self._queue and self._rows < self.max_batch_size and not self._closing:
             remaining = self._queue[0].enqueued + self.max_queue_delay_s - time.monotonic()
             if remaining <= 0:
                 return
@@ -165,8 +170,6 @@ class DynamicBatcher(Generic[T, R]):
             except TimeoutError:
                 return
             self._drop_dead()
-            if not self._queue:
-                return
 
     def _drop_dead(self) -> None:
         """Fail requests whose deadline passed and forget those whose caller went away."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -52,9 +53,12 @@ def export_onnx(seed: int, npix: int) -> bytes:
     torch.manual_seed(seed)
     model = TinyClassifier().eval()
     buf = io.BytesIO()
-    torch.onnx.export(
-        model, (torch.randn(2, 2, npix),), buf, input_names=["spectrum"], output_names=OUTPUTS,
-        dynamic_axes={name: {0: "N"} for name in ["spectrum", *OUTPUTS]}, dynamo=False)
+    with warnings.catch_warnings():  # the legacy exporter is deprecated, and enough here
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model, (torch.randn(2, 2, npix),), buf, input_names=["spectrum"],
+            output_names=OUTPUTS, dynamic_axes={n: {0: "N"} for n in ["spectrum", *OUTPUTS]},
+            dynamo=False)
     return buf.getvalue()
 
 

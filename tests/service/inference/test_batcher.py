@@ -1,0 +1,158 @@
+"""DynamicBatcher: rows not requests, split and merge, bounded queue, deadlines, draining."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from service.inference.batcher import (BatcherClosed, DeadlineExceeded, DynamicBatcher,
+                                       QueueFull, RequestTooLarge)
+from service.metrics import BatchStats
+
+
+class Recorder:
+    """A batch function that remembers every list it was called with."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[int]] = []
+
+    def __call__(self, items: list[int]) -> list[int]:
+        self.calls.append(list(items))
+        return [x * 10 for x in items]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_oversized_request_is_split_and_reassembled_in_order():
+    async def main():
+        fn = Recorder()
+        b = DynamicBatcher(fn, max_batch_size=4, max_queue_delay_s=0.0)
+        out = await b.submit(list(range(10)))
+        await b.close()
+        return fn, out
+
+    fn, out = run(main())
+    assert out == [x * 10 for x in range(10)]
+    assert [len(c) for c in fn.calls] == [4, 4, 2]
+    assert [x for c in fn.calls for x in c] == list(range(10))
+
+
+def test_small_requests_share_one_batch():
+    async def main():
+        fn = Recorder()
+        b = DynamicBatcher(fn, max_batch_size=64, max_queue_delay_s=0.5)
+        # all five are queued before the loop's first await returns, so they fill one batch
+        outs = await asyncio.gather(*(b.submit([i, i + 100]) for i in range(5)))
+        await b.close()
+        return fn, outs
+
+    fn, outs = run(main())
+    assert outs == [[i * 10, (i + 100) * 10] for i in range(5)]
+    assert len(fn.calls) == 1 and sorted(fn.calls[0]) == sorted(
+        x for i in range(5) for x in (i, i + 100))
+
+
+def test_a_full_batch_does_not_wait_for_the_queue_delay():
+    async def main():
+        fn = Recorder()
+        b = DynamicBatcher(fn, max_batch_size=4, max_queue_delay_s=3600.0)
+        out = await b.submit([1, 2, 3, 4])  # would hang for an hour if the delay applied
+        await b.close()
+        return out
+
+    assert run(main()) == [10, 20, 30, 40]
+
+
+def test_batch_function_must_return_one_output_per_input():
+    async def main():
+        b = DynamicBatcher(lambda items: items[:-1], max_batch_size=8, max_queue_delay_s=0)
+        try:
+            with pytest.raises(RuntimeError, match="2 outputs for 3 inputs"):
+                await b.submit([1, 2, 3])
+        finally:
+            await b.close()
+
+    run(main())
+
+
+def test_bounded_queue_rejects_and_oversized_request_never_fits():
+    async def main():
+        fn = Recorder()
+        b = DynamicBatcher(fn, max_batch_size=8, max_queue_delay_s=3600.0, max_queue_rows=6)
+        first = asyncio.ensure_future(b.submit([1, 2, 3, 4]))
+        await asyncio.sleep(0)  # let it enqueue
+        assert b.depth == 4
+        with pytest.raises(QueueFull):
+            await b.submit([5, 6, 7])
+        with pytest.raises(RequestTooLarge):
+            await b.submit(list(range(7)))
+        await b.close()  # closing flushes the waiting partial batch
+        return await first, fn
+
+    out, fn = run(main())
+    assert out == [10, 20, 30, 40]
+    assert fn.calls == [[1, 2, 3, 4]]  # the rejected rows never reached the function
+
+
+def test_expired_request_is_dropped_before_the_function_sees_it():
+    async def main():
+        fn = Recorder()
+        stats = []
+        b = DynamicBatcher(fn, max_batch_size=8, max_queue_delay_s=0.3, on_stats=stats.append)
+        late = b.submit([1, 2], deadline=time.monotonic() + 0.05)
+        ok = b.submit([3])
+        results = await asyncio.gather(late, ok, return_exceptions=True)
+        await b.close()
+        return results, fn, stats
+
+    (late, ok), fn, stats = run(main())
+    assert isinstance(late, DeadlineExceeded)
+    assert ok == [30]
+    assert fn.calls == [[3]]
+    assert [s.size for s in stats if isinstance(s, BatchStats)] == [1]
+
+
+def test_past_deadline_is_refused_at_submit():
+    async def main():
+        fn = Recorder()
+        b = DynamicBatcher(fn, max_batch_size=8, max_queue_delay_s=0)
+        with pytest.raises(DeadlineExceeded):
+            await b.submit([1], deadline=time.monotonic() - 1)
+        await b.close()
+        return fn
+
+    assert run(main()).calls == []
+
+
+def test_close_drains_accepted_work_and_refuses_new():
+    async def main():
+        fn = Recorder()
+        b = DynamicBatcher(fn, max_batch_size=2, max_queue_delay_s=3600.0)
+        pending = [asyncio.ensure_future(b.submit([i])) for i in range(5)]
+        await asyncio.sleep(0)
+        await b.close()
+        with pytest.raises(BatcherClosed):
+            await b.submit([99])
+        return [await p for p in pending]
+
+    assert run(main()) == [[0], [10], [20], [30], [40]]
+
+
+def test_failure_in_function_fails_only_its_batch():
+    async def main():
+        def fn(items):
+            if 13 in items:
+                raise ValueError("unlucky")
+            return items
+
+        b = DynamicBatcher(fn, max_batch_size=1, max_queue_delay_s=0)
+        results = await asyncio.gather(b.submit([13]), b.submit([7]), return_exceptions=True)
+        await b.close()
+        return results
+
+    bad, good = run(main())
+    assert isinstance(bad, ValueError) and good == [7]
