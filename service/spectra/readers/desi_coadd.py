@@ -33,10 +33,12 @@ def _cameras(source: Source) -> list[str]:
 
 
 def identify_desi_coadd(source: Source) -> bool:
-    """A FITS with a FIBERMAP table and at least one X_WAVELENGTH/X_FLUX camera pair."""
+    """A FITS whose HDU1 is the FIBERMAP table (as DESI writes them) and that has at least one
+    X_WAVELENGTH/X_FLUX camera pair."""
     if not source.is_fits:
         return False
-    return source.fits.get("FIBERMAP") is not None and bool(_cameras(source))
+    hdu1 = source.fits.get(1)
+    return hdu1 is not None and hdu1.name == "FIBERMAP" and bool(_cameras(source))
 
 
 def _camera(source: Source, cam: str, ntarget: int) -> tuple[np.ndarray, ...]:
