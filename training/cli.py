@@ -74,7 +74,8 @@ def train_spectra(cfg: Config, out_root: Path, runs_root: Path, data_dir: Path |
     ens = Ensemble(members, temperature, z_scale).eval()
     extra = {"simulate_s": round(t_sim), "train_s": round(t_train), "checkpoint": str(ckpt),
              "n_train": int(len(train["label"])), "n_val": int(len(val["label"])),
-             "n_test": int(len(test["label"]))}
+             "n_test": int(len(test["label"])),
+             "steps_per_member": [int(getattr(m, "steps_done", 0)) for m in members]}
     manifest = export(ens, model_dir, config_to_dict(cfg), parity_x=val["x"][:256].astype(np.float32),
                       data_description=describe(cfg.sim), training_extra=extra)
     log(f"exported {model_dir / 'model.onnx'} sha256 {manifest['sha256'][:12]}… parity "

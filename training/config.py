@@ -46,7 +46,7 @@ class SimConfig:
     )
     snr_min: float = 1.0  # median S/N per model-grid pixel (Δlog10λ = 1e-4)
     snr_max: float = 50.0
-    faint_fraction: float = 0.3  # extra mass at the faint end: S/N in [snr_min, faint_snr_max]
+    faint_fraction: float = 0.15  # extra mass at the faint end: S/N in [snr_min, faint_snr_max]
     faint_snr_max: float = 3.0
     galaxy_z_max: float = 1.0
     qso_z_max: float = 5.0
@@ -88,6 +88,7 @@ class TrainConfig:
     beta_nll: float = 0.5  # β-NLL (Seitzer et al. 2022): keeps hard redshifts in the loss
     label_smoothing: float = 0.0
     max_steps: int = 0  # > 0: stop each member after this many steps (CI)
+    time_budget_s: float = 0.0  # > 0: wall-clock budget for all members (schedule adapts)
     threads: int = 2
 
 

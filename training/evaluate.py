@@ -230,12 +230,15 @@ def evaluate(cfg: Config, members, temperature: float, z_scale: float, model_dir
                                                             == TOP_OF_LABEL[test["label"][sel]]).mean())}
 
     report["robustness"] = robustness(cfg, members, temperature, z_scale, log)
-    try:
-        from .baseline import compare_baseline
+    report["baseline"] = None
+    if cfg.eval.baseline_n > 0:
+        try:
+            from .baseline import compare_baseline
 
-        report["baseline"] = compare_baseline(cfg, test, pred, model_dir / "model.onnx", log)
-    except ImportError:
-        report["baseline"] = None
+            report["baseline"] = compare_baseline(cfg, test, pred, model_dir / "model.onnx", log)
+        except Exception as exc:  # the report must still be written; say what failed
+            log(f"baseline failed: {type(exc).__name__}: {exc}")
+            report["baseline"] = None
     onnx_path = model_dir / "model.onnx"
     if onnx_path.exists():
         report["onnx_throughput"] = onnx_throughput(onnx_path, test["x"], cfg.eval.bench_batch,

@@ -6,8 +6,8 @@ backward pass (saliency later):
   layer is the most expensive one in a 1D CNN over 4k pixels;
 - downsampling only by strided convolutions (no max-pooling: its backward is a scatter and it
   blocks smooth saliency), ReLU (fused with Conv+BN by ONNX Runtime), BatchNorm (folded);
-- a flattened (not globally pooled) final feature map, so the heads know *where* features sit
-  on the wavelength grid — which is what a redshift is.
+- the last two feature maps flattened (not globally pooled), so the heads know *where*
+  features sit on the wavelength grid — which is what a redshift is.
 
 Heads: 13 label logits (flat softmax; the contract sums labels into top classes) and the mean and
 log-variance of t = ln(1+z) (heteroscedastic; ln(1+z) makes errors scale like Δz/(1+z)).
@@ -60,14 +60,22 @@ class SpectrumNet(nn.Module):
             c = w
         self.blocks = nn.Sequential(*blocks)
         with torch.no_grad():
-            n_flat = self.blocks(self.stem(torch.zeros(1, 2, npix))).numel()
-        self.trunk = nn.Sequential(nn.Flatten(), nn.Dropout(cfg.dropout),
-                                   nn.Linear(n_flat, cfg.head_hidden), nn.ReLU())
+            n_flat = sum(f.numel() for f in self.features(torch.zeros(1, 2, npix)))
+        self.trunk = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(n_flat, cfg.head_hidden),
+                                   nn.ReLU())
         self.cls = nn.Linear(cfg.head_hidden, n_labels)
         self.reg = nn.Linear(cfg.head_hidden, 2)
 
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The last two stages, flattened: the finer one keeps line positions for redshift."""
+        h = self.stem(x)
+        for block in self.blocks[:-1]:
+            h = block(h)
+        last = self.blocks[-1](h)
+        return [h.flatten(1), last.flatten(1)]
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        h = self.trunk(self.blocks(self.stem(x)))
+        h = self.trunk(torch.cat(self.features(x), dim=1))
         r = self.reg(h)
         return self.cls(h), r[:, 0], r[:, 1].clamp(LOGVAR_MIN, LOGVAR_MAX)
 

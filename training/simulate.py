@@ -605,9 +605,9 @@ def observe(rng: np.random.Generator, src: Source, z: float, survey: Survey, snr
     f = flux / level
     sig_pix = np.interp(lam, [lam[0], lam[-1]], [sig_b, sig_r])
     sky, sky_line = sky_spectrum(rng, lam, sig_pix)
-    sky_ratio = math.exp(rng.uniform(math.log(0.3), math.log(8.0)))
-    if snr < 5:
-        sky_ratio *= 2.0  # faint targets are sky dominated
+    # Sky continuum / object continuum: faint targets are sky dominated, bright ones are not.
+    lo, hi = (1.0, 10.0) if snr < 3 else (0.3, 4.0) if snr < 10 else (0.05, 1.0)
+    sky_ratio = math.exp(rng.uniform(math.log(lo), math.log(hi)))
     var0 = (np.clip(f, 0, None) + sky_ratio * sky) / throughput(lam) + 0.05 * sky_ratio
     # snr is per model-grid pixel (Δlog10λ = 1e-4); convert to this survey's pixel width.
     grid_w = lam * LN10 * 1e-4
@@ -624,8 +624,8 @@ def observe(rng: np.random.Generator, src: Source, z: float, survey: Survey, snr
     ivar = 1.0 / sigma**2 * rng.uniform(0.85, 1.15)  # pipeline error estimates are imperfect
     if eff.sky_residuals:
         # Imperfect subtraction: amplitude error + a wavelength shift (derivative term).
-        a = rng.normal(0, 0.03)
-        shift = rng.normal(0, 0.08)
+        a = rng.normal(0, 0.02)
+        shift = rng.normal(0, 0.05)
         dsl = np.gradient(sky_line) * shift
         # The sky is in the same normalised flux units as f (var0 = f + sky_ratio·sky).
         noisy = noisy + (a * sky_line + dsl) * sky_ratio
@@ -669,7 +669,7 @@ def draw_redshift(rng: np.random.Generator, label: int, tpl: Templates, cfg: Sim
         return 0.0
     if top == "GALAXY":
         # Skewed to the SDSS/BOSS/DESI bright + LRG range but covering 0–z_max.
-        return float(min(cfg.galaxy_z_max * rng.beta(1.6, 3.0) * 1.6, cfg.galaxy_z_max) * 0.999)
+        return float(cfg.galaxy_z_max * rng.beta(1.3, 2.2))
     if top == "QSO":
         if rng.random() < cfg.qso_real_z_fraction:
             z0 = tpl.qso_z[rng.integers(len(tpl.qso_z))]

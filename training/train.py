@@ -10,6 +10,7 @@ A checkpoint (``checkpoint.pt``) stores the config and every member's weights, s
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -36,7 +37,14 @@ def member_loss(out, y: torch.Tensor, t: torch.Tensor, cfg: Config) -> tuple[tor
     logits, mu, logvar = out
     ce = F.cross_entropy(logits, y, label_smoothing=cfg.train.label_smoothing)
     nll = gaussian_beta_nll(mu, logvar, t, cfg.train.beta_nll)
-    return ce + cfg.train.z_loss_weight * nll, {"ce": float(ce), "nll": float(nll)}
+    return ce + cfg.train.z_loss_weight * nll, {"ce": ce.item(), "nll": nll.item()}
+
+
+def lr_at(progress: float, peak: float, warmup: float = 0.1) -> float:
+    """Linear warm-up to ``peak`` then cosine to ~0 (a one-cycle policy)."""
+    if progress < warmup:
+        return peak * (0.05 + 0.95 * progress / warmup)
+    return peak * 0.5 * (1 + math.cos(math.pi * (progress - warmup) / (1 - warmup))) + 1e-6
 
 
 def _batches(n: int, bs: int, rng: np.random.Generator):
@@ -62,14 +70,20 @@ def train_member(k: int, cfg: Config, train: dict, val: dict, log) -> SpectrumNe
     if tc.max_steps > 0:
         total = min(total, tc.max_steps)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=total,
-                                                pct_start=0.15)
+    budget = tc.time_budget_s / max(tc.members, 1) if tc.time_budget_s > 0 else math.inf
     X, y = train["x"], torch.from_numpy(train["label"].astype(np.int64))
     t = torch.from_numpy(np.log1p(train["z"]).astype(np.float32))
-    step, t0 = 0, time.time()
+    step, t0, progress = 0, time.time(), 0.0
     model.train()
-    while step < total:
+    while progress < 1.0:
         for idx in _batches(n, tc.batch_size, rng):
+            # One-cycle schedule over progress = max(step fraction, wall-time fraction): the run
+            # is deterministic unless the time budget binds, and then it still anneals fully.
+            progress = max(step / total, (time.time() - t0) / budget)
+            if progress >= 1.0:
+                break
+            for g in opt.param_groups:
+                g["lr"] = lr_at(progress, tc.lr)
             xb = to_tensor(X[idx])
             out = model(xb)
             loss, parts = member_loss(out, y[idx], t[idx], cfg)
@@ -77,18 +91,18 @@ def train_member(k: int, cfg: Config, train: dict, val: dict, log) -> SpectrumNe
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
-            sched.step()
             step += 1
-            if step % 100 == 0 or step == total:
-                log(f"member {k} step {step}/{total} loss {float(loss):.4f} ce {parts['ce']:.4f} "
-                    f"nll {parts['nll']:.4f} lr {sched.get_last_lr()[0]:.2e} "
+            if step % 100 == 0:
+                log(f"member {k} step {step}/{total} loss {loss.item():.4f} ce {parts['ce']:.4f} "
+                    f"nll {parts['nll']:.4f} lr {opt.param_groups[0]['lr']:.2e} "
                     f"{(time.time() - t0) / step * 1e3:.0f} ms/step")
-            if step >= total:
-                break
         if val is not None and len(val["label"]):
             acc = evaluate_member(model, val)
             log(f"member {k} after step {step}: val accuracy {acc:.4f}")
             model.train()
+    if step < total:
+        log(f"member {k}: time budget reached after {step}/{total} steps")
+    model.steps_done = step
     model.eval()
     return model
 
