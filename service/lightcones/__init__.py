@@ -1,0 +1,19 @@
+"""Lightcone records, readers and the canonical preprocessing (shared by service and training).
+
+Imports no web framework, no ONNX Runtime, no torch. Input bytes come in through the same
+:class:`~service.spectra.source.Source` as spectra (size limit, bounded gunzip, checked FITS).
+"""
+
+from service.spectra.source import Source
+
+from . import readers  # noqa: F401  (registers the readers)
+from .errors import ERROR_CODES, LightconeError
+from .lightcone import NU21_MHZ, Lightcone, make_lightcone
+from .preprocess import PREPROCESS_VERSION, LightconeGrid, Prepared, preprocess, resample
+from .registry import identify_format, read_lightcone, readers as list_readers
+
+__all__ = [
+    "ERROR_CODES", "NU21_MHZ", "PREPROCESS_VERSION", "Lightcone", "LightconeError",
+    "LightconeGrid", "Prepared", "Source", "identify_format", "list_readers", "make_lightcone",
+    "preprocess", "read_lightcone", "resample",
+]

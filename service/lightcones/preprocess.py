@@ -1,0 +1,188 @@
+"""Canonical lightcone preprocessing: any cube onto the model's grid, then a fixed scaling.
+
+The single copy shared by training (``training.lightcone``) and the service. Change anything
+that alters the numbers and bump :data:`PREPROCESS_VERSION`; manifests record it and the
+lightcone pipeline refuses a model trained with another version.
+
+The model grid (:class:`LightconeGrid`, declared in the manifest):
+  sky: ``n_xy`` × ``n_xy`` cells of ``cell_mpc`` comoving Mpc (the first n_xy·cell_mpc Mpc of
+       each sky axis are used; simulation boxes are periodic, so any window is a fair one);
+  line of sight: ``n_los`` bins uniform in observed frequency between ``nu_min_mhz`` and
+       ``nu_max_mhz`` — frequency, not distance, because the distance↔redshift mapping depends
+       on Ω_m, one of the parameters to infer; an observer only knows frequencies.
+Resampling is by overlap-weighted averaging (each output cell is the mean of the input cells
+it covers, weighted by the overlapping length), separately per axis. It is exact for nested
+grids (so dataset-grid → model-grid equals simulator → model-grid), conserves the mean and
+never invents structure finer than the input. A cube that does not cover the grid is refused
+(``no_grid_overlap``): extrapolating a lightcone would be making data up.
+
+Scaling: x = clip(T_b / scale_mk, ±CLIP) with a fixed ``scale_mk`` — no per-cube
+normalisation, since the absolute brightness temperature carries the heating (L_X, E_0) and
+ionisation (ζ, T_vir) information the regressor needs.
+
+Model input: float32 (1, n_xy, n_xy, n_los) per cube (channel first, for Conv3d).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import LightconeError
+from .lightcone import NU21_MHZ, Lightcone
+
+PREPROCESS_VERSION = "lightcone-1"
+CLIP = 10.0
+COVER_TOL = 1e-6  # relative slack when checking that the input covers the grid
+
+
+@dataclass(frozen=True)
+class LightconeGrid:
+    n_xy: int
+    cell_mpc: float
+    n_los: int
+    nu_min_mhz: float
+    nu_max_mhz: float
+    scale_mk: float = 100.0
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (1, self.n_xy, self.n_xy, self.n_los)
+
+    @property
+    def extent_mpc(self) -> float:
+        return self.n_xy * self.cell_mpc
+
+    @property
+    def nu_edges(self) -> np.ndarray:
+        return np.linspace(self.nu_min_mhz, self.nu_max_mhz, self.n_los + 1)
+
+    @property
+    def frequencies_mhz(self) -> np.ndarray:
+        e = self.nu_edges
+        return 0.5 * (e[1:] + e[:-1])
+
+    @property
+    def redshifts(self) -> np.ndarray:
+        return NU21_MHZ / self.frequencies_mhz - 1.0
+
+    def refine(self, xy: int, los: int) -> "LightconeGrid":
+        """A grid nested ``xy``× finer on the sky and ``los``× along the line of sight."""
+        return LightconeGrid(self.n_xy * xy, self.cell_mpc / xy, self.n_los * los,
+                             self.nu_min_mhz, self.nu_max_mhz, self.scale_mk)
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {"kind": "lightcone-freq-linear", "n_xy": self.n_xy, "cell_mpc": self.cell_mpc,
+                "n_los": self.n_los, "nu_min_mhz": self.nu_min_mhz,
+                "nu_max_mhz": self.nu_max_mhz, "scale_mk": self.scale_mk, "clip": CLIP,
+                "z_min": float(NU21_MHZ / self.nu_max_mhz - 1.0),
+                "z_max": float(NU21_MHZ / self.nu_min_mhz - 1.0),
+                "axes": ["channel", "x", "y", "los (increasing frequency)"]}
+
+    @classmethod
+    def from_manifest(cls, d: dict[str, Any]) -> "LightconeGrid":
+        if d.get("kind") != "lightcone-freq-linear":
+            raise ValueError(f"unsupported lightcone grid kind {d.get('kind')!r}")
+        return cls(int(d["n_xy"]), float(d["cell_mpc"]), int(d["n_los"]),
+                   float(d["nu_min_mhz"]), float(d["nu_max_mhz"]), float(d["scale_mk"]))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    x: np.ndarray  # float32 grid.shape
+    notes: list[str] = field(default_factory=list)
+
+
+def overlap_matrix(in_edges: np.ndarray, out_edges: np.ndarray) -> np.ndarray:
+    """W (n_out, n_in): W[j, i] = |bin_in i ∩ bin_out j| / |bin_out j|; edges ascending.
+
+    Rows sum to 1 where the input covers the output bin (checked by the caller)."""
+    lo = np.maximum(out_edges[:-1, None], in_edges[None, :-1])
+    hi = np.minimum(out_edges[1:, None], in_edges[None, 1:])
+    w = np.clip(hi - lo, 0.0, None)
+    return w / np.diff(out_edges)[:, None]
+
+
+def centres_to_edges(c: np.ndarray) -> np.ndarray:
+    """Bin edges from ascending bin centres (midpoints; ends mirrored)."""
+    if len(c) == 1:
+        return np.array([c[0] - 0.5, c[0] + 0.5])
+    mid = 0.5 * (c[1:] + c[:-1])
+    return np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
+
+
+def _resample_los(cube: np.ndarray, nu: np.ndarray, grid: LightconeGrid, source: str | None
+                  ) -> np.ndarray:
+    if nu[0] > nu[-1]:  # 21cmFAST stores increasing redshift = decreasing frequency
+        cube, nu = cube[:, :, ::-1], nu[::-1]
+    e_in, e_out = centres_to_edges(nu), grid.nu_edges
+    span = e_out[-1] - e_out[0]
+    if e_in[0] > e_out[0] + COVER_TOL * span or e_in[-1] < e_out[-1] - COVER_TOL * span:
+        raise LightconeError(
+            "no_grid_overlap", f"cube covers {e_in[0]:.2f}–{e_in[-1]:.2f} MHz "
+            f"(z {NU21_MHZ / e_in[-1] - 1:.2f}–{NU21_MHZ / e_in[0] - 1:.2f}); the model needs "
+            f"{e_out[0]:.2f}–{e_out[-1]:.2f} MHz", source=source)
+    w = overlap_matrix(e_in, e_out)
+    used = np.flatnonzero(w.any(axis=0))
+    a, b = int(used[0]), int(used[-1]) + 1  # banded: only touch the slices that matter
+    return np.ascontiguousarray(cube[:, :, a:b]) @ w[:, a:b].T.astype(np.float32)
+
+
+def _resample_sky(cube: np.ndarray, cell: float, grid: LightconeGrid, source: str | None
+                  ) -> np.ndarray:
+    n = cube.shape[0]
+    if min(cube.shape[0], cube.shape[1]) * cell < grid.extent_mpc * (1 - COVER_TOL):
+        raise LightconeError(
+            "no_grid_overlap", f"cube is {cube.shape[0]}×{cube.shape[1]} cells of {cell:g} Mpc; "
+            f"the model needs {grid.extent_mpc:g} Mpc on each sky axis", source=source)
+    e_in = np.arange(n + 1, dtype=np.float64) * cell
+    e_out = np.arange(grid.n_xy + 1, dtype=np.float64) * grid.cell_mpc
+    w = overlap_matrix(e_in, e_out).astype(np.float32)
+    k = int(np.flatnonzero(w.any(axis=0))[-1]) + 1
+    sub = cube[:k, :k]
+    out = np.einsum("ix,xyl->iyl", w[:, :k], sub, optimize=True)
+    return np.einsum("jy,iyl->ijl", w[:, :k], out, optimize=True)
+
+
+def on_grid(lc: Lightcone, grid: LightconeGrid) -> bool:
+    return lc.shape == (grid.n_xy, grid.n_xy, grid.n_los)
+
+
+def resample(lc: Lightcone, grid: LightconeGrid, *, source: str | None = None
+             ) -> tuple[np.ndarray, list[str]]:
+    """The cube on ``grid`` in mK (n_xy, n_xy, n_los) float32, plus notes on what was done.
+
+    A cube without a line-of-sight axis or cell size is accepted only when its shape already
+    equals the grid's (the client says "this is on your grid" by sending exactly that)."""
+    notes: list[str] = []
+    nu = lc.frequencies_mhz
+    if nu is None or lc.cell_mpc is None:
+        if on_grid(lc, grid):
+            notes.append("no axes given: assumed to be on the model grid")
+            return lc.cube, notes
+        raise LightconeError(
+            "missing_axis", f"cube {lc.shape} has no {'redshift axis' if nu is None else ''}"
+            f"{' and no ' if nu is None and lc.cell_mpc is None else ''}"
+            f"{'cell size' if lc.cell_mpc is None else ''}; send them, or a cube of exactly "
+            f"{(grid.n_xy, grid.n_xy, grid.n_los)} on the model grid", source=source)
+    cube = _resample_los(lc.cube, nu, grid, source)
+    if not (lc.cube.shape[0] == grid.n_xy and math.isclose(lc.cell_mpc, grid.cell_mpc)):
+        notes.append(f"sky resampled {lc.shape[0]}×{lc.shape[1]}×{lc.cell_mpc:g} Mpc → "
+                     f"{grid.n_xy}×{grid.n_xy}×{grid.cell_mpc:g} Mpc")
+    cube = _resample_sky(cube, lc.cell_mpc, grid, source)
+    return np.ascontiguousarray(cube, dtype=np.float32), notes
+
+
+def normalise(cube_mk: np.ndarray, grid: LightconeGrid) -> np.ndarray:
+    x = np.asarray(cube_mk, dtype=np.float32) * np.float32(1.0 / grid.scale_mk)
+    np.clip(x, -CLIP, CLIP, out=x)
+    return x[None]
+
+
+def preprocess(lc: Lightcone, grid: LightconeGrid, *, source: str | None = None) -> Prepared:
+    """Lightcone → model input (1, n_xy, n_xy, n_los) float32."""
+    cube, notes = resample(lc, grid, source=source)
+    return Prepared(normalise(cube, grid), notes)

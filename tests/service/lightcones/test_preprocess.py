@@ -1,0 +1,98 @@
+"""The shared preprocessing: coverage checks, exact nested resampling, fixed scaling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.lightcones import (NU21_MHZ, LightconeError, LightconeGrid, Source, make_lightcone,
+                                preprocess, read_lightcone, resample)
+from service.lightcones.preprocess import CLIP, overlap_matrix
+
+GRID = LightconeGrid(n_xy=4, cell_mpc=4.0, n_los=8, nu_min_mhz=140.0, nu_max_mhz=180.0,
+                     scale_mk=100.0)
+
+
+def fine_lightcone(grid: LightconeGrid, xy=2, los=3, seed=0, reverse=False):
+    """A cube exactly on a grid nested inside ``grid`` (increasing redshift if reverse)."""
+    fine = grid.refine(xy, los)
+    rng = np.random.default_rng(seed)
+    cube = rng.normal(0, 20, (fine.n_xy, fine.n_xy, fine.n_los)).astype(np.float32)
+    nu = fine.frequencies_mhz
+    if reverse:
+        cube, nu = cube[:, :, ::-1], nu[::-1]
+    return make_lightcone(cube, frequencies_mhz=nu, cell_mpc=fine.cell_mpc), cube
+
+
+def test_overlap_rows_sum_to_one():
+    w = overlap_matrix(np.linspace(0, 10, 37), np.linspace(1, 9, 5))
+    np.testing.assert_allclose(w.sum(1), 1.0)
+
+
+def test_nested_grid_is_block_mean():
+    lc, cube = fine_lightcone(GRID)
+    out, notes = resample(lc, GRID)
+    expect = cube.reshape(4, 2, 4, 2, 8, 3).mean(axis=(1, 3, 5))
+    np.testing.assert_allclose(out, expect, rtol=1e-5, atol=1e-4)
+    assert notes
+
+
+def test_line_of_sight_direction_does_not_matter():
+    a, _ = fine_lightcone(GRID)
+    b, _ = fine_lightcone(GRID, reverse=True)
+    np.testing.assert_allclose(resample(a, GRID)[0], resample(b, GRID)[0], atol=1e-5)
+
+
+def test_two_step_equals_one_step():
+    """simulator grid → dataset grid → model grid == simulator grid → model grid."""
+    lc, _ = fine_lightcone(GRID, xy=4, los=4)
+    mid = GRID.refine(2, 2)
+    via, _ = resample(make_lightcone(resample(lc, mid)[0], frequencies_mhz=mid.frequencies_mhz,
+                                     cell_mpc=mid.cell_mpc), GRID)
+    np.testing.assert_allclose(via, resample(lc, GRID)[0], rtol=1e-5, atol=1e-4)
+
+
+def test_bigger_sky_is_cropped_and_short_los_refused():
+    rng = np.random.default_rng(1)
+    nu = np.linspace(130, 190, 120)
+    lc = make_lightcone(rng.normal(size=(20, 20, 120)), frequencies_mhz=nu, cell_mpc=1.0)
+    assert resample(lc, GRID)[0].shape == (4, 4, 8)
+    short = make_lightcone(rng.normal(size=(20, 20, 50)), frequencies_mhz=nu[:50], cell_mpc=1.0)
+    with pytest.raises(LightconeError) as e:
+        resample(short, GRID)
+    assert e.value.code == "no_grid_overlap"
+    small = make_lightcone(rng.normal(size=(10, 10, 120)), frequencies_mhz=nu, cell_mpc=1.0)
+    with pytest.raises(LightconeError) as e:
+        resample(small, GRID)
+    assert e.value.code == "no_grid_overlap"
+
+
+def test_bare_cube_only_on_grid():
+    on = make_lightcone(np.ones((4, 4, 8)))
+    p = preprocess(on, GRID)
+    assert p.x.shape == GRID.shape and np.allclose(p.x, 0.01)
+    with pytest.raises(LightconeError) as e:
+        preprocess(make_lightcone(np.ones((4, 4, 9))), GRID)
+    assert e.value.code == "missing_axis"
+
+
+def test_scaling_is_fixed_and_clipped():
+    cube = np.full((4, 4, 8), 50.0)
+    cube[0, 0, 0] = 1e6
+    p = preprocess(make_lightcone(cube), GRID)
+    assert p.x.dtype == np.float32 and p.x[0, 1, 1, 1] == pytest.approx(0.5)
+    assert p.x.max() == CLIP
+
+
+def test_real_file_onto_a_model_grid(simrun_path):
+    _, lc = read_lightcone(Source.from_path(simrun_path))
+    grid = LightconeGrid(16, 8.0, 32, NU21_MHZ / 13.0, NU21_MHZ / 7.0)
+    p = preprocess(lc, grid)
+    assert p.x.shape == (1, 16, 16, 32) and np.isfinite(p.x).all()
+    # the mean over the covered region is conserved by overlap averaging (up to the crop)
+    sel = (lc.redshifts > 6.0) & (lc.redshifts < 12.0)
+    assert abs(p.x.mean() * 100 - lc.cube[:, :, sel].mean()) < 2.0
+
+
+def test_manifest_roundtrip():
+    assert LightconeGrid.from_manifest(GRID.to_manifest()) == GRID
