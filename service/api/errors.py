@@ -23,6 +23,8 @@ from service.inference.repository import ModelError
 from service.metrics import Outcome
 from service.spectra import SpectrumError
 
+from .middleware import BodyTooLarge
+
 log = logging.getLogger("specula.api")
 
 SPECTRUM_STATUS = {"too_large": 413, "decompression_bomb": 413, "unknown_format": 415,
@@ -85,6 +87,8 @@ def failure_of(exc: BaseException, *, queue_full_status: int = 429, retry_after_
         case StarletteHTTPException():
             return Failure(exc.status_code, HTTP_CODES.get(exc.status_code, "http_error"),
                            str(exc.detail), "bad_input", headers=dict(exc.headers or {}))
+        case BodyTooLarge():
+            return Failure(413, "too_large", "request body exceeds the limit", "bad_input")
         case asyncio.CancelledError():
             return Failure(499, "cancelled", "the client went away", "error")
     return Failure(500, "internal", f"{type(exc).__name__}: internal error", "error")

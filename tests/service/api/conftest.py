@@ -7,6 +7,7 @@ the tiny, untrained classifier of tests/service/inference/tiny_classifier.py.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
@@ -86,6 +88,17 @@ class Service:
                 return
             time.sleep(0.02)
         raise AssertionError(f"{name}{labels} never reached {at_least}")
+
+    def infer_rows(self, rows: int, client: httpx.Client | None = None, **headers: str
+                   ) -> httpx.Response:
+        """OIP infer of ``rows`` zero spectra as a binary tensor."""
+        x = np.zeros((rows, 2, 4076), np.float32)
+        header = json.dumps({"inputs": [{"name": "spectrum", "shape": list(x.shape),
+                                         "datatype": "FP32",
+                                         "parameters": {"binary_data_size": x.nbytes}}]}).encode()
+        return (client or self.client).post(
+            f"/v2/models/{MODEL}/infer", content=header + x.tobytes(),
+            headers={"Inference-Header-Content-Length": str(len(header)), **headers})
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)

@@ -1,0 +1,45 @@
+"""A bounded queue answers 429 + Retry-After; expired work is answered 504 and never computed.
+
+The service here waits up to 3 s to fill a batch of 8 rows and queues at most 8 rows, so a
+request of 5 rows sits in the queue long enough for the test to observe it (through the queue
+depth gauge — no sleeps, no timing assertions).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def slow_service(start_service, api_repo):
+    return start_service(api_repo, max_batch_size=8, max_queue_rows=8,
+                         max_queue_delay_ms=3000, version_policy="latest")
+
+
+def test_full_queue_is_429_with_retry_after_and_too_big_is_413(slow_service):
+    svc = slow_service
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(svc.infer_rows, 5)
+        svc.wait_for_metric("specula_queue_depth_rows", 5)
+        full = svc.infer_rows(5)
+        assert full.status_code == 429
+        assert full.headers["retry-after"] == "1" and full.json()["code"] == "queue_full"
+        never = svc.infer_rows(9)
+        assert never.status_code == 413 and never.json()["code"] == "too_large"
+        assert first.result().status_code == 200  # the queued request was not harmed
+    assert svc.metric("specula_requests_total", outcome="rejected") == 2
+    assert svc.metric("specula_inference_items_total") == 5
+
+
+def test_expired_request_gets_504_and_never_reaches_the_model(slow_service):
+    svc = slow_service
+    late = svc.infer_rows(5, **{"x-specula-timeout-ms": "100"})
+    assert late.status_code == 504 and late.json()["code"] == "deadline_exceeded"
+    after = svc.infer_rows(1)  # flushed by the queue delay, after the expired rows were dropped
+    assert after.status_code == 200
+    assert svc.metric("specula_inference_items_total") == 1
+    assert svc.metric("specula_requests_total", outcome="timeout") == 1
