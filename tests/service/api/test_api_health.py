@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import MODEL
+from http_service import MODEL
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from conftest import ADMIN_TOKEN, MODEL
+from http_service import ADMIN_TOKEN, MODEL
 from tiny_classifier import write_tiny_model
 
 pytestmark = pytest.mark.e2e

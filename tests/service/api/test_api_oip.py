@@ -7,7 +7,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from conftest import ADMIN_TOKEN, MODEL
+from http_service import ADMIN_TOKEN, MODEL
 from service.spectra import DEFAULT_GRID, Source, preprocess, read_spectra
 
 pytestmark = pytest.mark.e2e
