@@ -399,10 +399,12 @@ class FitsFile:
         data, pos, name = self.data, self._pos, self.name
         if pos is None:
             return None
-        if (pos + BLOCK > len(data) or len(self._hdus) >= MAX_HDUS
+        if (pos >= len(data) or len(self._hdus) >= MAX_HDUS
                 or (self._hdus and data[pos : pos + 8] != b"XTENSION")):
             self._pos = None  # end (trailing bytes after the last HDU are ignored, as astropy)
             return None
+        if pos + BLOCK > len(data):
+            raise SpectrumError("corrupt_file", f"truncated header at byte {pos}", source=name)
         header, data_start = _parse_header(data, pos, name)
         index = len(self._hdus)
         size = self._data_size(header, index, self.max_bytes)

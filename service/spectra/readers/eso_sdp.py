@@ -31,8 +31,8 @@ _META_KEYS = ("OBJECT", "RA", "DEC", "PRODCATG", "TELESCOP", "INSTRUME", "ORIGIN
 
 
 def _table(source: Source) -> HDU | None:
-    f = source.fits
-    hdu = f.get("SPECTRUM") or f.get(1)
+    """HDU1, where the SDP standard puts the SPECTRUM table."""
+    hdu = source.fits.get(1)
     return hdu if hdu is not None and hdu.xtension == "BINTABLE" else None
 
 

@@ -36,8 +36,9 @@ _SPECOBJ_KEYS = ("CLASS", "SUBCLASS", "Z", "Z_ERR", "ZWARNING", "SURVEY", "PLUG_
 
 
 def _coadd(source: Source) -> HDU | None:
-    f = source.fits
-    hdu = f.get("COADD") or f.get(1)
+    """HDU1, where every spec/spec-lite file has its COADD table (looking it up by name would
+    scan every HDU of any FITS the registry asks us about)."""
+    hdu = source.fits.get(1)
     if hdu is None or hdu.xtension != "BINTABLE":
         return None
     return hdu
