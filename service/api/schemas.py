@@ -33,10 +33,18 @@ class ClassifiedSpectrum(BaseModel):
 
 
 
+class SpectrumFailure(BaseModel):
+    """A spectrum of a multi-spectrum file that could not be classified (a dead fibre)."""
+
+    object_id: str
+    source: str
+    error: dict[str, str]
+
+
 class ClassifyResponse(BaseModel):
     model: str
     version: int
-    results: list[ClassifiedSpectrum]
+    results: list[ClassifiedSpectrum | SpectrumFailure]
 
 
 class TensorMetadata(BaseModel):

@@ -2,8 +2,8 @@
 
 decode_request → preprocess → predict (straight on the session, in chunks of --batch-size)
 → encode_response, one JSON object per spectrum on stdout (or --out). A file that cannot be
-read gives one line ``{"source": ..., "error": {"code": ..., "detail": ...}}`` and the run
-goes on; the exit status is 1 when any file failed, so scripts can tell.
+read gives one line ``{"source": ..., "error": {"code": ..., "detail": ...}}`` (as does a
+single spectrum that cannot be preprocessed) and the run goes on; the exit status is 1 when any file failed, so scripts can tell.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from typing import IO, Iterator
 import numpy as np
 import orjson
 from tqdm import tqdm
+
+from service.spectra import Prepared, SpectrumError
 
 from .pipeline import SpectrumPipeline, Upload
 from .repository import ModelError, ModelRepository
@@ -39,15 +41,18 @@ def classify_file(pipeline: SpectrumPipeline, path: str, batch_size: int,
     except OSError as exc:
         yield {"source": path, "error": {"code": "corrupt_file", "detail": str(exc)}}
         return
-    decoded = pipeline.decode_and_preprocess(Upload(data, path, None, fmt))
-    if decoded.error is not None:
-        yield {"source": path, "error": decoded.error.to_dict()}
+    upload = Upload(data, path, None, fmt)
+    try:
+        spectra = pipeline.decode_request(upload)
+    except SpectrumError as exc:
+        yield {"source": path, "error": exc.to_dict()}
         return
-    x = np.stack([p.x for p in decoded.prepared])
-    chunks = [pipeline.runner.run({pipeline.input_name: x[i:i + batch_size]})
-              for i in range(0, len(x), batch_size)]
-    outputs = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
-    yield from pipeline.encode_response(decoded, outputs)
+    for i in range(0, len(spectra), batch_size):
+        part = spectra[i:i + batch_size]
+        prepared = pipeline.preprocess(part)
+        good = [p.x for p in prepared if isinstance(p, Prepared)]
+        outputs = pipeline.runner.run({pipeline.input_name: np.stack(good)}) if good else None
+        yield from pipeline.encode_response(upload, part, prepared, outputs)
 
 
 def write(out: IO[bytes], items: list[dict], as_array: bool) -> None:

@@ -41,14 +41,7 @@ class Upload:
     format: str | None = None  # force a reader instead of identifying
 
 
-@dataclass(frozen=True, slots=True)
-class Decoded:
-    """The spectra of one upload, preprocessed; or the error that stopped it."""
-
-    upload: Upload
-    spectra: list[Spectrum]
-    prepared: list[Prepared]
-    error: SpectrumError | None = None
+Prep = Prepared | SpectrumError  # one spectrum after preprocess: model input, or why not
 
 
 def check_deadline(deadline: float | None, step: str) -> None:
@@ -75,26 +68,28 @@ class SpectrumPipeline:
 
     # ---- 1. decode_request (worker pool) ------------------------------------------------
     def decode_request(self, upload: Upload) -> list[Spectrum]:
+        """Bytes → spectra; a file that cannot be read raises ``SpectrumError`` (a 4xx)."""
         source = Source(upload.data, name=upload.name, max_bytes=self.max_file_bytes,
                         content_type=upload.content_type)
         try:
             return read_spectra(source, format=upload.format)[1]
+        except SpectrumError as exc:
+            exc.source = exc.source or upload.name
+            raise
         finally:
             source.close()
 
     # ---- 2. preprocess (worker pool) ----------------------------------------------------
-    def preprocess(self, spectra: list[Spectrum]) -> list[Prepared]:
-        return [preprocess(s, self.grid) for s in spectra]
-
-    def decode_and_preprocess(self, upload: Upload) -> Decoded:
-        """Steps 1–2 for one upload in one pool hop; a bad input becomes ``error``."""
-        try:
-            spectra = self.decode_request(upload)
-            return Decoded(upload, spectra, self.preprocess(spectra))
-        except SpectrumError as exc:
-            if exc.source is None:
-                exc.source = upload.name
-            return Decoded(upload, [], [], exc)
+    def preprocess(self, spectra: list[Spectrum]) -> list[Prep]:
+        """Each spectrum onto the model grid. A hopeless spectrum (a dead fibre) becomes its
+        error in place, so one bad fibre does not fail the other 2,435 of an exposure."""
+        out: list[Prep] = []
+        for s in spectra:
+            try:
+                out.append(preprocess(s, self.grid))
+            except SpectrumError as exc:
+                out.append(exc)
+        return out
 
     # ---- 3. batch / 4. predict (batcher thread) / 5. unbatch ------------------------------
     async def batch(self, x: np.ndarray, deadline: float | None) -> list[Row]:
@@ -124,44 +119,69 @@ class SpectrumPipeline:
         return self.unbatch(await self.batch(x, deadline))
 
     # ---- 6. encode_response -------------------------------------------------------------
-    def encode_response(self, decoded: Decoded, outputs: dict[str, np.ndarray]
-                        ) -> list[dict[str, Any]]:
-        results = summarise(outputs, self.labels)
+    def encode_response(self, upload: Upload, spectra: list[Spectrum], prepared: list[Prep],
+                        outputs: dict[str, np.ndarray] | None) -> list[dict[str, Any]]:
+        """One dict per spectrum, in file order: the classification, or the spectrum's error.
+        ``outputs`` holds rows for the spectra that preprocessed, in order."""
+        results = iter(summarise(outputs, self.labels) if outputs is not None else [])
         name, version = self.stat_labels
-        for r, s, p in zip(results, decoded.spectra, decoded.prepared):
-            r.update(object_id=s.object_id, source=decoded.upload.name,
-                     format=s.meta.get("format"), model=name, version=int(version),
-                     warnings=p.warnings())
-        return results
+        out = []
+        for s, p in zip(spectra, prepared):
+            if isinstance(p, SpectrumError):
+                r = {"object_id": s.object_id, "source": upload.name,
+                     "error": {**p.to_dict(), "source": upload.name}}
+            else:
+                r = next(results)
+                r.update(object_id=s.object_id, source=upload.name,
+                         format=s.meta.get("format"), model=name, version=int(version),
+                         warnings=p.warnings())
+            out.append(r)
+        return out
 
     # ---- the whole path ------------------------------------------------------------------
-    async def prepare(self, uploads: list[Upload], deadline: float | None) -> list[Decoded]:
-        """decode_request + preprocess of every upload, in parallel on the pool."""
-        check_deadline(deadline, "decoding")
-        loop = asyncio.get_running_loop()
-        t0 = time.perf_counter()
-        decoded = await asyncio.gather(
-            *(loop.run_in_executor(self.pool, self.decode_and_preprocess, u) for u in uploads))
-        self.on_stats(PreprocessStats(*self.stat_labels, seconds=time.perf_counter() - t0))
-        return list(decoded)
+    async def classify_upload(self, upload: Upload, deadline: float | None
+                              ) -> list[dict[str, Any]]:
+        """decode → (preprocess → batch → predict → unbatch → encode) per chunk of rows.
 
-    async def classify_decoded(self, decoded: Decoded, deadline: float | None
-                               ) -> list[dict[str, Any]]:
-        if decoded.error is not None:
-            raise decoded.error
-        x = np.stack([p.x for p in decoded.prepared])
-        return self.encode_response(decoded, await self.infer(x, deadline))
+        The chunks of a big file (an exposure) are preprocessed in parallel on the pool and
+        each goes to the batcher as soon as it is ready, so the model starts on the first
+        fibres while later ones are still being resampled. A file whose spectra *all* fail
+        raises the first error (a 4xx); otherwise failures are per-spectrum entries.
+        """
+        loop = asyncio.get_running_loop()
+        check_deadline(deadline, "decoding")
+        t0 = time.perf_counter()
+        spectra = await loop.run_in_executor(self.pool, self.decode_request, upload)
+        busy = [time.perf_counter() - t0]
+        step = self.batcher.max_batch_size
+
+        async def chunk(part: list[Spectrum]) -> list[dict[str, Any]]:
+            check_deadline(deadline, "preprocessing")
+            t = time.perf_counter()
+            prepared = await loop.run_in_executor(self.pool, self.preprocess, part)
+            busy.append(time.perf_counter() - t)
+            good = [p.x for p in prepared if isinstance(p, Prepared)]
+            outputs = await self.infer(np.stack(good), deadline) if good else None
+            return self.encode_response(upload, part, prepared, outputs)
+
+        parts = await asyncio.gather(*(chunk(spectra[i:i + step])
+                                       for i in range(0, len(spectra), step)))
+        self.on_stats(PreprocessStats(*self.stat_labels, seconds=sum(busy)))
+        results = [r for part in parts for r in part]
+        if all("error" in r for r in results):
+            first = results[0]["error"]
+            raise SpectrumError(first["code"], first["detail"], source=upload.name)
+        return results
 
     async def classify(self, uploads: list[Upload], deadline: float | None = None
                        ) -> list[dict[str, Any]]:
-        """All uploads or nothing: the first bad input fails the request (a 4xx)."""
-        decoded = await self.prepare(uploads, deadline)
-        for d in decoded:
-            if d.error is not None:
-                raise d.error
-        good = [d for d in decoded if d.prepared]
-        results = await asyncio.gather(*(self.classify_decoded(d, deadline) for d in good))
-        return [r for rs in results for r in rs]
+        """Every upload, in order. An unreadable upload fails the request (a 4xx naming it)."""
+        done = await asyncio.gather(*(self.classify_upload(u, deadline) for u in uploads),
+                                    return_exceptions=True)
+        for d in done:
+            if isinstance(d, BaseException):
+                raise d
+        return [r for rs in done for r in rs]
 
     async def classify_stream(self, uploads: list[Upload], deadline: float | None = None
                               ) -> AsyncIterator[dict[str, Any]]:
@@ -177,9 +197,9 @@ class SpectrumPipeline:
 
     async def _one(self, upload: Upload, deadline: float | None) -> list[dict[str, Any]]:
         try:
-            (decoded,) = await self.prepare([upload], deadline)
-            return await self.classify_decoded(decoded, deadline)
-        except SpectrumError as exc:
-            return [{"source": upload.name, "error": exc.to_dict()}]
-        except BatcherError as exc:
-            return [{"source": upload.name, "error": {"code": exc.code, "detail": str(exc)}}]
+            return await self.classify_upload(upload, deadline)
+        except (SpectrumError, BatcherError) as exc:
+            code = exc.code
+            detail = exc.detail if isinstance(exc, SpectrumError) else str(exc)
+            return [{"source": upload.name,
+                     "error": {"code": code, "detail": detail, "source": upload.name}}]

@@ -124,3 +124,14 @@ def test_successes_are_counted_per_model_and_version(service, sdss_bytes):
     service.client.post(URL, params={"version": 1}, files={"files": ("s.fits", sdss_bytes)})
     after = service.metric("specula_requests_total", version="1", outcome="success")
     assert after == before + 1
+
+
+def test_dead_fibre_is_a_per_spectrum_error_not_a_failed_exposure(service, sdss_spectrum):
+    s = sdss_spectrum
+    dead = type(s)(s.wavelength, s.flux * 0, s.ivar * 0, np.ones(s.npix, bool),
+                   {"object_id": "dead"})
+    r = service.client.post(URL, files={"files": ("exp.fits", write_exposure([s, dead, s]))})
+    assert r.status_code == 200
+    ok1, bad, ok2 = r.json()["results"]
+    assert bad["object_id"] == "dead" and bad["error"]["code"] == "empty_spectrum"
+    assert "class" in ok1 and ok1["probabilities"] == ok2["probabilities"]

@@ -1,0 +1,273 @@
+"""Specula service benchmark: raw ONNX Runtime, then the running service over loopback.
+
+One run, on this machine, same model, same thread settings:
+1. raw ORT throughput of the served model over batch sizes → the best batch size, and the
+   batch-1 forward time;
+2. `specula serve` started with that batch size, then driven over loopback by a deliberately
+   cheap client (raw HTTP/1.1 on asyncio streams, pre-built request bytes; it reports its own
+   CPU use so you can see it was not the bottleneck), with realistic payloads:
+   the exposure container (2,436 fibres, FITS), the OIP binary tensor of a whole exposure,
+   single real SDSS FITS files (multipart) and single-row OIP binary tensors;
+3. spectra/s, p50/p95/p99, service/raw ratios against the goals of issue 4, and the executed
+   batch-size histogram read from the service's own /metrics.
+
+Every scenario is bounded by --requests and --duration. Not a test: nothing here asserts.
+    .venv/bin/python bench/bench_service.py [--repository models] [--duration 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from service.inference.repository import ModelRepository  # noqa: E402
+from service.inference.runner import OnnxRunner  # noqa: E402
+from service.spectra import Source, make_spectrum, preprocess, read_spectra  # noqa: E402
+from service.spectra.readers.exposure import write_exposure  # noqa: E402
+
+SDSS = REPO_ROOT.parent / "shared" / "data" / "sdss" / "spec-1198-52669-0063.fits"
+EXPOSURE_FIBRES = 2436
+
+
+# ---- 1. raw ONNX Runtime --------------------------------------------------------------------
+def raw_ort(onnx: bytes, x1: np.ndarray, sizes: list[int], seconds: float) -> dict:
+    runner = OnnxRunner(onnx, device="auto")
+    name = runner.input_names[0]
+    out = {"provider": runner.provider, "by_batch": {}}
+    for bs in sizes:
+        x = np.ascontiguousarray(np.broadcast_to(x1, (bs, *x1.shape)))
+        runner.run({name: x})  # warm-up
+        n, t0 = 0, time.perf_counter()
+        while n < 3 or time.perf_counter() - t0 < seconds:
+            runner.run({name: x})
+            n += 1
+        out["by_batch"][bs] = bs * n / (time.perf_counter() - t0)
+    forward = []
+    for _ in range(200):
+        t0 = time.perf_counter()
+        runner.run({name: x1[None]})
+        forward.append(time.perf_counter() - t0)
+    out["best_batch"] = max(out["by_batch"], key=out["by_batch"].get)
+    out["best"] = out["by_batch"][out["best_batch"]]
+    out["batch1_forward_ms"] = float(np.median(forward) * 1e3)
+    return out
+
+
+# ---- payloads -------------------------------------------------------------------------------
+def http_request(path: str, body: bytes, content_type: str, extra: dict | None = None) -> bytes:
+    head = [f"POST {path} HTTP/1.1", "Host: bench", f"Content-Type: {content_type}",
+            f"Content-Length: {len(body)}"] + [f"{k}: {v}" for k, v in (extra or {}).items()]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def multipart(files: list[tuple[str, bytes]]) -> tuple[bytes, str]:
+    boundary = "specula-bench-boundary"
+    parts = []
+    for name, data in files:
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="files"; '
+                     f'filename="{name}"\r\nContent-Type: application/fits\r\n\r\n'.encode()
+                     + data + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), \
+        f"multipart/form-data; boundary={boundary}"
+
+
+def oip_binary(model: str, x: np.ndarray) -> bytes:
+    header = json.dumps({"inputs": [{"name": "spectrum", "shape": list(x.shape),
+                                     "datatype": "FP32",
+                                     "parameters": {"binary_data_size": x.nbytes}}],
+                         "parameters": {"binary_data_output": True}}).encode()
+    return http_request(f"/v2/models/{model}/infer", header + x.tobytes(),
+                        "application/octet-stream",
+                        {"Inference-Header-Content-Length": len(header)})
+
+
+def exposure_fibres(spectrum, n: int, rng: np.random.Generator) -> list:
+    """n fibres: the real SDSS spectrum with independent noise drawn from its own ivar."""
+    sigma = np.where(spectrum.ivar > 0, 1 / np.sqrt(np.maximum(spectrum.ivar, 1e-12)), 0)
+    return [make_spectrum(spectrum.wavelength, spectrum.flux + rng.normal(size=spectrum.npix)
+                          * sigma, spectrum.ivar, spectrum.mask, {"object_id": f"fibre-{i}"})
+            for i in range(n)]
+
+
+# ---- 2. the cheap client --------------------------------------------------------------------
+async def one_exchange(reader, writer, raw: bytes) -> int:
+    writer.write(raw)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    m = re.search(rb"\r\ncontent-length: *(\d+)", head, re.I)
+    await reader.readexactly(int(m.group(1)) if m else 0)
+    return status
+
+
+async def load(port: int, raw: bytes, rows: int, concurrency: int, max_requests: int,
+               seconds: float) -> dict:
+    latencies: list[float] = []
+    errors: dict[int, int] = {}
+    started = 0
+    end = time.perf_counter() + seconds
+
+    async def worker():
+        nonlocal started
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 24)
+        try:
+            while started < max_requests and time.perf_counter() < end:
+                started += 1
+                t0 = time.perf_counter()
+                status = await one_exchange(reader, writer, raw)
+                if status == 200:
+                    latencies.append(time.perf_counter() - t0)
+                else:
+                    errors[status] = errors.get(status, 0) + 1
+        finally:
+            writer.close()
+
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.perf_counter() - t0
+    lat = np.array(latencies) * 1e3 if latencies else np.array([np.nan])
+    return {"requests": len(latencies), "errors": errors, "wall_s": wall,
+            "spectra_per_s": rows * len(latencies) / wall,
+            "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
+            "p99_ms": float(np.percentile(lat, 99)),
+            "client_cpu": (time.process_time() - cpu0) / wall}
+
+
+# ---- 3. the service -------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(port: int, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as r:
+        return r.read().decode()
+
+
+def start_service(port: int, repo: str, batch: int, log) -> subprocess.Popen:
+    env = {**os.environ, "SPECULA_MODEL_REPOSITORY": repo, "SPECULA_PORT": str(port),
+           "SPECULA_MAX_BATCH_SIZE": str(batch), "SPECULA_ACCESS_LOG": "false",
+           "SPECULA_LOG_LEVEL": "warning", "SPECULA_VERSION_POLICY": "latest",
+           "SPECULA_MAX_QUEUE_ROWS": str(8 * EXPOSURE_FIBRES)}
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=REPO_ROOT,
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    for _ in range(600):
+        try:
+            get(port, "/v2/health/ready")
+            return proc
+        except OSError:
+            if proc.poll() is not None:
+                raise SystemExit("service exited during start-up; see its log")
+            time.sleep(0.1)
+    raise SystemExit("service not ready after 60 s")
+
+
+def batch_histogram(port: int) -> dict[str, float]:
+    out = {}
+    for m in re.finditer(r'specula_batch_size_rows_bucket\{le="([^"]+)"[^}]*\} (\S+)',
+                         get(port, "/metrics")):
+        out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+    return out
+
+
+def histogram_delta(before: dict, after: dict) -> str:
+    cum = [(k, after.get(k, 0) - before.get(k, 0)) for k in after]
+    prev, parts = 0.0, []
+    for le, c in cum:
+        if c - prev:
+            parts.append(f"≤{le.replace('.0', '')}:{int(c - prev)}")
+        prev = c
+    return " ".join(parts) or "(none)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repository", default=str(REPO_ROOT / "models"))
+    p.add_argument("--model", default="spectrum_classifier")
+    p.add_argument("--duration", type=float, default=8.0, help="seconds per scenario (max)")
+    p.add_argument("--requests", type=int, default=2000, help="requests per scenario (max)")
+    p.add_argument("--raw-seconds", type=float, default=1.0)
+    args = p.parse_args(argv)
+
+    mv = ModelRepository(args.repository).load(args.model)
+    spectrum = read_spectra(Source.from_path(SDSS))[1][0]
+    grid = mv.manifest.spectrum_grid()
+    x1 = preprocess(spectrum, grid).x
+    print(f"model {mv.name} v{mv.version} sha256 {mv.manifest.sha256[:12]}…  "
+          f"cpus {len(os.sched_getaffinity(0))}  load avg {os.getloadavg()[0]:.1f}")
+
+    raw = raw_ort(mv.onnx, x1, [1, 8, 32, 64, 128, 256, 512, 1024], args.raw_seconds)
+    print(f"\n[raw ORT, {raw['provider']}] spectra/s by batch: " + ", ".join(
+        f"{b}: {v:,.0f}" for b, v in raw["by_batch"].items()))
+    print(f"best batch {raw['best_batch']}: {raw['best']:,.0f} spectra/s; "
+          f"batch-1 forward p50 {raw['batch1_forward_ms']:.2f} ms")
+
+    rng = np.random.default_rng(0)
+    sdss_bytes = SDSS.read_bytes()
+    fits_body, fits_ct = multipart([("spec-1198-52669-0063.fits", sdss_bytes)])
+    exposure = write_exposure(exposure_fibres(spectrum, EXPOSURE_FIBRES, rng))
+    xs = np.stack([preprocess(s, grid).x for s in exposure_fibres(spectrum, 64, rng)])
+    x_exposure = xs[np.arange(EXPOSURE_FIBRES) % len(xs)]
+    scenarios = [
+        # name, request bytes, spectra per request, concurrency, goal (ratio to raw)
+        ("exposure container (FITS, 2,436 fibres)",
+         http_request("/v1/spectra:classify", exposure, "application/fits",
+                      {"X-Filename": "exposure.fits"}), EXPOSURE_FIBRES, 2, 0.9),
+        ("exposure as OIP binary tensor (2,436 rows)", oip_binary(args.model, x_exposure),
+         EXPOSURE_FIBRES, 2, 0.9),
+        ("single SDSS FITS, multipart, c=32",
+         http_request("/v1/spectra:classify", fits_body, fits_ct), 1, 32, 0.6),
+        ("single row OIP binary, c=32", oip_binary(args.model, x1[None]), 1, 32, 0.6),
+        ("single SDSS FITS, multipart, c=1",
+         http_request("/v1/spectra:classify", fits_body, fits_ct), 1, 1, None),
+        ("single row OIP binary, c=1", oip_binary(args.model, x1[None]), 1, 1, None),
+    ]
+
+    port = free_port()
+    with tempfile.NamedTemporaryFile("wb", suffix=".log", delete=False) as log:
+        proc = start_service(port, args.repository, raw["best_batch"], log)
+        try:
+            for name, req, rows, conc, goal in scenarios:
+                max_req = min(args.requests, 12) if rows > 1 else args.requests
+                asyncio.run(load(port, req, rows, min(conc, 2), 2, 30))  # warm this path
+                before = batch_histogram(port)
+                r = asyncio.run(load(port, req, rows, conc, max_req, args.duration))
+                hist = histogram_delta(before, batch_histogram(port))
+                ratio = r["spectra_per_s"] / raw["best"]
+                print(f"\n[{name}] {r['requests']} requests in {r['wall_s']:.1f} s"
+                      + (f", errors {r['errors']}" if r["errors"] else ""))
+                print(f"  {r['spectra_per_s']:,.0f} spectra/s  p50 {r['p50_ms']:.1f} ms  "
+                      f"p95 {r['p95_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms  "
+                      f"service/raw {ratio:.2f}  client CPU {r['client_cpu']:.0%} of a core")
+                if goal is not None:
+                    print(f"  goal service/raw ≥ {goal}: {'met' if ratio >= goal else 'NOT met'}")
+                else:
+                    over = r["p50_ms"] - raw["batch1_forward_ms"]
+                    print(f"  p50 − raw batch-1 forward = {over:.2f} ms (goal ≤ 2 ms: "
+                          f"{'met' if over <= 2 else 'NOT met'})")
+                print(f"  executed batch sizes (rows): {hist}")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+    print("\nBentoML / Ray Serve comparison: not run (not installed; see docs/service.md).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
