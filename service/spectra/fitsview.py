@@ -299,8 +299,8 @@ class HDU:
         forms, names = h.indexed("TFORM"), h.indexed("TTYPE")
         naxis1 = self.shape[-1] if self.shape else 0
         # Files of one survey release share a table layout: parse each distinct one once.
-        key = (nfields, naxis1, tuple(forms.items()), tuple(names.items()))
-        cached = _LAYOUTS.get(key)
+        layout = (nfields, naxis1, tuple(forms.items()), tuple(names.items()))
+        cached = _LAYOUTS.get(layout)
         if cached is not None:
             return cached
         cols: dict[str, Column] = {}
@@ -331,7 +331,7 @@ class HDU:
                                 f"columns span {offset} bytes, NAXIS1 = {naxis1}", source=src)
         if len(_LAYOUTS) >= 256:
             _LAYOUTS.clear()
-        _LAYOUTS[key] = cols
+        _LAYOUTS[layout] = cols
         return cols
 
     @property
