@@ -36,10 +36,10 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from service.inference.repository import ModelRepository  # noqa: E402
-from service.inference.runner import OnnxRunner  # noqa: E402
-from service.spectra import Source, make_spectrum, preprocess, read_spectra  # noqa: E402
-from service.spectra.readers.exposure import write_exposure  # noqa: E402
+from service.inference.repository import ModelRepository
+from service.inference.runner import OnnxRunner
+from service.spectra import Source, make_spectrum, preprocess, read_spectra
+from service.spectra.readers.exposure import write_exposure
 
 SDSS = REPO_ROOT.parent / "shared" / "data" / "sdss" / "spec-1198-52669-0063.fits"
 EXPOSURE_FIBRES = 2436
@@ -110,7 +110,7 @@ async def one_exchange(reader, writer, raw: bytes) -> int:
     writer.write(raw)
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
-    m = re.search(rb"\r\ncontent-length: *(\d+)", head, re.I)
+    m = re.search(rb"\r\ncontent-length: *(\d+)", head, re.IGNORECASE)
     await reader.readexactly(int(m.group(1)) if m else 0)
     return status
 

@@ -38,7 +38,9 @@ class Settings(BaseSettings):
 
     # batching and backpressure
     max_batch_size: int = Field(256, description="rows (spectra) per executed batch")
-    max_queue_delay_ms: float = Field(2.0, description="wait this long to fill a batch")
+    max_queue_delay_ms: float = Field(
+        0.0, description="wait this long for a fuller batch; 0 = run as soon as the model is "
+        "free (batches then form from what queued during the previous one)")
     max_queue_rows: int = Field(16384, description="queued rows per model before rejecting")
     queue_full_status: Literal[429, 503] = 429
     retry_after_s: int = Field(1, description="Retry-After sent with queue-full rejections")

@@ -1,12 +1,17 @@
-"""Dependencies as ``Annotated`` aliases: what a route needs, named by what it is."""
+"""Dependencies as ``Annotated`` aliases: what a route needs, named by what it is.
+
+All are ``async def`` although none awaits: FastAPI runs a plain ``def`` dependency in a
+worker thread, a thread hop per dependency per request.
+"""
 
 from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, AsyncIterator
+from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
@@ -17,19 +22,19 @@ from service.settings import Settings
 from .errors import ApiError, failure_of
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_server(request: Request) -> ModelServer:
+async def get_server(request: Request) -> ModelServer:
     return request.app.state.server
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-def get_deadline(request: Request) -> float | None:
+async def get_deadline(request: Request) -> float | None:
     """Absolute ``time.monotonic()`` deadline from the timeout header (ms), if sent."""
     raw = request.headers.get(request.app.state.settings.deadline_header)
     if raw is None:
@@ -44,7 +49,7 @@ def get_deadline(request: Request) -> float | None:
     return time.monotonic() + ms / 1000.0
 
 
-def require_admin(request: Request,
+async def require_admin(request: Request,
                   authorization: Annotated[str | None, Header()] = None) -> None:
     token = request.app.state.settings.admin_token
     if token is None:

@@ -17,8 +17,13 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from service.inference.batcher import (BatcherClosed, BatcherError, DeadlineExceeded, QueueFull,
-                                       RequestTooLarge)
+from service.inference.batcher import (
+    BatcherClosed,
+    BatcherError,
+    DeadlineExceeded,
+    QueueFull,
+    RequestTooLarge,
+)
 from service.inference.repository import ModelError
 from service.metrics import Outcome
 from service.spectra import SpectrumError

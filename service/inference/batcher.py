@@ -20,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Generic, Sequence, TypeVar
+from typing import Generic, TypeVar
 
 from service.metrics import BatchStats, QueueStats, Stats
 
@@ -220,7 +221,7 @@ class DynamicBatcher(Generic[T, R]):
             if len(results) != len(items):
                 raise RuntimeError(f"batch function returned {len(results)} outputs for "
                                    f"{len(items)} inputs")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 — any failure of fn fails its batch, not the loop
             for req, _, _ in slices:
                 if not req.future.done():
                     req.future.set_exception(exc)

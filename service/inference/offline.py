@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 import numpy as np
 import orjson
@@ -83,10 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     except ModelError as exc:
         print(f"specula classify: {exc}", file=sys.stderr)
         return 2
-    out = sys.stdout.buffer if args.out == "-" else open(args.out, "wb")
     failed = 0
     collected: list[dict] = []
-    try:
+    sink = nullcontext(sys.stdout.buffer) if args.out == "-" else open(args.out, "wb")  # noqa: SIM115
+    with sink as out:
         for path in tqdm(args.files, unit="file", file=sys.stderr, disable=args.quiet):
             items = list(classify_file(pipeline, path, args.batch_size, args.format))
             failed += any("error" in i for i in items)
@@ -97,8 +99,5 @@ def main(argv: list[str] | None = None) -> int:
                 out.flush()
         if args.output == "json":
             write(out, collected, True)
-    finally:
-        if out is not sys.stdout.buffer:
-            out.close()
     return 1 if failed else 0
 

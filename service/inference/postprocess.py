@@ -27,7 +27,7 @@ class LabelMap:
     membership: np.ndarray  # (K, T) float32, 1 where label k belongs to top class t
 
     @classmethod
-    def from_manifest(cls, manifest: Manifest) -> "LabelMap":
+    def from_manifest(cls, manifest: Manifest) -> LabelMap:
         tops = manifest.top_classes or sorted({lab.top for lab in manifest.labels})
         index = {t: i for i, t in enumerate(tops)}
         m = np.zeros((len(manifest.labels), len(tops)), dtype=np.float32)

@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable
 
 import numpy as np
 
@@ -75,7 +75,7 @@ def check_contract(model: ModelVersion, runner: OnnxRunner) -> None:
     x = np.zeros([2 if d < 0 else d for d in spec.shape], dtype=DTYPES.get(spec.dtype))
     try:
         out = runner.run({spec.name: x})
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 — whatever ORT raises, the model is unservable
         raise ModelError("contract_mismatch", f"{m.name} v{m.version}: warm-up failed: {exc}")
     k = len(m.labels)
     if out["probs"].shape != (2, k):

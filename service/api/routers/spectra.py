@@ -10,7 +10,8 @@ file finishes, so a client sees the first results of a big upload early.
 from __future__ import annotations
 
 import time
-from typing import Annotated, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response

@@ -7,11 +7,15 @@ the tiny, untrained classifier of tests/service/inference/tiny_classifier.py.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
-from http_service import Service, write_tiny_model
+# the tiny model builder lives beside the inference tests
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
+from http_service import Service
+from tiny_classifier import write_tiny_model
 
 
 @pytest.fixture(scope="session")

@@ -20,9 +20,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
-from tiny_classifier import write_tiny_model  # noqa: E402
-
 REPO_ROOT = Path(__file__).resolve().parents[3]
 ADMIN_TOKEN = "test-admin-token"
 MODEL = "spectrum_classifier"
@@ -45,7 +42,7 @@ class Service:
                "SPECULA_INTRA_OP_THREADS": "1", "SPECULA_PREPROCESS_WORKERS": "2"}
         env.update({f"SPECULA_{k.upper()}": str(v) for k, v in settings.items()})
         self.log_path = log_path
-        self._log = open(log_path, "wb")
+        self._log = open(log_path, "wb")  # noqa: SIM115 — lives as long as the process
         self.proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"],
                                      cwd=REPO_ROOT, env=env, stdout=self._log,
                                      stderr=subprocess.STDOUT)

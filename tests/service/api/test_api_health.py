@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from http_service import MODEL
 
 pytestmark = pytest.mark.e2e

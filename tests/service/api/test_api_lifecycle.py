@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-
 from http_service import ADMIN_TOKEN, MODEL
 from tiny_classifier import write_tiny_model
 

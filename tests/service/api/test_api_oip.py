@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tritonclient.http as triton
+from http_service import ADMIN_TOKEN, MODEL
 from tritonclient.utils import InferenceServerException
 
-from http_service import ADMIN_TOKEN, MODEL
 from service.spectra import DEFAULT_GRID, Source, preprocess, read_spectra
 
 pytestmark = pytest.mark.e2e

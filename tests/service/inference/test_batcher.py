@@ -7,8 +7,13 @@ import time
 
 import pytest
 
-from service.inference.batcher import (BatcherClosed, DeadlineExceeded, DynamicBatcher,
-                                       QueueFull, RequestTooLarge)
+from service.inference.batcher import (
+    BatcherClosed,
+    DeadlineExceeded,
+    DynamicBatcher,
+    QueueFull,
+    RequestTooLarge,
+)
 from service.metrics import BatchStats
 
 
