@@ -3,7 +3,8 @@
 decode_request → preprocess → predict (straight on the session, in chunks of --batch-size)
 → encode_response, one JSON object per spectrum on stdout (or --out). A file that cannot be
 read gives one line ``{"source": ..., "error": {"code": ..., "detail": ...}}`` (as does a
-single spectrum that cannot be preprocessed) and the run goes on; the exit status is 1 when any file failed, so scripts can tell.
+single spectrum that cannot be preprocessed) and the run goes on; the exit status is 1 when
+any file failed, so scripts can tell.
 """
 
 from __future__ import annotations
@@ -87,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     failed = 0
     collected: list[dict] = []
-    sink = nullcontext(sys.stdout.buffer) if args.out == "-" else open(args.out, "wb")  # noqa: SIM115
-    with sink as out:
+    stdout = nullcontext(sys.stdout.buffer)
+    with stdout if args.out == "-" else open(args.out, "wb") as out:
         for path in tqdm(args.files, unit="file", file=sys.stderr, disable=args.quiet):
             items = list(classify_file(pipeline, path, args.batch_size, args.format))
             failed += any("error" in i for i in items)

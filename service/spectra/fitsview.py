@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -40,6 +40,9 @@ _TCODE = {"L": "i1", "B": "u1", "I": ">i2", "J": ">i4", "K": ">i8", "E": ">f4", 
 
 
 _INDEXED: dict[str, re.Pattern[bytes]] = {}
+_TFIELDS = re.compile(rb"T(FORM|TYPE)(\d{1,3}) *= *'([^']*)'")
+_CARD_DTYPE = np.dtype({"names": ["key", "ind"], "formats": ["S8", "S2"], "offsets": [0, 8],
+                        "itemsize": CARD})
 _FORMS: dict[bytes, tuple[str, int, int]] = {}  # TFORM value -> (code, repeat, width)
 _DIGITS = [str(i).encode() for i in range(1000)]
 # table layout cache: (TFIELDS, NAXIS1, TFORMs, TTYPEs) -> columns (read-only, shared)
@@ -47,28 +50,39 @@ _LAYOUTS: dict[tuple, dict[str, "Column"]] = {}
 
 
 class Header:
-    """Header cards of one HDU, kept as raw bytes. A keyword is found with a C-speed
-    ``bytes.find`` at card-aligned offsets and parsed only when asked for (most never are):
-    a per-card Python loop cost ~1 µs/card, ~1.3 ms for the real SDSS file's 1,351 cards."""
+    """Header cards of one HDU, kept as raw bytes; a value is parsed only when asked for (most
+    never are). Lookups go through a key → card index built in one numpy pass on first use:
+    a per-card Python loop cost ~1 µs/card (~1.3 ms for the real SDSS file's 1,351 cards),
+    and a ``bytes.find`` per lookup rescans the header for every absent keyword."""
 
-    __slots__ = ("_block", "_cache")
+    __slots__ = ("_block", "_cache", "_index")
 
     def __init__(self, block: bytes) -> None:
         self._block = block  # the cards before END; len % 80 == 0
         self._cache: dict[str, Any] = {}
+        self._index: dict[bytes, int] | None = None
+
+    def _card_index(self) -> dict[bytes, int]:
+        """8-byte key → card number of its first card with a value (``= `` in columns 9-10)."""
+        if self._index is None:
+            n = len(self._block) // CARD
+            cards = np.frombuffer(self._block, dtype=_CARD_DTYPE, count=n)
+            valued = np.flatnonzero(cards["ind"] == b"= ")
+            keys = cards["key"][valued].tolist()  # numpy strips trailing NULs, not blanks
+            self._index = dict(zip(reversed(keys), reversed(valued.tolist())))
+        return self._index
 
     def _raw(self, key: str) -> bytes | None:
-        blk = self._block
         k = key.encode("ascii", "replace")
-        hierarch = len(k) > 8 or b" " in k
-        needle = b"HIERARCH " + k if hierarch else k.ljust(8) + b"= "
+        if len(k) <= 8 and b" " not in k:
+            i = self._card_index().get(k.ljust(8))
+            return None if i is None else self._block[i * CARD + 10 : (i + 1) * CARD]
+        blk = self._block  # HIERARCH keywords (ESO): rare, searched directly
+        needle = b"HIERARCH " + k
         i = blk.find(needle)
         while i >= 0:
             if i % CARD == 0:
-                card = blk[i : i + CARD]
-                if not hierarch:
-                    return card[10:]
-                rest = card[len(needle) :]
+                rest = blk[i + len(needle) : i - i % CARD + CARD]
                 eq = rest.find(b"=")
                 if eq >= 0 and not rest[:eq].strip():
                     return rest[eq + 1 :]
@@ -78,29 +92,32 @@ class Header:
     def __contains__(self, key: str) -> bool:
         return self._raw(key.upper()) is not None
 
-    def indexed(self, prefix: str) -> dict[bytes, bytes]:
-        """All string-valued ``PREFIXn`` keywords (TTYPEn, TFORMn) in one C-level regex pass:
-        raw n → raw value (first occurrence wins, as for single keywords).
+    def table_fields(self) -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
+        """(TFORMn, TTYPEn) as raw n → raw value, both from one C-level regex pass.
 
         A table of 126 columns (SDSS SPECOBJ) costs one ``findall`` instead of 252 keyword
-        look-ups. A match inside another card's text would need a header crafted to fool us;
-        the resulting column layout is checked against NAXIS1 like any other."""
-        pattern = _INDEXED.get(prefix)
-        if pattern is None:
-            pattern = re.compile(re.escape(prefix.encode()) + rb"(\d{1,3}) *= *'([^']*)'")
-            _INDEXED[prefix] = pattern
-        return dict(reversed(pattern.findall(self._block)))
+        look-ups. First occurrence wins, as for single keywords. A match inside another
+        card's text would need a header crafted to fool us; the resulting column layout is
+        checked against NAXIS1 like any other."""
+        forms: list[tuple[bytes, bytes]] = []
+        names: list[tuple[bytes, bytes]] = []
+        for kind, n, value in reversed(_TFIELDS.findall(self._block)):
+            (forms if kind == b"FORM" else names).append((n, value))
+        return dict(forms), dict(names)
 
     def indexed_values(self, prefix: str) -> dict[int, Any]:
-        """Like :meth:`indexed` for any value type (TSCALn, TZEROn): one pass, cached."""
+        """``PREFIXn`` keywords of any value type (TSCALn, TZEROn): n → value, cached."""
         key = "#" + prefix
         cached = self._cache.get(key)
         if cached is None:
-            pattern = _INDEXED.get(key)
-            if pattern is None:
-                pattern = re.compile(re.escape(prefix.encode()) + rb"(\d{1,3}) *= (.{1,70})")
-                _INDEXED[key] = pattern
-            cached = {int(n): _parse_value(v) for n, v in reversed(pattern.findall(self._block))}
+            cached = {}
+            if prefix.encode() in self._block:
+                pattern = _INDEXED.get(key)
+                if pattern is None:
+                    pattern = re.compile(re.escape(prefix.encode()) + rb"(\d{1,3}) *= (.{1,70})")
+                    _INDEXED[key] = pattern
+                cached = {int(n): _parse_value(v)
+                          for n, v in reversed(pattern.findall(self._block))}
             self._cache[key] = cached
         return cached
 
@@ -221,6 +238,19 @@ def _parse_header(data: bytes, start: int, source: str | None) -> tuple[Header, 
     return Header(data[start:end]), data_start
 
 
+@lru_cache(maxsize=4096)
+def _record_dtype(code: str, repeat: int, offset: int, rowlen: int) -> np.dtype:
+    """A one-field record dtype that views column ``code``×``repeat`` at ``offset`` in rows
+    of ``rowlen`` bytes (cached: building a dtype costs more than the view itself)."""
+    if code == "A":
+        field: Any = np.dtype(f"S{repeat}")
+    else:
+        base = np.dtype(_TCODE[code])
+        field = (base, (repeat,)) if repeat != 1 else base
+    return np.dtype({"names": ["v"], "formats": [field], "offsets": [offset],
+                     "itemsize": rowlen})
+
+
 class Column(NamedTuple):  # a NamedTuple: ~5x cheaper to build than a frozen dataclass
     name: str
     index: int  # 1-based field number (the n of TTYPEn)
@@ -296,7 +326,7 @@ class HDU:
         nfields = h.int("TFIELDS", 0, source=src)
         if not 0 <= nfields <= 999:
             raise SpectrumError("corrupt_file", f"TFIELDS = {nfields}", source=src)
-        forms, names = h.indexed("TFORM"), h.indexed("TTYPE")
+        forms, names = h.table_fields()
         naxis1 = self.shape[-1] if self.shape else 0
         # Files of one survey release share a table layout: parse each distinct one once.
         layout = (nfields, naxis1, tuple(forms.items()), tuple(names.items()))
@@ -350,15 +380,8 @@ class HDU:
         if col.code in "PQX":
             raise SpectrumError("bad_dtype", f"column {name!r} has unsupported form {col.code}",
                                 source=self.source)
-        if col.code == "A":
-            dtype = np.dtype(f"S{col.repeat}")
-            shape: tuple[int, ...] = ()
-        else:
-            dtype = np.dtype(_TCODE[col.code])
-            shape = (col.repeat,) if col.repeat != 1 else ()
-        rowlen = self.shape[-1]
-        rec = np.dtype({"names": ["v"], "formats": [(dtype, shape) if shape else dtype],
-                        "offsets": [col.offset], "itemsize": rowlen})
+        rec = _record_dtype(col.code, col.repeat, col.offset, self.shape[-1])
+        dtype = rec["v"].base
         arr = np.frombuffer(self.fits.data, dtype=rec, count=self.nrows,
                             offset=self.data_offset)["v"]
         if col.code == "L":

@@ -60,7 +60,7 @@ async def read_uploads(request: Request, max_files: int, fmt: str | None) -> lis
 async def classify(
     request: Request, server: ServerDep, metrics: MetricsDep, settings: SettingsDep,
     deadline: DeadlineDep,
-    model: Annotated[str | None, Query(description="model name (default: SPECULA_DEFAULT_MODEL)")] = None,
+    model: Annotated[str | None, Query(description="default: SPECULA_DEFAULT_MODEL")] = None,
     version: Annotated[int | None, Query(description="pin a version (default: latest)")] = None,
     format: Annotated[str | None, Query(description="reader name, e.g. sdss-spec")] = None,
     stream: Annotated[bool, Query(description="NDJSON, one line per spectrum")] = False,
