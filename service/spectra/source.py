@@ -106,7 +106,7 @@ class Source:
         Every HDU's declared data size (and a compressed HDU's decompressed size) is checked
         by :attr:`fits` before astropy parses anything, and again against astropy's view.
         """
-        self.fits  # noqa: B018  (validates sizes first; raises SpectrumError)
+        self.fits.hdus  # noqa: B018  (scans and size-checks every HDU first)
         try:
             hdul = fits.open(
                 io.BytesIO(self.data),
