@@ -2,9 +2,9 @@
 
 Why not astropy here: opening the real SDSS file with ``astropy.io.fits`` and reading its
 COADD table costs ~6 ms on the service machine (16 ms with every HDU loaded, as the size
-checks need), ten times the whole resample+normalise budget; this scanner does the same in
-~0.2 ms (numbers in docs/ingestion.md, measured by bench/bench_preprocess.py). It is also the
-safer path: every size a header declares is computed with Python integers and checked against
+checks need; ~50 ms with SPECOBJ's 126 columns), many times the whole resample+normalise
+budget; this scanner reads COADD and SPECOBJ in ~0.5 ms of CPU (bench/bench_preprocess.py,
+numbers in docs/ingestion.md). It is also the safer path: every size a header declares is computed with Python integers and checked against
 the bytes actually present *before* any array is built, and arrays are views of the input
 bytes, so nothing is ever allocated from an untrusted size.
 
