@@ -108,19 +108,24 @@ class DynamicBatcher(Generic[T, R]):
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
+    def check_room(self, n: int) -> None:
+        """Raise now if ``n`` rows could not be queued — callers use it to refuse work before
+        spending CPU on decoding it."""
+        if self._closing:
+            raise BatcherClosed("batcher is draining")
+        if n > self.max_queue_rows:
+            raise RequestTooLarge(f"{n} rows > queue capacity {self.max_queue_rows}")
+        if self._rows + n > self.max_queue_rows:
+            raise QueueFull(f"{self._rows} rows queued, no room for {n}")
+
     async def submit(self, items: Sequence[T], deadline: float | None = None) -> list[R]:
         """One result per item, in order; raises QueueFull/RequestTooLarge/DeadlineExceeded."""
         n = len(items)
         if n == 0:
             return []
-        if self._closing:
-            raise BatcherClosed("batcher is draining")
         if deadline is not None and time.monotonic() >= deadline:
             raise DeadlineExceeded("deadline passed before queueing")
-        if n > self.max_queue_rows:
-            raise RequestTooLarge(f"{n} rows > queue capacity {self.max_queue_rows}")
-        if self._rows + n > self.max_queue_rows:
-            raise QueueFull(f"{self._rows} rows queued, no room for {n}")
+        self.check_room(n)
         req = _Request(items=items, deadline=deadline, enqueued=time.monotonic(),
                        future=asyncio.get_running_loop().create_future(),
                        results=[None] * n, pending=n)

@@ -151,6 +151,7 @@ class SpectrumPipeline:
         """
         loop = asyncio.get_running_loop()
         check_deadline(deadline, "decoding")
+        self.batcher.check_room(1)  # a full queue refuses before decoding, not after
         t0 = time.perf_counter()
         spectra = await loop.run_in_executor(self.pool, self.decode_request, upload)
         busy = [time.perf_counter() - t0]

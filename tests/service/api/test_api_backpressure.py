@@ -1,7 +1,7 @@
 """A bounded queue answers 429 + Retry-After; expired work is answered 504 and never computed.
 
-The service here waits up to 3 s to fill a batch of 8 rows and queues at most 8 rows, so a
-request of 5 rows sits in the queue long enough for the test to observe it (through the queue
+The service here waits up to 3 s to fill a batch of 16 rows and queues at most 8 rows, so a
+request of 5 (or 8) rows sits in the queue long enough for the test to observe it (through the queue
 depth gauge — no sleeps, no timing assertions).
 """
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def slow_service(start_service, api_repo):
-    return start_service(api_repo, max_batch_size=8, max_queue_rows=8,
+    return start_service(api_repo, max_batch_size=16, max_queue_rows=8,
                          max_queue_delay_ms=3000, version_policy="latest")
 
 
@@ -43,3 +43,15 @@ def test_expired_request_gets_504_and_never_reaches_the_model(slow_service):
     assert after.status_code == 200
     assert svc.metric("specula_inference_items_total") == 1
     assert svc.metric("specula_requests_total", outcome="timeout") == 1
+
+
+def test_full_queue_refuses_files_before_decoding_them(slow_service, sdss_spec_path):
+    svc = slow_service
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(svc.infer_rows, 8)  # a full queue: 8 of 8 rows, waiting 3 s
+        svc.wait_for_metric("specula_queue_depth_rows", 8)
+        r = svc.client.post("/v1/spectra:classify",
+                            files={"files": ("s.fits", sdss_spec_path.read_bytes())})
+        assert r.status_code == 429 and r.json()["code"] == "queue_full"
+        assert first.result().status_code == 200
+    assert svc.metric("specula_preprocess_duration_seconds_count") == 0
