@@ -134,14 +134,18 @@ def resample_to_grid(spectrum: Spectrum, grid: LogLambdaGrid) -> Resampled:
     if out is None:
         out = _resample_general(e_in, good, fg, vg, grid)
     w_good, f_sum, v_sum = out
+    # Output pixels overlapping the input range at all: a contiguous run [lo, hi). Outside it
+    # both edges clip to the same input edge, so w_good is exactly 0 there and ``use`` needs
+    # no separate coverage mask.
     e_out = grid.edges
-    covered = (e_out[1:] > e_in[0]) & (e_out[:-1] < e_in[-1])
-    use = covered & (w_good >= grid._min_good_width) & (v_sum > 0)
+    lo = max(int(np.searchsorted(e_out, e_in[0], side="right")) - 1, 0)
+    hi = min(int(np.searchsorted(e_out, e_in[-1], side="left")), grid.npix)
+    use = (w_good >= grid._min_good_width) & (v_sum > 0)
     flux = np.zeros(grid.npix)
     ivar = np.zeros(grid.npix)
     np.divide(f_sum, w_good, out=flux, where=use)
     np.divide(np.square(w_good), v_sum, out=ivar, where=use)
-    return Resampled(flux=flux, ivar=ivar, mask=~use, coverage=float(covered.mean()))
+    return Resampled(flux=flux, ivar=ivar, mask=~use, coverage=max(hi - lo, 0) / grid.npix)
 
 
 def _resample_general(e_in: np.ndarray, good: np.ndarray, fg: np.ndarray, vg: np.ndarray,

@@ -29,6 +29,7 @@ from ..fitsview import HDU
 from ..registry import register_reader
 from ..source import Source
 from ..spectrum import Spectrum, make_spectrum
+from ..wavelength import loglam_to_wavelength
 from ._common import plain
 
 _NAME = re.compile(r"spec(?:lite)?-(\d{4,6})-(\d{5})-(\d{4})")
@@ -86,7 +87,7 @@ def read_sdss_spec(source: Source) -> list[Spectrum]:
     mask = None
     if "AND_MASK" in hdu.columns:
         mask = hdu.column("and_mask") != 0
-    wave = np.power(10.0, loglam.astype(np.float64))
+    wave = loglam_to_wavelength(loglam)
     head = source.fits[0].header
     meta: dict[str, object] = {"survey": "sdss", "object_id": _object_id(source, head)}
     meta.update(_specobj(source))

@@ -17,7 +17,7 @@ from ..errors import SpectrumError
 from ..registry import register_reader
 from ..source import Source
 from ..spectrum import Spectrum, make_spectrum
-from ..wavelength import air_to_vacuum
+from ..wavelength import air_to_vacuum, loglam_to_wavelength
 from ._common import header_meta
 
 _NAME = re.compile(r"spSpec-(\d{5})-(\d{4})-(\d{3})")
@@ -50,7 +50,7 @@ def read_sdss_spspec(source: Source) -> list[Spectrum]:
         raise SpectrumError("bad_units", f"COEFF0 = {c0}, COEFF1 = {c1}: not log10 Å",
                             source=source.name)
     n = img.shape[1]
-    wave = np.power(10.0, c0 + c1 * np.arange(n, dtype=np.float64))
+    wave = loglam_to_wavelength(c0 + c1 * np.arange(n, dtype=np.float64))
     if h.get("VACUUM") is False:
         wave = air_to_vacuum(wave)
     err = img[2].astype(np.float64)
