@@ -209,13 +209,14 @@ def _resample_aligned(e_in: np.ndarray, good: np.ndarray, fg: np.ndarray, vg: np
     n = e_in.shape[0] - 1
     e_out = grid.edges
     npix = grid.npix
-    jl = int(np.searchsorted(e_out, e_in[0], side="right"))  # first edge > input start
-    jr = int(np.searchsorted(e_out, e_in[-1], side="left"))  # first edge >= input end
+    # ndarray methods, not np.* wrappers: this runs per spectrum, overheads add up
+    jl = int(e_out.searchsorted(e_in[0], side="right"))  # first edge > input start
+    jr = int(e_out.searchsorted(e_in[-1], side="left"))  # first edge >= input end
     m = jr - jl  # interior edges: e_out[jl:jr]
     if m < 2:
         return None
     xi = e_out[jl:jr]
-    off = int(np.searchsorted(e_in, xi[0], side="right")) - 1
+    off = int(e_in.searchsorted(xi[0], side="right")) - 1
     # the end bins are summed in Python: only when they hold a few input pixels (aligned
     # inputs have 1-2 there; a crafted input with thousands must not make that loop slow)
     if off < 0 or off + m > n or (jl >= 1 and off > 4) or (jr <= npix and n - (off + m) > 4):
@@ -223,7 +224,7 @@ def _resample_aligned(e_in: np.ndarray, good: np.ndarray, fg: np.ndarray, vg: np
     # exact check that interior edge i lies in input bin off + i (what searchsorted gives)
     lo = e_in[off : off + m]
     hi = e_in[off + 1 : off + m + 1]
-    if not (np.all(lo <= xi) and np.all(xi < hi)):
+    if not ((lo <= xi).all() and (xi < hi).all()):
         return None
     w_good = np.zeros(npix)
     f_sum = np.zeros(npix)
@@ -238,27 +239,27 @@ def _resample_aligned(e_in: np.ndarray, good: np.ndarray, fg: np.ndarray, vg: np
     v_sum[sl] = vg[off : off + m - 1] * left * left + vg[off + 1 : off + m] * right * right
     if jl >= 1:  # the bin holding the input's start
         w_good[jl - 1], f_sum[jl - 1], v_sum[jl - 1] = _direct_bin(
-            e_in[0], float(xi[0]), e_in, good, fg, vg)
+            float(e_in[0]), float(xi[0]), 0, off, e_in, good, fg, vg)
     if jr <= npix:  # the bin holding the input's end
         w_good[jr - 1], f_sum[jr - 1], v_sum[jr - 1] = _direct_bin(
-            float(xi[-1]), e_in[-1], e_in, good, fg, vg)
+            float(xi[-1]), float(e_in[-1]), off + m - 1, n - 1, e_in, good, fg, vg)
     return w_good, f_sum, v_sum
 
 
-def _direct_bin(a: float, b: float, e_in: np.ndarray, good: np.ndarray, fg: np.ndarray,
-                vg: np.ndarray) -> tuple[float, float, float]:
-    """Σ good·overlap, Σ flux·overlap, Σ var·overlap² for one output bin [a, b] ⊆ input range."""
-    n = e_in.shape[0] - 1
-    ka = min(max(int(np.searchsorted(e_in, a, side="right")) - 1, 0), n - 1)
-    kb = min(max(int(np.searchsorted(e_in, b, side="right")) - 1, 0), n - 1)
+def _direct_bin(a: float, b: float, ka: int, kb: int, e_in: np.ndarray, good: np.ndarray,
+                fg: np.ndarray, vg: np.ndarray) -> tuple[float, float, float]:
+    """Σ good·overlap, Σ flux·overlap, Σ var·overlap² for one output bin [a, b] ⊆ input range
+    that spans input pixels ka..kb (a handful: the caller bounds kb − ka)."""
+    e = e_in[ka : kb + 2].tolist()
+    g, fl, va = good[ka : kb + 1].tolist(), fg[ka : kb + 1].tolist(), vg[ka : kb + 1].tolist()
     w = f = v = 0.0
-    for i in range(ka, kb + 1):
-        ov = min(float(e_in[i + 1]), b) - max(float(e_in[i]), a)
+    for i in range(kb - ka + 1):
+        ov = min(e[i + 1], b) - max(e[i], a)
         if ov <= 0.0:
             continue
-        w += float(good[i]) * ov
-        f += float(fg[i]) * ov
-        v += float(vg[i]) * ov * ov
+        w += g[i] * ov
+        f += fl[i] * ov
+        v += va[i] * ov * ov
     return w, f, v
 
 
@@ -278,7 +279,8 @@ def normalise(resampled: Resampled) -> np.ndarray:
         scale = float(np.mean(np.abs(f)))
     if not (scale > 0 and math.isfinite(scale)):
         scale = 1.0
-    np.clip(resampled.flux / scale, -CLIP, CLIP, out=x[0], casting="same_kind")
+    # minimum(maximum(.)) is what np.clip computes, without its Python-level wrapper
+    np.minimum(np.maximum(resampled.flux / scale, -CLIP), CLIP, out=x[0], casting="same_kind")
     snr2 = resampled.ivar * scale * scale
     np.divide(snr2, 1.0 + snr2, out=x[1], casting="same_kind")
     x[:, resampled.mask] = 0.0
@@ -288,11 +290,10 @@ def normalise(resampled: Resampled) -> np.ndarray:
 def _median_abs(f: np.ndarray) -> float:
     """``np.median(np.abs(f))`` bit for bit (same partition, same mean of the middle pair,
     NaN propagated), without its generic-axis machinery."""
-    a = np.abs(f)
-    n = a.shape[0]
+    p = np.abs(f)  # a fresh array: partition it in place (np.partition would copy it again)
+    n = p.shape[0]
     h = n // 2
-    kth = [h - 1, h, n - 1] if n % 2 == 0 else [h, n - 1]
-    p = np.partition(a, kth)
+    p.partition([h - 1, h, n - 1] if n % 2 == 0 else [h, n - 1])
     if np.isnan(p[-1]):
         return float("nan")
     if n % 2:
@@ -330,12 +331,14 @@ def preprocess(spectrum: Spectrum, grid: LogLambdaGrid = DEFAULT_GRID) -> Prepar
             source=src,
         )
     r = resample_to_grid(spectrum, grid)
-    n_good = int((~r.mask).sum())
+    n_masked = int(np.count_nonzero(r.mask))
+    n_good = r.mask.shape[0] - n_masked
     if n_good < MIN_GOOD_PIXELS:
         raise SpectrumError(
             "empty_spectrum", f"only {n_good} good pixels on the model grid", source=src
         )
-    return Prepared(x=normalise(r), coverage=r.coverage, masked_fraction=float(r.mask.mean()))
+    return Prepared(x=normalise(r), coverage=r.coverage,
+                    masked_fraction=n_masked / r.mask.shape[0])
 
 
 def stack(prepared: Sequence[Prepared]) -> np.ndarray:
