@@ -256,12 +256,14 @@ class HDU:
     """One HDU: its header, where its data lie, and typed views of them."""
 
     def __init__(self, fits: "FitsFile", index: int, header: Header, data_offset: int,
-                 data_size: int) -> None:
+                 data_size: int, dims: list[int]) -> None:
         self.fits = fits
         self.index = index
         self.header = header
         self.data_offset = data_offset
         self.data_size = data_size
+        # numpy order (slowest axis first), as astropy reports ``data.shape``
+        self.shape: tuple[int, ...] = tuple(reversed(dims))
 
     @property
     def source(self) -> str | None:
@@ -280,13 +282,6 @@ class HDU:
     @property
     def is_compressed(self) -> bool:
         return self.header.get("ZIMAGE") is True
-
-    @cached_property
-    def shape(self) -> tuple[int, ...]:
-        """numpy order (slowest axis first), as astropy reports ``data.shape``."""
-        n = self.header.int("NAXIS", 0, source=self.source)
-        return tuple(self.header.int(f"NAXIS{i}", 0, source=self.source)
-                     for i in range(n, 0, -1))
 
     def image(self) -> np.ndarray:
         """The image data (a view for unscaled data; float64 or uint for scaled)."""
@@ -424,13 +419,13 @@ class FitsFile:
             raise SpectrumError("corrupt_file", f"truncated header at byte {pos}", source=name)
         header, data_start = _parse_header(data, pos, name)
         index = len(self._hdus)
-        size = self._data_size(header, index, self.max_bytes)
+        size, dims = self._data_size(header, index, self.max_bytes)
         if data_start + size > len(data):
             code = "too_large" if size > self.max_bytes else "corrupt_file"
             raise SpectrumError(
                 code, f"HDU {index} declares {size} data bytes; only "
                 f"{max(len(data) - data_start, 0)} present", source=name)
-        hdu = HDU(self, index, header, data_start, size)
+        hdu = HDU(self, index, header, data_start, size, dims)
         self._hdus.append(hdu)
         self._pos = data_start + math.ceil(size / BLOCK) * BLOCK
         return hdu
@@ -442,7 +437,7 @@ class FitsFile:
             pass
         return self._hdus
 
-    def _data_size(self, h: Header, index: int, max_bytes: int) -> int:
+    def _data_size(self, h: Header, index: int, max_bytes: int) -> tuple[int, list[int]]:
         src = self.name
         bitpix, dims, pcount, gcount = _structural(h, index, src)
         if bitpix not in _BITPIX:
@@ -463,7 +458,7 @@ class FitsFile:
             if full > max_bytes:
                 raise SpectrumError("too_large", f"compressed HDU {index} expands to {full} "
                                     f"bytes > limit {max_bytes}", source=src)
-        return size
+        return size, dims
 
     def __len__(self) -> int:
         return len(self.hdus)
