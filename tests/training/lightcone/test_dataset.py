@@ -1,0 +1,80 @@
+"""Dataset builder pieces that need no simulator: deterministic draws, splits, the τ screen,
+resumption; plus one real 21cmFAST run when py21cmfast is installed (slow)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.lightcone import dataset
+from training.lightcone.config import LightconeConfig
+from training.lightcone.simulate import STATUS, SimResult, draw
+
+from lc_training_helpers import tiny_config
+
+
+def test_draws_are_a_function_of_seed_and_index():
+    cfg = LightconeConfig()
+    a, sa = draw(cfg, 17)
+    b, sb = draw(cfg, 17)
+    assert np.array_equal(a, b) and sa == sb
+    assert not np.array_equal(a, draw(cfg, 18)[0])
+    for p, v in zip(cfg.priors(), a):
+        assert p.low <= v <= p.high
+
+
+def test_splits_are_stable_and_sized():
+    cfg = LightconeConfig()
+    s = dataset.split_of(np.arange(10000), cfg)
+    assert abs((s == "test").mean() - cfg.data.test_fraction) < 0.01
+    assert abs((s == "val").mean() - cfg.data.val_fraction) < 0.01
+    assert (dataset.split_of(np.arange(100), cfg) == s[:100]).all()
+
+
+def test_tau_screen_only_skips_far_above_the_cut(tmp_path):
+    cfg = tiny_config(n_sims=300)
+    f = dataset._open(tmp_path / "d.h5", cfg, cfg.data.n_sims)
+    screen = dataset.TauScreen(cfg, min_runs=40)
+    names = cfg.param_names
+
+    def tau_true(p):  # a smooth τ(ζ, T_vir) like the real one
+        return 0.03 + 0.03 * np.log(p[names.index("HII_EFF_FACTOR")] / 10) \
+            - 0.03 * (p[names.index("ION_Tvir_MIN")] - 4.0)
+
+    for i in range(60):
+        p, seed = draw(cfg, i)
+        t = tau_true(p)
+        st = STATUS["accepted"] if t <= cfg.sim.tau_max else STATUS["rejected_tau"]
+        dataset._write(f, SimResult(i, st, p, seed, t, 0.0, 1.0, None))
+    skipped = [i for i in range(60, 300) if screen.skip(i, f)]
+    assert skipped, "a clearly-above draw should be screened"
+    for i in skipped:  # never a draw whose true τ passes the cut
+        assert tau_true(draw(cfg, i)[0]) > cfg.sim.tau_max
+    f.close()
+
+
+def test_resume_keeps_finished_rows(tmp_path):
+    cfg = tiny_config(n_sims=6)
+    f = dataset._open(tmp_path / "d.h5", cfg, 6)
+    p, seed = draw(cfg, 2)
+    dataset._write(f, SimResult(2, STATUS["rejected_xhi"], p, seed, 0.05, 0.4, 3.0, None))
+    f.close()
+    cfg.data.n_sims = 10  # a bigger build extends the same file
+    f = dataset._open(tmp_path / "d.h5", cfg, 10)
+    st = f["status"][()]
+    f.close()
+    assert len(st) == 10 and st[2] == STATUS["rejected_xhi"] and (np.delete(st, 2) == 0).all()
+
+
+@pytest.mark.slow
+def test_one_real_21cmfast_lightcone():
+    pytest.importorskip("py21cmfast")
+    from training.lightcone.simulate import simulate
+
+    cfg = tiny_config()
+    r = simulate(cfg, 1)
+    assert r.status in (STATUS["accepted"], STATUS["rejected_tau"], STATUS["rejected_xhi"]), r.error
+    assert np.isfinite(r.tau) and 0 < r.tau < 0.3
+    if r.status == STATUS["accepted"]:
+        g = cfg.grid.dataset_grid()
+        assert r.cube.shape == (g.n_xy, g.n_xy, g.n_los) and r.cube.dtype == np.float16

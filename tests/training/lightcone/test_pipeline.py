@@ -1,0 +1,76 @@
+"""The training pipeline end to end on a synthetic dataset: train → ONNX → manifest → report,
+and the exported graph served by the same code path as the service (preprocess + ORT)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from service.lightcones import PREPROCESS_VERSION, LightconeGrid
+from training.lightcone import dataset
+from training.lightcone.cli import train_lightcone
+from training.lightcone.export_onnx import run_onnx, sha256_file
+
+from lc_training_helpers import tiny_config, write_fake_dataset
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("lc")
+    cfg = tiny_config()
+    write_fake_dataset(cfg, tmp / "data")
+    manifest = train_lightcone(cfg, tmp / "models", tmp / "runs", tmp / "data", build_data=False,
+                               progress=False)
+    return cfg, tmp, manifest
+
+
+def test_dataset_file_layout(trained):
+    cfg, tmp, _ = trained
+    path = dataset.dataset_path(cfg, tmp / "data")
+    info = dataset.describe(path)
+    assert info["attempted"] == 48 and info["rejected_tau"] > 0
+    assert info["accepted"] + info["rejected_tau"] == 48
+    tr, te = dataset.load(path, cfg, "train"), dataset.load(path, cfg, "test")
+    assert tr["cubes"].dtype == np.float16 and tr["cubes"].shape[1:] == (4, 4, 32)
+    assert not set(tr["index"]) & set(te["index"])
+
+
+def test_manifest_contract(trained):
+    cfg, tmp, m = trained
+    d = tmp / "models" / cfg.name / "1"
+    assert m["kind"] == "lightcone-regressor" and m["preprocess_version"] == PREPROCESS_VERSION
+    assert m["sha256"] == sha256_file(d / "model.onnx")
+    assert m["inputs"] == [{"name": "lightcone", "dtype": "float32", "shape": [-1, 1, 4, 4, 16]}]
+    assert [o["name"] for o in m["outputs"]] == ["theta_mean", "theta_sigma"]
+    assert [p["name"] for p in m["parameters"]] == cfg.param_names
+    assert "m_WDM" in m["not_modelled"]
+    assert m["parity"]["max_diff_over_prior_width"] < 1e-5
+    assert LightconeGrid.from_manifest(m["grid"]) == cfg.grid.model_grid()
+    on_disk = json.loads((d / "manifest.json").read_text())
+    assert on_disk["metrics"]["n_test"] == m["metrics"]["n_test"] > 0
+
+
+def test_report(trained):
+    cfg, tmp, _ = trained
+    d = tmp / "models" / cfg.name / "1"
+    rep = json.loads((d / "report.json").read_text())
+    assert set(rep["per_parameter"]) == set(cfg.param_names)
+    for v in rep["per_parameter"].values():
+        assert 0.0 <= v["coverage_68"] <= v["coverage_95"] <= 1.0 and v["mean_sigma_over_prior_width"] > 0
+    assert "R²" in (d / "report.md").read_text()
+
+
+def test_dynamic_batch_and_physical_units(trained):
+    cfg, tmp, _ = trained
+    path = tmp / "models" / cfg.name / "1" / "model.onnx"
+    x = np.random.default_rng(0).normal(0, 0.1, (5, 1, 4, 4, 16)).astype(np.float32)
+    out5 = run_onnx(path, x)
+    out1 = run_onnx(path, x[2:3])
+    np.testing.assert_allclose(out1["theta_mean"][0], out5["theta_mean"][2], rtol=1e-5, atol=1e-5)
+    assert (out5["theta_sigma"] > 0).all()
+    lows = np.array([p.low for p in cfg.priors()])
+    highs = np.array([p.high for p in cfg.priors()])
+    span = highs - lows  # an untrained-ish net stays within a few prior widths
+    assert (np.abs(out5["theta_mean"] - (lows + highs) / 2) < 5 * span).all()

@@ -1,0 +1,120 @@
+"""``specula train lightcone [--config training/lightcone/configs/lightcone.json]``.
+
+One run does what the shipped model needs, in order: build/resume the 21cmFAST dataset
+(``dataset.build``; skipped with ``--skip-build``, bounded by ``--max-build-seconds``) → train
+on the accepted train split → σ calibration on validation → checkpoint (runs/) → ONNX +
+manifest into ``<out>/<name>/<version>/`` → evaluation on the test split through ONNX Runtime
+(report.md / report.json beside the model, headline numbers into the manifest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .config import LightconeConfig, config_to_dict, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "lightcone.json"
+
+
+class Logger:
+    def __init__(self, path: Path | None):
+        self.t0 = time.time()
+        self.f = open(path, "a") if path else None
+
+    def __call__(self, msg: str) -> None:
+        line = f"[{time.strftime('%H:%M:%S')} +{time.time() - self.t0:6.0f}s] {msg}"
+        print(line, flush=True)
+        if self.f:
+            self.f.write(line + "\n")
+            self.f.flush()
+
+
+def train_lightcone(cfg: LightconeConfig, out_root: Path, runs_root: Path, data_dir: Path, *,
+                    build_data: bool = True, max_build_seconds: float = 0.0,
+                    progress: bool = True) -> dict:
+    import numpy as np
+
+    from . import dataset
+    from .evaluate import evaluate, headline
+    from .export_onnx import export, write_manifest
+    from .train import model_inputs, normalise_params, save_checkpoint, sigma_scale, train
+
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    run_dir = runs_root / f"{cfg.name}-v{cfg.version}-{stamp}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = Logger(run_dir / "train.log")
+    (run_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+    t_start = time.time()
+
+    if build_data:
+        path = dataset.build(cfg, data_dir, max_seconds=max_build_seconds, progress=progress,
+                             log=log)
+    else:
+        path = dataset.dataset_path(cfg, data_dir)
+    info = dataset.describe(path)
+    log(f"dataset {path}: {json.dumps({k: v for k, v in info.items() if k != 'provenance'})}")
+
+    t0 = time.time()
+    splits = {s: dataset.load(path, cfg, s) for s in ("train", "val", "test")}
+    xs = {s: model_inputs(d["cubes"], cfg) for s, d in splits.items()}
+    ys = {s: normalise_params(d["params"], cfg) for s, d in splits.items()}
+    log(f"preprocessed train/val/test {len(xs['train'])}/{len(xs['val'])}/{len(xs['test'])} "
+        f"cubes in {time.time() - t0:.1f} s")
+    if len(xs["train"]) < 2:
+        raise SystemExit("fewer than 2 accepted training lightcones: build the dataset first")
+
+    net, hist = train(cfg, (xs["train"], ys["train"]), (xs["val"], ys["val"]), log)
+    scale = sigma_scale(net, xs["val"], ys["val"])
+    log(f"trained in {hist['seconds']:.0f} s (best epoch {hist['best_epoch']}); σ scale "
+        f"{np.round(scale, 3).tolist()}")
+    ckpt = run_dir / "checkpoint.pt"
+    save_checkpoint(ckpt, cfg, net, scale, {"history": hist})
+
+    extra = {"dataset": {k: v for k, v in info.items()}, "n_train": len(xs["train"]),
+             "n_val": len(xs["val"]), "n_test": len(xs["test"]),
+             "train_seconds": round(hist["seconds"], 1), "best_epoch": hist["best_epoch"],
+             "steps": hist["steps"], "threads": cfg.train.threads, "checkpoint": str(ckpt)}
+    model_dir = out_root / cfg.name / str(cfg.version)
+    parity_x = np.concatenate([xs["test"], xs["val"], xs["train"]])[:8]
+    manifest = export(net, cfg, scale, model_dir, parity_x=parity_x, training_extra=extra)
+    log(f"exported {model_dir / 'model.onnx'} sha256 {manifest['sha256'][:12]}… parity "
+        f"max|ORT−torch| = {manifest['parity']['max_abs_diff']:.2e} "
+        f"({manifest['parity']['max_diff_over_prior_width']:.1e} of a prior width)")
+    theta_test = splits["test"]["params"]
+    report = evaluate(cfg, model_dir, xs["test"], theta_test,
+                      {**{k: v for k, v in extra.items() if k != "checkpoint"}}, log)
+    manifest["metrics"] = headline(report)
+    manifest["training"]["wall_time_s"] = round(time.time() - t_start)
+    write_manifest(model_dir, manifest)
+    log(f"done in {time.time() - t_start:.0f} s: {model_dir}")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="specula train lightcone",
+                                 description="simulate (resumable), train and export the 21cm "
+                                             "lightcone regressor")
+    ap.add_argument("--config", default=str(DEFAULT_CONFIG))
+    ap.add_argument("--out", default=str(REPO / "models"), help="model repository root")
+    ap.add_argument("--runs", default=str(REPO / "runs"), help="checkpoints and logs")
+    ap.add_argument("--data-dir", default=str(REPO / "data"), help="dataset directory")
+    ap.add_argument("--skip-build", action="store_true",
+                    help="train on the dataset as it is (no new simulations)")
+    ap.add_argument("--max-build-seconds", type=float, default=0.0,
+                    help="stop simulating after this long (resumable); 0 = build all n_sims")
+    ap.add_argument("--no-progress", action="store_true")
+    a = ap.parse_args(argv)
+    cfg = load_config(a.config)
+    train_lightcone(cfg, Path(a.out), Path(a.runs), Path(a.data_dir),
+                    build_data=not a.skip_build, max_build_seconds=a.max_build_seconds,
+                    progress=not a.no_progress)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

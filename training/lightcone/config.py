@@ -1,0 +1,143 @@
+"""Typed configuration for the lightcone task, loaded from plain JSON (``configs/*.json``).
+
+Same rules as ``training.config``: the config is data (stored verbatim in the dataset, the
+checkpoint and the manifest), every knob has one typed default here, and unknown keys are an
+error. The parameter priors live here too, because they are part of the model's contract
+(outputs are normalised by them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training.config import _build  # the shared strict dataclass builder
+
+from service.lightcones import LightconeGrid
+
+
+@dataclass
+class Prior:
+    """A uniform prior on one inferred parameter, in the units the model reports."""
+
+    key: str  # the 21cmFAST v4 parameter it sets
+    low: float
+    high: float
+    unit: str
+    description: str
+
+
+def default_priors() -> dict[str, dict[str, Any]]:
+    # 21cmPIE-Net's ranges (Neutsch, Heneka & Brüggen 2022), minus m_WDM (see simulate.py).
+    return {
+        "OMm": {"key": "OMm", "low": 0.2, "high": 0.4, "unit": "",
+                "description": "matter density Ω_m"},
+        "L_X": {"key": "L_X", "low": 38.0, "high": 42.0, "unit": "log10(erg s^-1 M_sun^-1 yr)",
+                "description": "soft-band X-ray luminosity per star-formation rate, log10"},
+        "NU_X_THRESH": {"key": "NU_X_THRESH", "low": 100.0, "high": 1500.0, "unit": "eV",
+                        "description": "E_0, minimum X-ray energy escaping the galaxies"},
+        "ION_Tvir_MIN": {"key": "ION_Tvir_MIN", "low": 4.0, "high": 5.3, "unit": "log10(K)",
+                         "description": "T_vir, minimum virial temperature of star-forming "
+                                        "haloes, log10"},
+        "HII_EFF_FACTOR": {"key": "HII_EFF_FACTOR", "low": 10.0, "high": 250.0, "unit": "",
+                           "description": "ζ, ionising efficiency"},
+    }
+
+
+@dataclass
+class SimConfig:
+    templates: list[str] = field(default_factory=lambda: ["const-zeta", "size-tiny"])
+    hii_dim: int = 16  # 4 Mpc cells: the model grid's sky resolution (see docs/lightcones.md)
+    box_len: float = 64.0
+    hires_factor: int = 2  # DIM = hires_factor · HII_DIM for the initial conditions
+    use_ts_fluct: bool = True  # without it L_X and E_0 leave no trace in the signal
+    n_step_ts: int = 20
+    z_min: float = 5.5
+    z_max: float = 19.0
+    priors: dict[str, dict[str, Any]] = field(default_factory=default_priors)
+    tau_max: float = 0.089  # 21cmPIE-Net's cut (Planck τ + ~3σ)
+    xhi_lowz_max: float = 0.1  # reionisation (nearly) complete at the low-z end
+    threads_per_sim: int = 1
+
+
+@dataclass
+class GridConfig:
+    """The model grid (service.lightcones.LightconeGrid) and the dataset's nested finer grid."""
+
+    n_xy: int = 16
+    cell_mpc: float = 4.0
+    n_los: int = 128
+    nu_min_mhz: float = 75.0  # z ≈ 17.9
+    nu_max_mhz: float = 200.0  # z ≈ 6.1
+    scale_mk: float = 100.0
+    dataset_los_refine: int = 2  # dataset stores 2× finer line of sight (exactly nested)
+
+    def model_grid(self) -> LightconeGrid:
+        return LightconeGrid(self.n_xy, self.cell_mpc, self.n_los, self.nu_min_mhz,
+                             self.nu_max_mhz, self.scale_mk)
+
+    def dataset_grid(self) -> LightconeGrid:
+        return self.model_grid().refine(1, self.dataset_los_refine)
+
+
+@dataclass
+class DataConfig:
+    n_sims: int = 2000  # simulations attempted (accepted ones form the dataset)
+    workers: int = 2
+    val_fraction: float = 0.1
+    test_fraction: float = 0.15
+    file: str = ""  # "" = data/lightcones-v<DATASET_VERSION>-<config hash>.h5
+
+
+@dataclass
+class ModelConfig:
+    widths: list[int] = field(default_factory=lambda: [16, 32, 48, 64])
+    head_hidden: int = 64
+    dropout: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 60
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    augment: bool = True  # periodic rolls, flips and transposes of the two sky axes
+    max_steps: int = 0  # > 0: stop after this many steps (CI)
+    threads: int = 2
+    patience: int = 15  # epochs without val improvement before stopping
+
+
+@dataclass
+class LightconeConfig:
+    name: str = "lightcone_regressor"
+    version: int = 1
+    seed: int = 0
+    sim: SimConfig = field(default_factory=SimConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def param_names(self) -> list[str]:
+        return list(self.sim.priors)
+
+    def priors(self) -> list[Prior]:
+        return [Prior(**self.sim.priors[n]) for n in self.param_names]
+
+
+def config_from_dict(data: dict[str, Any]) -> LightconeConfig:
+    return _build(LightconeConfig, data, "config")
+
+
+def load_config(path: str | Path) -> LightconeConfig:
+    with open(path) as f:
+        return config_from_dict(json.load(f))
+
+
+def config_to_dict(cfg: LightconeConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

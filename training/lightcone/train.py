@@ -1,0 +1,163 @@
+"""Train the lightcone regressor: Gaussian negative log-likelihood in prior-normalised units.
+
+Inputs go through the service's own preprocessing (``service.lightcones.preprocess``), so the
+network sees exactly what the service will feed it. The data are small (a few hundred
+simulations at most on this machine), so every epoch draws a fresh symmetry of each cube:
+the sky axes of a 21cmFAST box are periodic and statistically isotropic, so periodic rolls,
+flips and the x↔y transpose are exact symmetries of the data distribution (16·16·8 = 2048
+variants per cube); the line of sight (time) is never touched.
+
+After training, one σ scale per parameter is fitted on the validation split
+(s_k² = mean(z²), z = (θ − μ)/σ), the usual post-hoc calibration of a Gaussian regressor; it
+is folded into the exported graph. The best epoch by validation NLL is kept.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from service.lightcones import make_lightcone, preprocess
+
+from .config import LightconeConfig, config_from_dict, config_to_dict
+from .model import LightconeNet
+
+
+def model_inputs(cubes: np.ndarray, cfg: LightconeConfig) -> np.ndarray:
+    """Dataset-grid cubes (N, n_xy, n_xy, n_los_ds) mK → model input (N, 1, ...) float32."""
+    ds, grid = cfg.grid.dataset_grid(), cfg.grid.model_grid()
+    out = np.empty((len(cubes), *grid.shape), dtype=np.float32)
+    for i, c in enumerate(cubes):
+        lc = make_lightcone(c.astype(np.float32), frequencies_mhz=ds.frequencies_mhz,
+                            cell_mpc=ds.cell_mpc)
+        out[i] = preprocess(lc, grid).x
+    return out
+
+
+def prior_arrays(cfg: LightconeConfig) -> tuple[np.ndarray, np.ndarray]:
+    pr = cfg.priors()
+    return np.array([p.low for p in pr]), np.array([p.high for p in pr])
+
+
+def normalise_params(params: np.ndarray, cfg: LightconeConfig) -> np.ndarray:
+    low, high = prior_arrays(cfg)
+    return ((params - low) / (high - low)).astype(np.float32)
+
+
+def gaussian_nll(mu: torch.Tensor, logsig: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (0.5 * ((y - mu) * torch.exp(-logsig)) ** 2 + logsig).mean()
+
+
+def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """One random sky symmetry per batch: periodic roll, flips, transpose of axes (2, 3)."""
+    n = x.shape[2]
+    sx, sy = (int(v) for v in torch.randint(0, n, (2,), generator=g))
+    x = torch.roll(x, shifts=(sx, sy), dims=(2, 3))
+    fx, fy, tr = (bool(v) for v in torch.randint(0, 2, (3,), generator=g))
+    if fx:
+        x = torch.flip(x, (2,))
+    if fy:
+        x = torch.flip(x, (3,))
+    if tr:
+        x = x.transpose(2, 3)
+    return x
+
+
+@torch.no_grad()
+def predict(net: LightconeNet, x: np.ndarray, bs: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(μ_norm, σ_norm) as numpy."""
+    net.eval()
+    mus, sigs = [], []
+    for s in range(0, len(x), bs):
+        mu, ls = net(torch.from_numpy(x[s:s + bs]))
+        mus.append(mu.numpy()), sigs.append(torch.exp(ls).numpy())
+    return np.concatenate(mus), np.concatenate(sigs)
+
+
+def sigma_scale(net: LightconeNet, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-parameter σ multiplier that makes mean(z²) = 1 on held-out data."""
+    if len(x) < 8:
+        return np.ones(y.shape[1], dtype=np.float32)
+    mu, sig = predict(net, x)
+    return np.sqrt(np.mean(((y - mu) / sig) ** 2, axis=0)).astype(np.float32)
+
+
+def train(cfg: LightconeConfig, train_xy: tuple[np.ndarray, np.ndarray],
+          val_xy: tuple[np.ndarray, np.ndarray], log=print) -> tuple[LightconeNet, dict[str, Any]]:
+    """Returns the best network (by validation NLL) and a history dict."""
+    tc = cfg.train
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(max(tc.threads, 1))
+    g = torch.Generator().manual_seed(cfg.seed)
+    x, y = torch.from_numpy(train_xy[0]), torch.from_numpy(train_xy[1])
+    net = LightconeNet(cfg.model, cfg.grid.model_grid(), y.shape[1])
+    opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    steps_per_epoch = max(int(np.ceil(len(x) / tc.batch_size)), 1)
+    total = steps_per_epoch * tc.epochs
+    if tc.max_steps > 0:
+        total = min(total, tc.max_steps)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=total,
+                                                pct_start=0.1)
+    best = (np.inf, None, -1)
+    hist: dict[str, list] = {"train_nll": [], "val_nll": []}
+    step, t0, since_best = 0, time.time(), 0
+    for epoch in range(tc.epochs):
+        net.train()
+        perm = torch.randperm(len(x), generator=g)
+        losses = []
+        for s in range(0, len(x), tc.batch_size):
+            idx = perm[s:s + tc.batch_size]
+            if len(idx) < 2:  # batch norm needs two
+                continue
+            xb = augment(x[idx], g) if tc.augment else x[idx]
+            mu, ls = net(xb)
+            loss = gaussian_nll(mu, ls, y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            step += 1
+            if step >= total:
+                break
+        val_nll = np.nan
+        if len(val_xy[0]):
+            mu, sig = predict(net, val_xy[0])
+            val_nll = float(np.mean(0.5 * ((val_xy[1] - mu) / sig) ** 2 + np.log(sig)))
+        hist["train_nll"].append(float(np.mean(losses)) if losses else np.nan)
+        hist["val_nll"].append(val_nll)
+        score = val_nll if np.isfinite(val_nll) else hist["train_nll"][-1]
+        if score < best[0]:
+            best = (score, {k: v.clone() for k, v in net.state_dict().items()}, epoch)
+            since_best = 0
+        else:
+            since_best += 1
+        log(f"epoch {epoch + 1}/{tc.epochs} step {step} train nll {hist['train_nll'][-1]:.3f} "
+            f"val nll {val_nll:.3f} ({time.time() - t0:.0f} s)")
+        if step >= total or since_best >= tc.patience:
+            break
+    if best[1] is not None:
+        net.load_state_dict(best[1])
+    net.eval()
+    hist.update(best_epoch=best[2] + 1, steps=step, seconds=time.time() - t0)
+    return net, hist
+
+
+def save_checkpoint(path: Path, cfg: LightconeConfig, net: LightconeNet, scale: np.ndarray,
+                    extra: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": config_to_dict(cfg), "state_dict": net.state_dict(),
+                "sigma_scale": scale.tolist(), **extra}, path)
+
+
+def load_checkpoint(path: Path) -> tuple[LightconeConfig, LightconeNet, np.ndarray]:
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    cfg = config_from_dict(ck["config"])
+    net = LightconeNet(cfg.model, cfg.grid.model_grid(), len(cfg.param_names))
+    net.load_state_dict(ck["state_dict"])
+    return cfg, net.eval(), np.asarray(ck["sigma_scale"], dtype=np.float32)
