@@ -23,19 +23,29 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from service.spectra import DEFAULT_GRID, Source, make_spectrum, preprocess, read_spectra  # noqa: E402
-from service.spectra.preprocess import (  # noqa: E402
-    _resample_general, normalise, pixel_edges, Resampled,
+from service.spectra import (
+    DEFAULT_GRID,
+    Source,
+    SpectrumError,
+    make_spectrum,
+    preprocess,
+    read_spectra,
 )
-from service.spectra.readers.exposure import write_exposure  # noqa: E402
+from service.spectra.preprocess import (
+    Resampled,
+    _resample_general,
+    normalise,
+    pixel_edges,
+)
+from service.spectra.readers.exposure import write_exposure
 
 SDSS_FILE = REPO.parent / "shared" / "data" / "sdss" / "spec-1198-52669-0063.fits"
 BATCH = 256
@@ -132,7 +142,7 @@ def stand_in_model() -> tuple[bytes, str]:
         from training.model import Ensemble, SpectrumNet
         model = Ensemble([SpectrumNet(ModelConfig(), 13, DEFAULT_GRID.npix) for _ in range(3)])
         what = "STAND-IN: training/model.py ensemble (3 members, default config, random weights)"
-    except Exception as exc:  # training code absent or changed: a plain GaSNet-style CNN
+    except Exception as exc:  # noqa: BLE001  training code absent or changed: a plain CNN
         layers, c = [], 2
         for w in (32, 64, 128, 256):
             layers += [nn.Conv1d(c, w, 5, padding=2), nn.BatchNorm1d(w), nn.ReLU(), nn.MaxPool1d(4)]
@@ -157,7 +167,7 @@ def forward_us(x: np.ndarray, repeats: int) -> tuple[tuple[float, float], str]:
     try:  # the service's own session options (threads = physical cores, no spinning)
         from service.inference.runner import session_options
         so, how = session_options(), "service session options"
-    except Exception:
+    except Exception:  # noqa: BLE001  (service not importable here: ORT defaults)
         so, how = ort.SessionOptions(), "default session options"
     sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
@@ -188,12 +198,13 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 preprocess(s)
                 usable.append(s)
-            except Exception:
-                pass  # e.g. DESI test targets with no good pixels
+            except SpectrumError:  # e.g. DESI test targets with no good pixels
+                continue
         file_calls = max(1, calls // max(1, n_spec // 20))
-        dw, dc = per_call_us(lambda: read_spectra(Source(data, name=fmt)), file_calls, repeats)
+        dw, dc = per_call_us(lambda data=data, fmt=fmt: read_spectra(Source(data, name=fmt)),
+                             file_calls, repeats)
         sample = usable[: min(len(usable), 50)]
-        pw, pc = per_call_us(lambda: [preprocess(s) for s in sample],
+        pw, pc = per_call_us(lambda sample=sample: [preprocess(s) for s in sample],
                              max(1, calls // len(sample)), repeats)
         rows.append({"format": fmt, "spectra_per_input": n_spec,
                      "decode_us": dw / n_spec, "preprocess_us": pw / len(sample),

@@ -45,7 +45,7 @@ _TTYPE_CARDS = re.compile(rb"TTYPE(\d{1,3}) *= *'([^']*)'")
 _FORMS: dict[bytes, tuple[str, int, int]] = {}  # TFORM value -> (code, repeat, width)
 _DIGITS = [str(i).encode() for i in range(1000)]
 # table layout cache: (TFIELDS, NAXIS1, TFORMs, TTYPEs) -> columns (read-only, shared)
-_LAYOUTS: dict[tuple, dict[str, "Column"]] = {}
+_LAYOUTS: dict[tuple, dict[str, Column]] = {}
 
 
 class Header:
@@ -255,7 +255,7 @@ class Column(NamedTuple):  # a NamedTuple: ~5x cheaper to build than a frozen da
 class HDU:
     """One HDU: its header, where its data lie, and typed views of them."""
 
-    def __init__(self, fits: "FitsFile", index: int, header: Header, data_offset: int,
+    def __init__(self, fits: FitsFile, index: int, header: Header, data_offset: int,
                  data_size: int, dims: list[int]) -> None:
         self.fits = fits
         self.index = index

@@ -13,8 +13,6 @@ import json
 import sys
 from typing import Any, TextIO
 
-import numpy as np
-
 from .errors import SpectrumError
 from .preprocess import DEFAULT_GRID, LogLambdaGrid
 from .registry import read_spectra

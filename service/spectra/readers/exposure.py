@@ -20,7 +20,8 @@ table is one buffer, so decoding costs a few µs per fibre plus validation.
 from __future__ import annotations
 
 import io
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from astropy.io import fits

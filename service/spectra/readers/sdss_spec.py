@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
-
 from ..errors import SpectrumError
 from ..fitsview import HDU
 from ..registry import register_reader

@@ -12,7 +12,11 @@ import numpy as np
 
 from service.spectra.errors import SpectrumError
 from service.spectra.preprocess import (
-    CLIP, MIN_GOOD_FRACTION, LogLambdaGrid, Resampled, pixel_edges,
+    CLIP,
+    MIN_GOOD_FRACTION,
+    LogLambdaGrid,
+    Resampled,
+    pixel_edges,
 )
 from service.spectra.spectrum import Spectrum
 

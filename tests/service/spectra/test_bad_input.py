@@ -7,15 +7,22 @@ import io
 import json
 import re
 import tracemalloc
-import zlib
 
 import numpy as np
 import pytest
 from astropy.io import fits
-from hypothesis import HealthCheck, given, settings, strategies as st
-
-from service.spectra import ERROR_CODES, Source, SpectrumError, make_spectrum, preprocess, read_spectra
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from spectrum_writers import sdss_like_spectrum, write_sdss_spec
+
+from service.spectra import (
+    ERROR_CODES,
+    Source,
+    SpectrumError,
+    make_spectrum,
+    preprocess,
+    read_spectra,
+)
 
 CASES = {"bytes": 0, "json": 0, "arrays": 0, "headers": 0}
 # the registry turns an unexpected exception inside a reader into corrupt_file with a detail

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
-
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from reference_preprocess import reference_normalise, reference_resample
+
 from service.spectra import DEFAULT_GRID, Source, make_spectrum, read_spectra
 from service.spectra.preprocess import (
-    LogLambdaGrid, _resample_aligned, _resample_general, normalise, pixel_edges,
+    LogLambdaGrid,
+    _resample_aligned,
+    _resample_general,
+    normalise,
+    pixel_edges,
     resample_to_grid,
 )
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import pytest
+from spectrum_writers import (
+    sdss_like_spectrum,
+    write_desi,
+    write_eso_sdp,
+    write_json,
+    write_npy,
+    write_sdss_spec,
+    write_spspec,
+)
 
 from service.spectra import Source, list_readers
 from service.spectra.readers.exposure import write_exposure
-from spectrum_writers import (
-    sdss_like_spectrum, write_desi, write_eso_sdp, write_json, write_npy, write_sdss_spec,
-    write_spspec,
-)
 
 EXPECTED = {"sdss-spec", "sdss-spspec", "desi-coadd", "eso-sdp", "arrays", "specula-exposure"}
 
@@ -19,7 +24,7 @@ def _samples(sdss_spec_path, desi_paths):
     import numpy as np
     w = 3600 + 0.8 * np.arange(50)
     yield "sdss-spec", sdss_spec_path.read_bytes()
-    for name, path in desi_paths.items():
+    for path in desi_paths.values():
         yield "desi-coadd", path.read_bytes()
     for variant in ("full", "lite", "coadd-only"):
         yield "sdss-spec", write_sdss_spec(s, variant=variant)
@@ -57,7 +62,8 @@ def test_nothing_identifies_junk(data):
 
 
 def _safe(fn, src):
+    """As the registry treats an identify that raises something other than SpectrumError."""
     try:
         return fn(src)
-    except Exception:
+    except Exception:  # noqa: BLE001
         return False

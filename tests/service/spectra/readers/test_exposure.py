@@ -5,10 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from astropy.io import fits
-
-from service.spectra import DEFAULT_GRID, Source, SpectrumError, make_spectrum, preprocess, read_spectra
-from service.spectra.readers.exposure import write_exposure
 from spectrum_writers import sdss_like_spectrum
+
+from service.spectra import (
+    DEFAULT_GRID,
+    Source,
+    SpectrumError,
+    make_spectrum,
+    preprocess,
+    read_spectra,
+)
+from service.spectra.readers.exposure import write_exposure
 
 
 def _fibres(n: int, npix: int = 3800, shared: bool = True):
@@ -62,7 +69,7 @@ def test_one_fibre_with_wave_column_is_not_taken_for_eso_sdp():
         buf = __import__("io").BytesIO()
         one.writeto(buf)
     name, (r,) = read_spectra(Source(buf.getvalue()))
-    assert name == "specula-exposure"
+    assert name == "specula-exposure" and r.npix == s1.npix
 
 
 def test_mixed_pixel_counts_cannot_be_written():
