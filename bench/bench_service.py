@@ -46,18 +46,23 @@ EXPOSURE_FIBRES = 2436
 
 
 # ---- 1. raw ONNX Runtime --------------------------------------------------------------------
-def raw_ort(onnx: bytes, x1: np.ndarray, sizes: list[int], seconds: float) -> dict:
-    runner = OnnxRunner(onnx, device="auto")
+def raw_throughput(runner: OnnxRunner, x1: np.ndarray, bs: int, seconds: float) -> float:
+    """Spectra/s of back-to-back runs at batch size ``bs`` (after one warm-up run)."""
+    x = np.ascontiguousarray(np.broadcast_to(x1, (bs, *x1.shape)))
+    name = runner.input_names[0]
+    runner.run({name: x})
+    n, t0 = 0, time.perf_counter()
+    while n < 3 or time.perf_counter() - t0 < seconds:
+        runner.run({name: x})
+        n += 1
+    return bs * n / (time.perf_counter() - t0)
+
+
+def raw_ort(runner: OnnxRunner, x1: np.ndarray, sizes: list[int], seconds: float) -> dict:
     name = runner.input_names[0]
     out = {"provider": runner.provider, "by_batch": {}}
     for bs in sizes:
-        x = np.ascontiguousarray(np.broadcast_to(x1, (bs, *x1.shape)))
-        runner.run({name: x})  # warm-up
-        n, t0 = 0, time.perf_counter()
-        while n < 3 or time.perf_counter() - t0 < seconds:
-            runner.run({name: x})
-            n += 1
-        out["by_batch"][bs] = bs * n / (time.perf_counter() - t0)
+        out["by_batch"][bs] = raw_throughput(runner, x1, bs, seconds)
     forward = []
     for _ in range(200):
         t0 = time.perf_counter()
@@ -160,8 +165,9 @@ def get(port: int, path: str) -> str:
         return r.read().decode()
 
 
-def start_service(port: int, repo: str, batch: int, log) -> subprocess.Popen:
+def start_service(port: int, repo: str, batch: int, threads: int, log) -> subprocess.Popen:
     env = {**os.environ, "SPECULA_MODEL_REPOSITORY": repo, "SPECULA_PORT": str(port),
+           "SPECULA_INTRA_OP_THREADS": str(threads),
            "SPECULA_MAX_BATCH_SIZE": str(batch), "SPECULA_ACCESS_LOG": "false",
            "SPECULA_LOG_LEVEL": "warning", "SPECULA_VERSION_POLICY": "latest",
            "SPECULA_MAX_QUEUE_ROWS": str(8 * EXPOSURE_FIBRES)}
@@ -178,16 +184,19 @@ def start_service(port: int, repo: str, batch: int, log) -> subprocess.Popen:
     raise SystemExit("service not ready after 60 s")
 
 
-def batch_histogram(port: int) -> dict[str, float]:
-    out = {}
-    for m in re.finditer(r'specula_batch_size_rows_bucket\{le="([^"]+)"[^}]*\} (\S+)',
-                         get(port, "/metrics")):
+def scrape(port: int) -> dict[str, float]:
+    """Batch-size buckets (by ``le``) and compute/items totals from the service's /metrics."""
+    text = get(port, "/metrics")
+    out: dict[str, float] = {}
+    for m in re.finditer(r'specula_batch_size_rows_bucket\{le="([^"]+)"[^}]*\} (\S+)', text):
         out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+    for key in ("specula_compute_duration_seconds_sum", "specula_inference_items_total"):
+        out[key] = sum(float(v) for v in re.findall(rf"^{key}\{{[^}}]*\}} (\S+)", text, re.MULTILINE))
     return out
 
 
 def histogram_delta(before: dict, after: dict) -> str:
-    cum = [(k, after.get(k, 0) - before.get(k, 0)) for k in after]
+    cum = [(k, after.get(k, 0) - before.get(k, 0)) for k in after if not k.startswith("specula")]
     prev, parts = 0.0, []
     for le, c in cum:
         if c - prev:
@@ -203,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=8.0, help="seconds per scenario (max)")
     p.add_argument("--requests", type=int, default=2000, help="requests per scenario (max)")
     p.add_argument("--raw-seconds", type=float, default=1.0)
+    p.add_argument("--intra-op-threads", type=int, default=0,
+                   help="ORT intra-op threads for raw and service (0 = one per core)")
+    p.add_argument("--only", default="", help="run only scenarios whose name contains this")
     args = p.parse_args(argv)
 
     mv = ModelRepository(args.repository).load(args.model)
@@ -212,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {mv.name} v{mv.version} sha256 {mv.manifest.sha256[:12]}…  "
           f"cpus {len(os.sched_getaffinity(0))}  load avg {os.getloadavg()[0]:.1f}")
 
-    raw = raw_ort(mv.onnx, x1, [1, 8, 32, 64, 128, 256, 512, 1024], args.raw_seconds)
+    runner = OnnxRunner(mv.onnx, device="auto", intra_op_threads=args.intra_op_threads)
+    raw = raw_ort(runner, x1, [1, 8, 32, 64, 128, 256, 512, 1024], args.raw_seconds)
     print(f"\n[raw ORT, {raw['provider']}] spectra/s by batch: " + ", ".join(
         f"{b}: {v:,.0f}" for b, v in raw["by_batch"].items()))
     print(f"best batch {raw['best_batch']}: {raw['best']:,.0f} spectra/s; "
@@ -241,20 +254,34 @@ def main(argv: list[str] | None = None) -> int:
 
     port = free_port()
     with tempfile.NamedTemporaryFile("wb", suffix=".log", delete=False) as log:
-        proc = start_service(port, args.repository, raw["best_batch"], log)
+        proc = start_service(port, args.repository, raw["best_batch"], args.intra_op_threads,
+                             log)
         try:
             for name, req, rows, conc, goal in scenarios:
+                if args.only not in name:
+                    continue
                 max_req = min(args.requests, 12) if rows > 1 else args.requests
                 asyncio.run(load(port, req, rows, min(conc, 2), 2, 30))  # warm this path
-                before = batch_histogram(port)
+                # the machine is shared: raw ORT again, right now, so the ratio compares like
+                # with like (the service is idle meanwhile)
+                raw_now = raw_throughput(runner, x1, raw["best_batch"], args.raw_seconds)
+                before = scrape(port)
                 r = asyncio.run(load(port, req, rows, conc, max_req, args.duration))
-                hist = histogram_delta(before, batch_histogram(port))
-                ratio = r["spectra_per_s"] / raw["best"]
+                after = scrape(port)
+                hist = histogram_delta(before, after)
+                ratio = r["spectra_per_s"] / raw_now
+                compute = (after["specula_compute_duration_seconds_sum"]
+                           - before["specula_compute_duration_seconds_sum"])
+                items = (after["specula_inference_items_total"]
+                         - before["specula_inference_items_total"])
                 print(f"\n[{name}] {r['requests']} requests in {r['wall_s']:.1f} s"
                       + (f", errors {r['errors']}" if r["errors"] else ""))
                 print(f"  {r['spectra_per_s']:,.0f} spectra/s  p50 {r['p50_ms']:.1f} ms  "
                       f"p95 {r['p95_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms  "
                       f"service/raw {ratio:.2f}  client CPU {r['client_cpu']:.0%} of a core")
+                print(f"  raw ORT just before, batch {raw['best_batch']}: {raw_now:,.0f} spectra/s;"
+                      f" ORT inside the service: {items / max(compute, 1e-9):,.0f} spectra/s "
+                      f"of compute time, busy {compute / r['wall_s']:.0%} of the wall time")
                 if goal is not None:
                     print(f"  goal service/raw ≥ {goal}: {'met' if ratio >= goal else 'NOT met'}")
                 else:
