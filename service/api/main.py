@@ -34,8 +34,15 @@ async def lifespan(app: FastAPI):
     report = await server.reload()
     log.info("models loaded", extra={"report": report})
     loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
+
+    def on_sighup() -> None:
+        task = loop.create_task(sighup_reload(server))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
     try:
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(sighup_reload(server)))
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
     except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / Windows
         pass
     yield

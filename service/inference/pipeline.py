@@ -53,11 +53,11 @@ def check_deadline(deadline: float | None, step: str) -> None:
 class SpectrumPipeline:
     """The named steps for one spectrum-classifier model version."""
 
-    def __init__(self, model: ModelVersion, runner: OnnxRunner, *, pool: Executor,
+    def __init__(self, model: ModelVersion, runner: OnnxRunner, *, pool: Executor | None,
                  max_file_bytes: int, on_stats: Callable[[Stats], None], **batcher_opts: Any):
         self.model = model
         self.runner = runner
-        self.pool = pool
+        self.pool = pool  # decode/preprocess workers; None = the loop's default executor
         self.max_file_bytes = max_file_bytes
         self.on_stats = on_stats
         self.grid = model.manifest.spectrum_grid()
