@@ -175,8 +175,8 @@ def _resample_general(e_in: np.ndarray, good: np.ndarray, fg: np.ndarray, vg: np
     np.minimum(k, n - 1, out=k)
     e_k = e_in[k]
     dx = x - e_k
-    s_k = stacked[:, k]
-    c_k = cum[:, k]
+    s_k = np.take(stacked, k, axis=1)  # ~4x cheaper than stacked[:, k], same values
+    c_k = np.take(cum, k, axis=1)
     acc = c_k[:2] + s_k[:2] * dx
     w_good = acc[0, 1:] - acc[0, :-1]
     f_sum = acc[1, 1:] - acc[1, :-1]
