@@ -23,7 +23,7 @@ from service.settings import Settings
 from .errors import install_error_handlers
 from .logs import configure_logging
 from .middleware import BodyLimitMiddleware, TraceMiddleware
-from .routers import health, metrics, models, repository, spectra
+from .routers import health, lightcones, metrics, models, repository, spectra
 
 log = logging.getLogger("specula.api")
 
@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None, metrics_: Metrics | None = None
     app.state.settings = settings
     app.state.metrics = metrics_ or Metrics()
     app.state.server = ModelServer(settings, app.state.metrics.record)
+    app.include_router(lightcones.router)  # before models.router: owns /v2/models/<lightcone>
     for router in (health.router, models.router, spectra.router, repository.router,
                    metrics.router):
         app.include_router(router)

@@ -1,0 +1,255 @@
+"""Lightcone endpoints: ``POST /v1/lightcones:infer`` and OIP v2 for lightcone models.
+
+``/v1/lightcones:infer`` takes one cube as the binary request body — never JSON lists:
+- raw little-endian float32 with ``?shape=n_x,n_y,n_los`` (C order, line of sight last), or
+- a file: ``.npy`` (no pickle), FITS cube or HDF5 (21cmFAST's own output or ``hdf5-cube``),
+  identified from its bytes (``?format=`` forces a reader).
+A cube on the model grid needs nothing else; any other cube needs its axes — from the file
+(21cmFAST HDF5, FITS WCS) or the query (``z_first``/``z_last`` or ``nu_first_mhz``/
+``nu_last_mhz``, and ``cell_mpc``) — and is then resampled/cropped onto the grid. Declared sizes
+(Content-Length, ``shape``) are checked against the limits and the model *before* anything is
+read; each request reserves working memory from the lightcone byte budget before its body is
+read, and the body is streamed into one preallocated buffer. Response: each parameter's mean
+and σ in physical units.
+
+OIP v2 (``/v2/models/<lightcone model>/...``, binary tensor extension): input ``lightcone``
+FP32 [N, 1, n_xy, n_xy, n_los] (already preprocessed), outputs ``theta_mean``/``theta_sigma``.
+This router is included before the spectrum OIP router; for any model that is not a lightcone
+model it defers to that router's handlers, so ``/v2/models/{name}`` keeps one meaning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from contextlib import asynccontextmanager
+from typing import Annotated, AsyncIterator
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+
+from service.inference.lightcone import (Axes, LightconeModels, ServedLightcone,
+                                         check_declared_shape)
+from service.inference.repository import ModelError
+from service.lightcones import LightconeError
+
+from ..deps import DeadlineDep, MetricsDep, ServerDep, observe
+from ..errors import ApiError
+from ..oip import HEADER_LENGTH, decode_infer_request, encode_infer_response
+from . import models as spectrum_oip
+
+BUDGET_FILES = 4  # working memory per upload ≈ body + its copy + float32 cube + resampled cube
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load the lightcone models next to the spectrum ones; drain their batchers at stop."""
+    s = app.state.settings
+    models = LightconeModels(s.model_repository, pool=app.state.server.pool,
+                             on_stats=app.state.metrics.record, max_file_bytes=s.max_file_bytes,
+                             budget_bytes=BUDGET_FILES * s.max_file_bytes, device=s.device,
+                             intra_op_threads=s.intra_op_threads)
+    app.state.lightcones = models
+    await models.load()
+    try:
+        yield
+    finally:
+        await models.close()
+
+
+router = APIRouter(tags=["lightcones"], lifespan=lifespan)
+
+
+def get_lightcones(request: Request) -> LightconeModels:
+    return request.app.state.lightcones
+
+
+LightconesDep = Annotated[LightconeModels, Depends(get_lightcones)]
+
+
+def parse_shape(raw: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in raw.replace("x", ",").split(","))
+    except ValueError:
+        raise ApiError(400, "bad_request", f"shape must be 'n_x,n_y,n_los', got {raw!r}")
+    return shape
+
+
+async def read_body_into(request: Request, buf: memoryview, source: str) -> None:
+    """Stream the body into ``buf``; exactly ``len(buf)`` bytes or a 400."""
+    pos = 0
+    async for chunk in request.stream():
+        end = pos + len(chunk)
+        if end > len(buf):
+            raise LightconeError("bad_shape", f"body longer than the {len(buf)} bytes declared",
+                                 source=source)
+        buf[pos:end] = chunk
+        pos = end
+    if pos != len(buf):
+        raise LightconeError("bad_shape", f"body has {pos} bytes; {len(buf)} declared",
+                             source=source)
+
+
+def content_length(request: Request, limit: int) -> int:
+    raw = request.headers.get("content-length")
+    if raw is None or not raw.isdigit():
+        raise ApiError(411, "length_required", "send Content-Length: cubes are sized before "
+                       "they are read")
+    n = int(raw)
+    if n == 0:
+        raise ApiError(400, "bad_request", "empty body: send the cube as the request body")
+    if n > limit:
+        raise ApiError(413, "too_large", f"{n} bytes > limit {limit} (SPECULA_MAX_FILE_BYTES)")
+    return n
+
+
+@router.post("/v1/lightcones:infer", responses={c: {"description": "error"} for c in
+                                                 (400, 404, 411, 413, 415, 422, 429, 503)})
+async def infer_lightcone(
+    request: Request, lightcones: LightconesDep, metrics: MetricsDep, deadline: DeadlineDep,
+    model: Annotated[str | None, Query(description="lightcone model (default: the only/first)")] = None,
+    version: Annotated[int | None, Query()] = None,
+    format: Annotated[str | None, Query(description="force a reader: 21cmfast-h5, hdf5-cube, npy, fits-cube")] = None,
+    shape: Annotated[str | None, Query(description="raw float32 body: n_x,n_y,n_los")] = None,
+    z_first: float | None = None, z_last: float | None = None,
+    nu_first_mhz: float | None = None, nu_last_mhz: float | None = None,
+    cell_mpc: float | None = None,
+) -> Response:
+    names = lightcones.names()
+    if model is None and not names:
+        raise ModelError("model_not_found", "no lightcone model is being served")
+    served = lightcones.get(model or names[0], version)
+    pipe = served.pipeline
+    axes = Axes(z_first, z_last, nu_first_mhz, nu_last_mhz, cell_mpc)
+    name = request.headers.get("x-filename") or "body"
+    async with observe(metrics, served) as obs:
+        n = content_length(request, pipe.max_file_bytes)
+        if shape is not None:  # raw float32: everything is known before one byte is read
+            dims = parse_shape(shape)
+            check_declared_shape(dims, pipe.grid, axes.given, pipe.max_file_bytes // 4, name)
+            if n != math.prod(dims) * 4:
+                raise LightconeError("bad_shape", f"Content-Length {n} != {math.prod(dims)} "
+                                     "float32 values of shape " + str(dims), source=name)
+            async with lightcones.budget.reserve(3 * n):
+                cube = np.empty(dims, dtype="<f4")
+                await read_body_into(request, memoryview(cube).cast("B"), name)
+                decoded = await pipe.run_decode(pipe.cube_and_preprocess, cube, name, axes)
+                del cube
+        else:
+            async with lightcones.budget.reserve(BUDGET_FILES * n):
+                buf = bytearray(n)
+                await read_body_into(request, memoryview(buf), name)
+                data = bytes(buf)
+                del buf
+                decoded = await pipe.run_decode(pipe.decode_and_preprocess, data, name,
+                                                format, axes)
+                del data
+        outputs = await pipe.infer(decoded.x, deadline)
+        obs.items = 1
+        body = pipe.encode_response(decoded, outputs)
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+# ---- OIP v2 for lightcone models (everything else defers to the spectrum router) ------------
+def lightcone_metadata(lightcones: LightconeModels, name: str, version: int | None) -> dict:
+    served = lightcones.get(name, version)
+    m = served.model.manifest
+    return {
+        "name": name,
+        "versions": [str(v) for v in sorted(lightcones._models[name])] if version is None
+        else [str(version)],
+        "platform": "onnxruntime_onnx",
+        "inputs": spectrum_oip.tensors(m.inputs),
+        "outputs": spectrum_oip.tensors(m.outputs),
+        "parameters": {"version": served.version, "provider": served.provider,
+                       "sha256": m.sha256, "kind": m.kind,
+                       "preprocess_version": m.preprocess_version, "grid": m.grid,
+                       "parameters": getattr(m, "parameters", [])},
+    }
+
+
+def check_input(served: ServedLightcone, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    spec = served.model.manifest.inputs[0]
+    if set(arrays) != {spec.name}:
+        raise ApiError(400, "bad_tensor", f"model takes one input {spec.name!r}; got "
+                       f"{sorted(arrays)}")
+    x = arrays[spec.name]
+    if x.dtype != np.dtype("<f4"):
+        raise ApiError(400, "bad_dtype", f"{spec.name}: FP32 expected")
+    if x.ndim != len(spec.shape) or any(d >= 0 and d != k for d, k in zip(spec.shape, x.shape)):
+        raise ApiError(400, "bad_shape", f"{spec.name}: shape {list(x.shape)} does not match "
+                       f"{spec.shape}")
+    if x.shape[0] == 0:
+        raise ApiError(400, "bad_shape", f"{spec.name}: empty batch")
+    return x
+
+
+async def lightcone_oip_infer(name: str, version: int | None, request: Request,
+                              lightcones: LightconeModels, metrics, deadline) -> Response:
+    served = lightcones.get(name, version)
+    spec = served.model.manifest.inputs[0]
+    per_item = math.prod(d for d in spec.shape if d > 0) * 4
+    n = content_length(request, served.pipeline.max_file_bytes)
+    async with observe(metrics, served) as obs, lightcones.budget.reserve(2 * n + per_item):
+        body = await request.body()
+        req, arrays = await asyncio.get_running_loop().run_in_executor(
+            served.pipeline.pool, decode_infer_request, body, request.headers.get(HEADER_LENGTH))
+        timeout_us = req.parameters.get("timeout")
+        if isinstance(timeout_us, int) and timeout_us > 0:
+            t = time.monotonic() + timeout_us / 1e6
+            deadline = t if deadline is None else min(deadline, t)
+        x = check_input(served, arrays)
+        obs.items = int(x.shape[0])
+        outputs = await served.pipeline.infer(np.ascontiguousarray(x), deadline)
+        content, headers = encode_infer_response(name, served.version, req, outputs)
+    return Response(content, headers=headers)
+
+
+oip = APIRouter(prefix="/v2/models", tags=["open inference protocol"])
+
+
+@oip.get("/{name}")
+async def model_metadata(name: str, request: Request, server: ServerDep):
+    lc: LightconeModels = request.app.state.lightcones
+    if lc.has(name):
+        return lightcone_metadata(lc, name, None)
+    return await spectrum_oip.model_metadata(name, server)
+
+
+@oip.get("/{name}/versions/{version}")
+async def model_version_metadata(name: str, version: int, request: Request, server: ServerDep):
+    lc: LightconeModels = request.app.state.lightcones
+    if lc.has(name):
+        return lightcone_metadata(lc, name, version)
+    return await spectrum_oip.model_version_metadata(name, version, server)
+
+
+@oip.get("/{name}/ready")
+async def model_ready(name: str, request: Request, server: ServerDep):
+    lc: LightconeModels = request.app.state.lightcones
+    if lc.has(name):
+        return {"name": name, "ready": True}
+    return await spectrum_oip.model_ready(name, server)
+
+
+@oip.post("/{name}/infer")
+async def infer(name: str, request: Request, server: ServerDep, metrics: MetricsDep,
+                deadline: DeadlineDep) -> Response:
+    lc: LightconeModels = request.app.state.lightcones
+    if lc.has(name):
+        return await lightcone_oip_infer(name, None, request, lc, metrics, deadline)
+    return await spectrum_oip.run_infer(name, None, request, server, metrics, deadline)
+
+
+@oip.post("/{name}/versions/{version}/infer")
+async def infer_version(name: str, version: int, request: Request, server: ServerDep,
+                        metrics: MetricsDep, deadline: DeadlineDep) -> Response:
+    lc: LightconeModels = request.app.state.lightcones
+    if lc.has(name):
+        return await lightcone_oip_infer(name, version, request, lc, metrics, deadline)
+    return await spectrum_oip.run_infer(name, version, request, server, metrics, deadline)
+
+
+router.include_router(oip)

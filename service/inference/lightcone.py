@@ -1,0 +1,332 @@
+"""A lightcone's way through the service, as named steps (LitServe-style, like pipeline.py):
+
+    decode_request → preprocess → batch → predict → unbatch → encode_response
+
+plus :class:`LightconeModels`, which finds, verifies and serves the ``lightcone-regressor``
+models of the repository. Why a separate room rather than a branch in ``ModelServer``: the
+spectrum server checks spectrum contracts (``probs``, the spectrum preprocess version), and a
+cube is four orders of magnitude bigger than a spectrum, so its memory bound (an in-flight byte
+budget, :class:`ByteBudget`) and its batch sizes are its own. Shared pieces are reused, not
+copied: the repository's manifest schema and checksum, the ONNX runner, the dynamic batcher,
+the metrics record, the lightcone readers and preprocessing of ``service.lightcones``.
+
+Memory: every upload reserves its size from a :class:`ByteBudget` *before* its body is read
+(the budget covers the body, the decoded float32 cube and the model input, ~3× the cube), so
+N parallel 100 MB uploads wait their turn instead of multiplying peak RSS by N.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from service.lightcones import (PREPROCESS_VERSION, Lightcone, LightconeError, LightconeGrid,
+                                Source, make_lightcone, preprocess, read_lightcone)
+from service.metrics import ModelLoadStats, PreprocessStats, Stats
+
+from .batcher import DynamicBatcher
+from .repository import MANIFEST, Manifest, ModelError, ModelRepository, ModelVersion, sha256_hex
+from .runner import OnnxRunner
+
+log = logging.getLogger("specula.lightcones")
+
+KIND = "lightcone-regressor"
+Row = tuple[dict[str, np.ndarray], int]
+
+
+# ---- the repository side ----------------------------------------------------------------------
+def load_lightcone_model(repo: ModelRepository, name: str, version: int) -> ModelVersion:
+    """Read, validate and checksum one lightcone-regressor version (the repository's own
+    ``load`` checks the *spectrum* preprocess version, so it cannot be used as is)."""
+    vdir = repo.root / name / str(version)
+    try:
+        manifest = Manifest.model_validate(json.loads((vdir / MANIFEST).read_bytes()))
+    except (OSError, ValueError) as exc:
+        raise ModelError("bad_manifest", f"{vdir / MANIFEST}: {exc}") from None
+    if manifest.kind != KIND:
+        raise ModelError("unsupported_kind", f"{name} v{version}: kind {manifest.kind!r}")
+    if manifest.name != name or manifest.version != version:
+        raise ModelError("bad_manifest", f"{vdir}: manifest says {manifest.name!r} "
+                         f"v{manifest.version}")
+    if manifest.preprocess_version != PREPROCESS_VERSION:
+        raise ModelError("preprocess_mismatch", f"{name} v{version} was trained with lightcone "
+                         f"preprocess {manifest.preprocess_version!r}; this service runs "
+                         f"{PREPROCESS_VERSION!r}")
+    try:
+        onnx = (vdir / manifest.file).read_bytes()
+    except OSError as exc:
+        raise ModelError("model_file_missing", f"{vdir / manifest.file}: {exc}") from None
+    if sha256_hex(onnx) != manifest.sha256.lower():
+        raise ModelError("checksum_mismatch", f"{name} v{version}: sha256 mismatch")
+    return ModelVersion(manifest=manifest, path=vdir, onnx=onnx)
+
+
+def lightcone_names(repo: ModelRepository) -> list[str]:
+    """Models whose latest version declares kind ``lightcone-regressor``."""
+    out = []
+    for name in repo.names():
+        v = repo.versions(name)[-1]
+        try:
+            kind = json.loads((repo.root / name / str(v) / MANIFEST).read_bytes()).get("kind")
+        except (OSError, ValueError):
+            continue
+        if kind == KIND:
+            out.append(name)
+    return out
+
+
+# ---- memory bound -----------------------------------------------------------------------------
+class ByteBudget:
+    """An async semaphore counted in bytes: ``async with budget.reserve(n)``."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.used = 0
+        self._cond = asyncio.Condition()
+
+    def reserve(self, n: int) -> "_Reservation":
+        if n > self.total:
+            raise LightconeError("too_large", f"request needs {n} bytes of working memory; "
+                                 f"the lightcone budget is {self.total} "
+                                 "(SPECULA_MAX_FILE_BYTES bounds one upload)")
+        return _Reservation(self, n)
+
+
+class _Reservation:
+    def __init__(self, budget: ByteBudget, n: int) -> None:
+        self.budget, self.n = budget, n
+
+    async def __aenter__(self) -> None:
+        async with self.budget._cond:
+            await self.budget._cond.wait_for(lambda: self.budget.used + self.n <= self.budget.total)
+            self.budget.used += self.n
+
+    async def __aexit__(self, *exc: object) -> None:
+        async with self.budget._cond:
+            self.budget.used -= self.n
+            self.budget._cond.notify_all()
+
+
+# ---- the request side ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Axes:
+    """Line-of-sight axis and cell size a client sends with a bare cube (query parameters):
+    slices linearly spaced in redshift (``z_first``→``z_last``) or in frequency."""
+
+    z_first: float | None = None
+    z_last: float | None = None
+    nu_first_mhz: float | None = None
+    nu_last_mhz: float | None = None
+    cell_mpc: float | None = None
+
+    def apply(self, lc: Lightcone, source: str) -> Lightcone:
+        n = lc.shape[2]
+        z, nu = lc.redshifts, None
+        if self.z_first is not None and self.z_last is not None:
+            z = np.linspace(self.z_first, self.z_last, n)
+        elif self.nu_first_mhz is not None and self.nu_last_mhz is not None:
+            z, nu = None, np.linspace(self.nu_first_mhz, self.nu_last_mhz, n)
+        cell = self.cell_mpc if self.cell_mpc is not None else lc.cell_mpc
+        if z is lc.redshifts and nu is None and cell == lc.cell_mpc:
+            return lc
+        return make_lightcone(lc.cube, z, cell, lc.meta, frequencies_mhz=nu, source=source)
+
+    @property
+    def given(self) -> bool:
+        return any(v is not None for v in (self.z_first, self.nu_first_mhz, self.cell_mpc))
+
+
+def check_declared_shape(shape: tuple[int, ...], grid: LightconeGrid, axes_given: bool,
+                         max_cells: int, source: str) -> None:
+    """Refuse a declared cube shape against the model *before* its bytes are read."""
+    if len(shape) != 3 or any(int(n) < 1 for n in shape):
+        raise LightconeError("bad_shape", f"a lightcone is (n_x, n_y, n_los); got {shape}",
+                             source=source)
+    if math.prod(shape) > max_cells:
+        raise LightconeError("too_large", f"cube {shape} has {math.prod(shape)} cells > limit "
+                             f"{max_cells}", source=source)
+    target = (grid.n_xy, grid.n_xy, grid.n_los)
+    if not axes_given and tuple(shape) != target:
+        raise LightconeError("missing_axis", f"cube {tuple(shape)} is not on the model grid "
+                             f"{target}; send its axes (z_first/z_last or nu_first_mhz/"
+                             "nu_last_mhz, and cell_mpc) to have it resampled", source=source)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    x: np.ndarray  # (1, 1, n_xy, n_xy, n_los) model input
+    info: dict[str, Any]
+
+
+class LightconePipeline:
+    """The named steps for one lightcone-regressor model version."""
+
+    def __init__(self, model: ModelVersion, runner: OnnxRunner, *, pool: Executor,
+                 max_file_bytes: int, on_stats: Callable[[Stats], None],
+                 max_batch_size: int = 16, max_queue_delay_s: float = 0.005,
+                 max_queue_rows: int = 256) -> None:
+        m = model.manifest
+        self.model, self.runner, self.pool = model, runner, pool
+        self.max_file_bytes = max_file_bytes
+        self.on_stats = on_stats
+        self.grid = LightconeGrid.from_manifest(m.grid or {})
+        self.input_name = m.inputs[0].name
+        self.params: list[dict[str, Any]] = list(getattr(m, "parameters", []) or [])
+        self.stat_labels = (model.name, str(model.version))
+        self.batcher: DynamicBatcher[np.ndarray, Row] = DynamicBatcher(
+            self.predict, max_batch_size=max_batch_size, max_queue_delay_s=max_queue_delay_s,
+            max_queue_rows=max_queue_rows, labels=self.stat_labels, on_stats=on_stats)
+
+    # 1. decode_request (worker pool)
+    def decode_request(self, data: bytes, name: str, fmt: str | None, axes: Axes) -> Lightcone:
+        source = Source(data, name=name, max_bytes=self.max_file_bytes)
+        fmt_name, lc = read_lightcone(source, format=fmt)
+        return axes.apply(lc, name)
+
+    # 2. preprocess (worker pool)
+    def preprocess(self, lc: Lightcone, name: str) -> Decoded:
+        p = preprocess(lc, self.grid, source=name)
+        info = {"format": lc.meta.get("format"), "shape": list(lc.shape), "notes": p.notes}
+        if lc.params:  # a simulator file says what it was made with: echo it for comparison
+            info["file_parameters"] = {q["name"]: lc.params[q["key"]] for q in self.params
+                                       if q.get("key") in lc.params}
+        return Decoded(p.x[None], info)
+
+    def decode_and_preprocess(self, data: bytes, name: str, fmt: str | None, axes: Axes
+                              ) -> Decoded:
+        return self.preprocess(self.decode_request(data, name, fmt, axes), name)
+
+    def cube_and_preprocess(self, cube: np.ndarray, name: str, axes: Axes) -> Decoded:
+        return self.preprocess(axes.apply(make_lightcone(cube, source=name), name), name)
+
+    # 3. batch / 4. predict / 5. unbatch
+    def predict(self, rows: list[np.ndarray]) -> list[Row]:
+        outputs = self.runner.run({self.input_name: np.stack(rows)})
+        return [(outputs, i) for i in range(len(rows))]
+
+    async def infer(self, x: np.ndarray, deadline: float | None = None) -> dict[str, np.ndarray]:
+        rows = await self.batcher.submit(list(x), deadline)
+        names = rows[0][0].keys()
+        return {k: np.stack([o[k][i] for o, i in rows]) for k in names}
+
+    # 6. encode_response
+    def encode_response(self, decoded: Decoded, outputs: dict[str, np.ndarray]) -> dict[str, Any]:
+        mean, sigma = outputs["theta_mean"][0], outputs["theta_sigma"][0]
+        params = {}
+        for k, p in enumerate(self.params):
+            params[p["name"]] = {"mean": float(mean[k]), "sigma": float(sigma[k]),
+                                 "unit": p.get("unit", ""), "prior": [p["low"], p["high"]],
+                                 "description": p.get("description", "")}
+        name, version = self.stat_labels
+        return {"model": name, "version": int(version), "parameters": params, **decoded.info}
+
+    async def run_decode(self, fn, *args) -> Decoded:
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        try:
+            return await loop.run_in_executor(self.pool, fn, *args)
+        finally:
+            self.on_stats(PreprocessStats(*self.stat_labels,
+                                          seconds=time.perf_counter() - t0))
+
+
+@dataclass(eq=False)
+class ServedLightcone:
+    model: ModelVersion
+    runner: OnnxRunner
+    pipeline: LightconePipeline
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def version(self) -> int:
+        return self.model.version
+
+    @property
+    def provider(self) -> str:
+        return self.runner.provider
+
+
+class LightconeModels:
+    """The served lightcone regressors (all versions), loaded at start-up, drained at stop."""
+
+    def __init__(self, repository_root, *, pool: Executor, on_stats: Callable[[Stats], None],
+                 max_file_bytes: int, budget_bytes: int, device: str = "auto",
+                 intra_op_threads: int = 0) -> None:
+        self.repository = ModelRepository(repository_root)
+        self.pool, self.on_stats = pool, on_stats
+        self.max_file_bytes = max_file_bytes
+        self.budget = ByteBudget(budget_bytes)
+        self.device, self.threads = device, intra_op_threads
+        self._models: dict[str, dict[int, ServedLightcone]] = {}
+
+    def _build(self, mv: ModelVersion) -> ServedLightcone:
+        runner = OnnxRunner(mv.onnx, device=self.device,  # type: ignore[arg-type]
+                            intra_op_threads=self.threads)
+        m = mv.manifest
+        if runner.input_names != [m.inputs[0].name] or not {"theta_mean", "theta_sigma"} <= set(
+                runner.output_names):
+            raise ModelError("contract_mismatch", f"{m.name} v{m.version}: graph "
+                             f"{runner.input_names} → {runner.output_names}")
+        x = np.zeros([2 if d < 0 else d for d in m.inputs[0].shape], np.float32)
+        out = runner.run({m.inputs[0].name: x})  # warm-up, and the output contract
+        n = len(getattr(m, "parameters", []) or [])
+        if out["theta_mean"].shape != (2, n):
+            raise ModelError("contract_mismatch", f"{m.name}: theta_mean {out['theta_mean'].shape}"
+                             f" for {n} parameters")
+        pipe = LightconePipeline(mv, runner, pool=self.pool, max_file_bytes=self.max_file_bytes,
+                                 on_stats=self.on_stats)
+        return ServedLightcone(mv, runner, pipe)
+
+    async def load(self) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        report: dict[str, Any] = {}
+        for name in await loop.run_in_executor(None, lightcone_names, self.repository):
+            served: dict[int, ServedLightcone] = {}
+            try:
+                for v in self.repository.versions(name):
+                    mv = await loop.run_in_executor(None, load_lightcone_model, self.repository,
+                                                    name, v)
+                    served[v] = await loop.run_in_executor(None, self._build, mv)
+                    self.on_stats(ModelLoadStats(name, str(v), served[v].provider,
+                                                 mv.manifest.sha256))
+                report[name] = {"status": "ok", "versions": sorted(served)}
+            except ModelError as exc:
+                log.error("lightcone model not loaded",
+                          extra={"model": name, "code": exc.code, "detail": exc.detail})
+                report[name] = {"status": "failed", "code": exc.code, "error": exc.detail}
+            if served:
+                self._models[name] = served
+        return report
+
+    def names(self) -> list[str]:
+        return sorted(self._models)
+
+    def has(self, name: str) -> bool:
+        return name in self._models
+
+    def get(self, name: str, version: int | None = None) -> ServedLightcone:
+        versions = self._models.get(name)
+        if not versions:
+            raise ModelError("model_not_found", f"no lightcone model {name!r} is being served")
+        if version is None:
+            return versions[max(versions)]
+        if version not in versions:
+            raise ModelError("model_not_found", f"{name!r} has no served version {version}")
+        return versions[version]
+
+    async def close(self) -> None:
+        for versions in self._models.values():
+            for s in versions.values():
+                await s.pipeline.batcher.close()
+        self._models = {}

@@ -1,0 +1,214 @@
+"""Lightcone serving over real HTTP (a `specula serve` process on loopback).
+
+The repository holds the tiny spectrum classifier and a tiny, untrained lightcone regressor
+exported by the real training exporter (``training.lightcone.export_onnx``) on the tiny config's
+grid (4 × 4 sky cells of 8 Mpc, 16 frequency bins 75–200 MHz), so every answer can be checked
+against ONNX Runtime run directly on ``service.lightcones.preprocess`` output.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from astropy.io import fits
+
+from service.lightcones import NU21_MHZ, Source, make_lightcone, preprocess, read_lightcone
+from tiny_classifier import write_tiny_model
+from training.lightcone.config import load_config
+from training.lightcone.export_onnx import export, run_onnx
+from training.lightcone.model import LightconeNet
+
+REPO = Path(__file__).resolve().parents[3]
+TINY = REPO / "training" / "lightcone" / "configs" / "lightcone_tiny.json"
+SIMRUN = REPO.parent / "shared" / "data" / "21cmfast" / "simrun_0.h5"
+NAME = "lightcone_regressor"
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def lc_repo(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("lc-models")
+    write_tiny_model(root, version=1)
+    cfg = load_config(TINY)
+    torch.manual_seed(0)
+    net = LightconeNet(cfg.model, cfg.grid.model_grid(), len(cfg.param_names)).eval()
+    x = np.random.default_rng(0).normal(0, 0.2, (3, *cfg.grid.model_grid().shape))
+    export(net, cfg, np.ones(5, np.float32), root / NAME / "1", parity_x=x.astype(np.float32))
+    return root
+
+
+@pytest.fixture(scope="module")
+def svc(lc_repo, tmp_path_factory):
+    from http_service import Service
+
+    s = Service(lc_repo, tmp_path_factory.mktemp("lc-logs") / "service.log",
+                max_file_bytes=8 * 1024 * 1024)
+    yield s
+    s.stop()
+
+
+def grid():
+    return load_config(TINY).grid.model_grid()
+
+
+def expected(cube: np.ndarray, lc_repo: Path, **axes) -> dict[str, np.ndarray]:
+    lc = make_lightcone(cube, **axes)
+    x = preprocess(lc, grid()).x[None]
+    return run_onnx(lc_repo / NAME / "1" / "model.onnx", x)
+
+
+def npy(arr) -> bytes:
+    b = io.BytesIO()
+    np.save(b, arr)
+    return b.getvalue()
+
+
+def post(svc, content: bytes, **params):
+    return svc.client.post("/v1/lightcones:infer", content=content, params=params,
+                           headers={"content-type": "application/octet-stream"})
+
+
+def means(resp) -> np.ndarray:
+    return np.array([p["mean"] for p in resp.json()["parameters"].values()])
+
+
+def test_raw_float32_on_grid(svc, lc_repo):
+    cube = np.random.default_rng(1).normal(0, 20, (4, 4, 16)).astype("<f4")
+    r = post(svc, cube.tobytes(), shape="4,4,16")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == NAME and body["version"] == 1
+    assert list(body["parameters"]) == ["OMm", "L_X", "NU_X_THRESH", "ION_Tvir_MIN",
+                                        "HII_EFF_FACTOR"]
+    exp = expected(cube, lc_repo)
+    np.testing.assert_allclose(means(r), exp["theta_mean"][0], rtol=1e-5, atol=1e-5)
+    sig = np.array([p["sigma"] for p in body["parameters"].values()])
+    np.testing.assert_allclose(sig, exp["theta_sigma"][0], rtol=1e-5)
+    assert body["parameters"]["NU_X_THRESH"]["unit"] == "eV"
+
+
+def test_npy_equals_raw(svc):
+    cube = np.random.default_rng(2).normal(0, 20, (4, 4, 16)).astype("<f4")
+    a = post(svc, cube.tobytes(), shape="4,4,16")
+    b = post(svc, npy(cube))
+    assert a.status_code == b.status_code == 200, b.text
+    np.testing.assert_allclose(means(a), means(b), rtol=1e-6)
+
+
+def test_raw_with_axes_is_resampled(svc, lc_repo):
+    nu = np.linspace(210.0, 70.0, 64)  # decreasing frequency = increasing redshift
+    cube = np.random.default_rng(3).normal(0, 20, (10, 10, 64)).astype("<f4")
+    r = post(svc, cube.tobytes(), shape="10,10,64", nu_first_mhz=210.0, nu_last_mhz=70.0,
+             cell_mpc=4.0)
+    assert r.status_code == 200, r.text
+    exp = expected(cube, lc_repo, frequencies_mhz=nu, cell_mpc=4.0)
+    np.testing.assert_allclose(means(r), exp["theta_mean"][0], rtol=1e-4, atol=1e-4)
+    assert r.json()["notes"]
+
+
+@pytest.mark.skipif(not SIMRUN.is_file(), reason="shared 21cmFAST file absent")
+def test_real_21cmfast_v3_file(svc, lc_repo):
+    r = svc.client.post("/v1/lightcones:infer", content=SIMRUN.read_bytes(),
+                        headers={"x-filename": "simrun_0.h5"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["format"] == "21cmfast-h5" and body["shape"] == [30, 30, 716]
+    assert body["file_parameters"]["L_X"] == pytest.approx(39.47488252125877)
+    _, lc = read_lightcone(Source.from_path(SIMRUN))
+    exp = run_onnx(lc_repo / NAME / "1" / "model.onnx", preprocess(lc, grid()).x[None])
+    np.testing.assert_allclose(means(r), exp["theta_mean"][0], rtol=1e-4, atol=1e-4)
+
+
+def test_fits_cube(svc):
+    cube = np.random.default_rng(4).normal(0, 20, (8, 8, 40)).astype("<f4")
+    hdu = fits.PrimaryHDU(cube.transpose(2, 1, 0))
+    hdu.header.update(BUNIT="mK", CTYPE3="FREQ", CRVAL3=205e6, CDELT3=-3.5e6, CRPIX3=1.0,
+                      CUNIT1="Mpc", CDELT1=4.0)
+    b = io.BytesIO()
+    hdu.writeto(b)
+    r = post(svc, b.getvalue())
+    assert r.status_code == 200, r.text
+    assert r.json()["format"] == "fits-cube"
+
+
+@pytest.mark.parametrize("kind,status,code", [
+    ("off_grid_no_axes", 422, "missing_axis"),
+    ("length_mismatch", 422, "bad_shape"),
+    ("pickle", 422, "bad_dtype"),
+    ("garbage", 415, "unknown_format"),
+    ("too_big", 413, "too_large"),
+    ("short_los", 422, "no_grid_overlap"),
+])
+def test_bad_cubes(svc, kind, status, code):
+    cube = np.zeros((4, 4, 16), "<f4")
+    if kind == "off_grid_no_axes":
+        r = post(svc, np.zeros((5, 4, 16), "<f4").tobytes(), shape="5,4,16")
+    elif kind == "length_mismatch":
+        r = post(svc, cube.tobytes()[:-4], shape="4,4,16")
+    elif kind == "pickle":
+        b = io.BytesIO()
+        np.save(b, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+        r = post(svc, b.getvalue())
+    elif kind == "garbage":
+        r = post(svc, b"not a cube" * 100)
+    elif kind == "too_big":
+        r = post(svc, b"\0" * (8 * 1024 * 1024 + 4), shape="4,4,524289")
+    else:
+        r = post(svc, np.zeros((4, 4, 20), "<f4").tobytes(), shape="4,4,20", z_first=6.0,
+                 z_last=8.0, cell_mpc=8.0)
+    assert r.status_code == status, r.text
+    assert r.json()["code"] == code
+
+
+def oip_infer(svc, x: np.ndarray, name: str = NAME):
+    header = json.dumps({"inputs": [{"name": "lightcone", "shape": list(x.shape),
+                                     "datatype": "FP32",
+                                     "parameters": {"binary_data_size": x.nbytes}}],
+                         "outputs": [{"name": "theta_mean", "parameters": {"binary_data": True}},
+                                     {"name": "theta_sigma"}]}).encode()
+    return svc.client.post(f"/v2/models/{name}/infer", content=header + x.tobytes(),
+                           headers={"Inference-Header-Content-Length": str(len(header))})
+
+
+def test_oip_binary_matches_native(svc, lc_repo):
+    cubes = np.random.default_rng(5).normal(0, 20, (3, 4, 4, 16)).astype("<f4")
+    x = np.stack([preprocess(make_lightcone(c), grid()).x for c in cubes])
+    r = oip_infer(svc, x)
+    assert r.status_code == 200, r.text
+    n = int(r.headers["inference-header-content-length"])
+    head = json.loads(r.content[:n])
+    mean = np.frombuffer(r.content[n:], "<f4").reshape(3, 5)
+    sigma = np.array(head["outputs"][1]["data"]).reshape(3, 5)
+    assert (sigma > 0).all()
+    native = post(svc, cubes[1].tobytes(), shape="4,4,16")
+    np.testing.assert_allclose(mean[1], means(native), rtol=1e-5, atol=1e-5)
+    bad = oip_infer(svc, x[:, :, :3])
+    assert bad.status_code == 400 and bad.json()["code"] == "bad_shape"
+
+
+def test_oip_metadata_and_spectrum_routes_untouched(svc):
+    m = svc.client.get(f"/v2/models/{NAME}").json()
+    assert m["parameters"]["kind"] == "lightcone-regressor"
+    assert m["inputs"][0]["shape"] == [-1, 1, 4, 4, 16]
+    assert svc.client.get(f"/v2/models/{NAME}/ready").status_code == 200
+    s = svc.client.get("/v2/models/spectrum_classifier")
+    assert s.status_code == 200 and s.json()["parameters"]["kind"] == "spectrum-classifier"
+    assert svc.client.get("/v2/models/nope").status_code == 404
+    assert svc.infer_rows(2).status_code == 200  # spectrum OIP still answers via its router
+
+
+def test_parallel_uploads(svc):
+    cube = np.random.default_rng(6).normal(0, 20, (4, 4, 16)).astype("<f4")
+    with ThreadPoolExecutor(8) as ex:
+        rs = list(ex.map(lambda _: post(svc, npy(cube)), range(16)))
+    assert all(r.status_code == 200 for r in rs)
+    ref = means(rs[0])
+    for r in rs[1:]:
+        np.testing.assert_allclose(means(r), ref, rtol=1e-6)
+    assert svc.metric("specula_requests_total", model=NAME, outcome="success") >= 16
