@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from http_service import MODEL
 
@@ -60,6 +62,10 @@ def test_traceparent_is_echoed_in_the_same_trace_and_logged(service):
     version, trace, span, flags = r.headers["traceparent"].split("-")
     assert (version, trace, flags) == ("00", "0af7651916cd43dd8448eb211c80319c", "01")
     assert span != "b7ad6b7169203331"
-    assert f'"span_id":"{span}","parent_id":"b7ad6b7169203331"' in service.log()
+    logged = f'"span_id":"{span}","parent_id":"b7ad6b7169203331"'
+    end = time.monotonic() + 10  # the access line is written just after the response is sent
+    while logged not in service.log_path.read_text() and time.monotonic() < end:
+        time.sleep(0.05)
+    assert logged in service.log_path.read_text()
     fresh = service.client.get("/v2/health/live", headers={"traceparent": "garbage"})
     assert fresh.headers["traceparent"].split("-")[1] != trace  # invalid → new trace
