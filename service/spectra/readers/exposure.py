@@ -78,9 +78,8 @@ def read_exposure(source: Source) -> list[Spectrum]:
     ids = table.column("OBJECT_ID") if "OBJECT_ID" in table.columns else None
     fibres = table.column("FIBRE") if "FIBRE" in table.columns else None
     base = {"survey": "specula-exposure", **header_meta(primary, ("SURVEY", "EXPID"))}
-    # one conversion pass for the whole table, then row views (no per-fibre byte swapping)
-    flux64 = flux.astype(np.float64)
-    ivar64 = ivar.astype(np.float64)
+    # rows are zero-copy views of the input; make_spectrum converts each one, so no
+    # whole-table float64 copy (2 x 80 MB for a full exposure) is ever held
     bad = (mask != 0) if mask is not None else None
     out = []
     for i in range(n):
@@ -89,7 +88,7 @@ def read_exposure(source: Source) -> list[Spectrum]:
         if fibres is not None:
             meta["fibre"] = int(fibres[i])
         wave = waves[i] if waves is not None else grid
-        out.append(make_spectrum(wave, flux64[i], ivar64[i], None if bad is None else bad[i],
+        out.append(make_spectrum(wave, flux[i], ivar[i], None if bad is None else bad[i],
                                  meta, source=source.name))
     return out
 
