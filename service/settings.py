@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     max_body_bytes: int = Field(256 * 1024 * 1024, description="larger bodies get 413 unread")
+    max_inflight_bytes: int = Field(
+        1024 * 1024 * 1024, description="declared bodies of all requests in flight; over: 503")
     max_file_bytes: int = Field(128 * 1024 * 1024, description="limit per decoded file")
     max_files: int = Field(1000, description="files per multipart request")
     graceful_shutdown_s: float = Field(60.0, description="SIGTERM: max time to drain accepted work")

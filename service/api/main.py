@@ -67,7 +67,9 @@ def create_app(settings: Settings | None = None, metrics_: Metrics | None = None
                    metrics.router):
         app.include_router(router)
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes,
+                       max_inflight_bytes=settings.max_inflight_bytes,
+                       retry_after_s=settings.retry_after_s)
     app.add_middleware(TraceMiddleware, access_log_enabled=settings.access_log)
     return app
 

@@ -29,18 +29,38 @@ class BodyTooLarge(Exception):
 
 
 class BodyLimitMiddleware:
-    """413 for a declared Content-Length over the limit; count chunked bodies as they come."""
+    """Bound request bodies, one by one and all together, before any body byte is read.
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    - a declared Content-Length over ``max_body_bytes``: 413; a chunked body is counted as it
+      arrives and cut off with 413 when it passes the limit;
+    - the declared bodies of all requests in flight may not exceed ``max_inflight_bytes``:
+      a request that would pass it gets 503 + Retry-After unread. Memory for uploads stays
+      bounded however many clients connect (the batcher's row bound only starts after
+      decoding). A lone request is always admitted, so the two limits cannot deadlock.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, max_inflight_bytes: int,
+                 retry_after_s: int = 1) -> None:
         self.app = app
         self.max = max_body_bytes
+        self.max_inflight = max_inflight_bytes
+        self.retry_after = str(retry_after_s).encode()
+        self.inflight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        for key, value in scope["headers"]:
-            if key == b"content-length" and value.isdigit() and int(value) > self.max:
-                return await self._reject(send, int(value))
+        declared = next((int(v) for k, v in scope["headers"]
+                         if k == b"content-length" and v.isdigit()), 0)
+        if declared > self.max:
+            return await self._reject(send, 413, "too_large", f"request body of {declared} "
+                                      f"bytes exceeds the limit of {self.max} bytes "
+                                      "(SPECULA_MAX_BODY_BYTES)")
+        if self.inflight and self.inflight + declared > self.max_inflight:
+            return await self._reject(send, 503, "overloaded", f"{self.inflight} bytes of "
+                                      f"uploads in flight; retry later "
+                                      "(SPECULA_MAX_INFLIGHT_BYTES)",
+                                      [(b"retry-after", self.retry_after)])
         seen = 0
         started = False
 
@@ -58,19 +78,23 @@ class BodyLimitMiddleware:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
+        self.inflight += declared
         try:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._reject(send, seen)
+                await self._reject(send, 413, "too_large", f"request body passed the limit of "
+                                   f"{self.max} bytes (SPECULA_MAX_BODY_BYTES)")
+        finally:
+            self.inflight -= declared
 
-    async def _reject(self, send: Send, size: int) -> None:
-        body = error_body("too_large", f"request body of {size}+ bytes exceeds the limit of "
-                          f"{self.max} bytes (SPECULA_MAX_BODY_BYTES)")
-        await send({"type": "http.response.start", "status": 413,
+    async def _reject(self, send: Send, status: int, code: str, detail: str,
+                      headers: list[tuple[bytes, bytes]] = ()) -> None:
+        body = error_body(code, detail)
+        await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+                                (b"connection", b"close"), *headers]})
         await send({"type": "http.response.body", "body": body})
 
 

@@ -55,3 +55,17 @@ def test_full_queue_refuses_files_before_decoding_them(slow_service, sdss_spec_p
         assert r.status_code == 429 and r.json()["code"] == "queue_full"
         assert first.result().status_code == 200
     assert svc.metric("specula_preprocess_duration_seconds_count") == 0
+
+
+def test_uploads_in_flight_are_bounded_in_bytes(start_service, api_repo):
+    """One 5-row request (163 kB) is queued; a second upload would pass the 200 kB budget."""
+    svc = start_service(api_repo, max_batch_size=16, max_queue_delay_ms=3000,
+                        max_inflight_bytes=200_000, version_policy="latest")
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(svc.infer_rows, 5)
+        svc.wait_for_metric("specula_queue_depth_rows", 5)
+        r = svc.infer_rows(2)
+        assert r.status_code == 503 and r.json()["code"] == "overloaded"
+        assert r.headers["retry-after"] == "1"
+        assert first.result().status_code == 200
+    assert svc.infer_rows(2).status_code == 200  # the budget is released with the response
