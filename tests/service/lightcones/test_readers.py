@@ -200,3 +200,20 @@ def test_unknown_bytes():
     with pytest.raises(LightconeError) as e:
         read_lightcone(src(b"hello world" * 10))
     assert e.value.code == "unknown_format"
+
+
+def test_real_v4_file_fixture():
+    """A file 21cmFAST v4.1.1 itself wrote (fixtures/make_v4_fixture.py)."""
+    from pathlib import Path
+
+    path = Path(__file__).with_name("fixtures") / "v4_tiny.h5"
+    fmt, lc = read_lightcone(Source.from_path(path))
+    assert fmt == "21cmfast-h5" and lc.meta["layout"] == "v4"
+    assert lc.shape == (8, 8, 456) and lc.cell_mpc == pytest.approx(4.0)
+    # 21cmFAST's own LightCone.lightcone_redshifts gave 5.50000001 … 12.00628292
+    assert lc.redshifts[0] == pytest.approx(5.5, abs=2e-4)
+    assert lc.redshifts[-1] == pytest.approx(12.00628, abs=2e-3)
+    assert lc.params["L_X"] == pytest.approx(40.0) and lc.params["OMm"] == pytest.approx(0.31)
+    assert lc.meta["random_seed"] == 42 and lc.meta["simulator_version"] == "4.1.1"
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(lc.cube, f["lightcones/brightness_temp"][()])
