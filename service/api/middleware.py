@@ -7,8 +7,8 @@ body is read, and so that streaming responses pass through untouched.
 from __future__ import annotations
 
 import logging
+import random
 import re
-import secrets
 import time
 
 import orjson
@@ -114,8 +114,10 @@ class TraceMiddleware:
             return await self.app(scope, receive, send)
         header = next((v for k, v in scope["headers"] if k == b"traceparent"), b"")
         m = TRACEPARENT.match(header.decode("latin-1").strip().lower())
-        trace_id, parent_id, flags = m.groups() if m else (secrets.token_hex(16), "", "01")
-        span_id = secrets.token_hex(8)
+        # W3C ids need to be random, not secret: getrandbits avoids a urandom syscall each
+        trace_id, parent_id, flags = m.groups() if m else (f"{random.getrandbits(128):032x}",
+                                                           "", "01")
+        span_id = f"{random.getrandbits(64):016x}"
         ctx = {"trace_id": trace_id, "span_id": span_id}
         if parent_id:
             ctx["parent_id"] = parent_id
