@@ -348,9 +348,10 @@ class HDU:
         if offset != naxis1:
             raise SpectrumError("corrupt_file",
                                 f"columns span {offset} bytes, NAXIS1 = {naxis1}", source=src)
-        if len(_LAYOUTS) >= 256:
-            _LAYOUTS.clear()
-        _LAYOUTS[layout] = cols
+        if len(h._block) <= _LAYOUT_MAX_HEADER:  # bounded: ≤ 256 x 64 kB of keys, ever
+            if len(_LAYOUTS) >= 256:
+                _LAYOUTS.clear()
+            _LAYOUTS[layout] = cols
         return cols
 
     @property
