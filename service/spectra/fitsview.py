@@ -46,6 +46,7 @@ _FORMS: dict[bytes, tuple[str, int, int]] = {}  # TFORM value -> (code, repeat, 
 _DIGITS = [str(i).encode() for i in range(1000)]
 # table layout cache: (TFIELDS, NAXIS1, TFORMs, TTYPEs) -> columns (read-only, shared)
 _LAYOUTS: dict[tuple, dict[str, Column]] = {}
+_LAYOUT_MAX_HEADER = 64 * 1024  # headers larger than this (none real) are not cached
 
 
 class Header:
