@@ -44,7 +44,7 @@ _TFORM_CARDS = re.compile(rb"TFORM(\d{1,3}) *= *'([^']*)'")
 _TTYPE_CARDS = re.compile(rb"TTYPE(\d{1,3}) *= *'([^']*)'")
 _FORMS: dict[bytes, tuple[str, int, int]] = {}  # TFORM value -> (code, repeat, width)
 _DIGITS = [str(i).encode() for i in range(1000)]
-# table layout cache: (TFIELDS, NAXIS1, TFORMs, TTYPEs) -> columns (read-only, shared)
+# table layout cache: (TFIELDS, NAXIS1, cards after NAXIS2) -> columns (read-only, shared)
 _LAYOUTS: dict[tuple, dict[str, Column]] = {}
 _LAYOUT_MAX_HEADER = 64 * 1024  # headers larger than this (none real) are not cached
 
