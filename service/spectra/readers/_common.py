@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from ..fitsview import Header
+from ..errors import SpectrumError
+from ..fitsview import HDU, Header
 
 
 def plain(value: Any) -> Any:
@@ -33,3 +34,13 @@ def header_meta(header: Header, keys: tuple[str, ...]) -> dict[str, Any]:
         if value is not None and value != "":
             out[key.lower()] = value
     return out
+
+
+def numeric_column(hdu: HDU, name: str, *, kinds: str = "fiu") -> np.ndarray:
+    """A table column that must be numeric (``bad_dtype`` otherwise, e.g. a string column
+    where a survey writes numbers), so later float()/int() never meet text or arrays."""
+    arr = hdu.column(name)
+    if arr.dtype.kind not in kinds:
+        raise SpectrumError("bad_dtype", f"column {name!r} has dtype {arr.dtype}",
+                            source=hdu.source)
+    return arr

@@ -21,7 +21,7 @@ from ..errors import SpectrumError
 from ..registry import register_reader
 from ..source import Source
 from ..spectrum import Spectrum, make_spectrum
-from ._common import header_meta, plain
+from ._common import header_meta, numeric_column, plain
 
 MERGE_TOL = 1e-3  # Å: wavelengths closer than this are the same pixel
 
@@ -79,7 +79,9 @@ def read_desi_coadd(source: Source) -> list[Spectrum]:
     ntarget = fibermap.nrows
     if ntarget == 0:
         raise SpectrumError("empty_spectrum", "FIBERMAP has no rows", source=source.name)
-    targetid = fibermap.column("TARGETID")
+    targetid = numeric_column(fibermap, "TARGETID", kinds="iu")
+    if targetid.ndim != 1:
+        raise SpectrumError("bad_shape", "TARGETID must be a scalar column", source=source.name)
     cams = [_camera(source, c, ntarget) for c in sorted(_cameras(source))]
     keys = np.concatenate([np.round(c[0] / MERGE_TOL) for c in cams])
     union, inverse = np.unique(keys, return_inverse=True)
@@ -117,7 +119,10 @@ def read_desi_coadd(source: Source) -> list[Spectrum]:
 
 
 def _optional(hdu, name: str) -> np.ndarray | None:
-    return hdu.column(name) if name.upper() in hdu.columns else None
+    if name.upper() not in hdu.columns:
+        return None
+    arr = numeric_column(hdu, name)
+    return arr if arr.ndim == 1 else None
 
 
 register_reader("desi-coadd", identify_desi_coadd, read_desi_coadd, priority=10,

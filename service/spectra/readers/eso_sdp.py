@@ -24,7 +24,7 @@ from ..registry import register_reader
 from ..source import Source
 from ..spectrum import Spectrum, make_spectrum
 from ..wavelength import air_to_vacuum
-from ._common import header_meta, plain
+from ._common import header_meta, numeric_column, plain
 
 _META_KEYS = ("OBJECT", "RA", "DEC", "PRODCATG", "TELESCOP", "INSTRUME", "ORIGIN", "MJD-OBS",
               "SPECSYS", "OBID1", "PROG_ID")
@@ -110,8 +110,8 @@ def read_eso_sdp(source: Source) -> list[Spectrum]:
     if hdu.nrows != 1:
         raise SpectrumError("bad_shape", f"SPECTRUM table has {hdu.nrows} rows, expected 1",
                             source=source.name)
-    wave = np.asarray(hdu.column("WAVE")[0], dtype=np.float64).reshape(-1)
-    flux = np.asarray(hdu.column("FLUX")[0]).reshape(-1)
+    wave = np.asarray(numeric_column(hdu, "WAVE")[0], dtype=np.float64).reshape(-1)
+    flux = np.asarray(numeric_column(hdu, "FLUX")[0]).reshape(-1)
     wave = _to_angstrom(hdu, wave, source)
     primary = source.fits[0].header
     air = _is_air(hdu, primary)
@@ -119,7 +119,8 @@ def read_eso_sdp(source: Source) -> list[Spectrum]:
         wave = air_to_vacuum(wave)
     ivar = None
     if "ERR" in hdu.columns:
-        err = _error_in_flux_unit(hdu, np.asarray(hdu.column("ERR")[0], np.float64), source)
+        err = _error_in_flux_unit(hdu, np.asarray(numeric_column(hdu, "ERR")[0], np.float64),
+                                  source)
         err = err.reshape(-1)
         if err.shape != flux.shape:
             raise SpectrumError("bad_shape", f"ERR has {err.size} pixels, FLUX {flux.size}",
@@ -128,7 +129,7 @@ def read_eso_sdp(source: Source) -> list[Spectrum]:
             ivar = np.where(err > 0, 1.0 / (err * err), 0.0)
     mask = None
     if "QUAL" in hdu.columns:
-        mask = np.asarray(hdu.column("QUAL")[0]).reshape(-1) != 0
+        mask = np.asarray(numeric_column(hdu, "QUAL", kinds="biu")[0]).reshape(-1) != 0
     meta = {"survey": "eso", **header_meta(primary, _META_KEYS)}
     meta["object_id"] = str(meta.get("object", ""))
     meta["flux_unit"] = _column_meta(hdu, "FLUX", "TUNIT").strip()

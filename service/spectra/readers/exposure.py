@@ -30,7 +30,7 @@ from ..errors import SpectrumError
 from ..registry import register_reader
 from ..source import Source
 from ..spectrum import Spectrum, make_spectrum
-from ._common import header_meta
+from ._common import header_meta, numeric_column
 
 FORMAT_NAME = "specula-exposure"
 VERSION = 1
@@ -76,7 +76,11 @@ def read_exposure(source: Source) -> list[Spectrum]:
                                 f"{npix}", source=source.name)
         waves = None
     ids = table.column("OBJECT_ID") if "OBJECT_ID" in table.columns else None
-    fibres = table.column("FIBRE") if "FIBRE" in table.columns else None
+    if ids is not None and (ids.dtype.kind != "S" or ids.ndim != 1):
+        raise SpectrumError("bad_dtype", "OBJECT_ID must be a text column", source=source.name)
+    fibres = numeric_column(table, "FIBRE", kinds="iu") if "FIBRE" in table.columns else None
+    if fibres is not None and fibres.ndim != 1:
+        raise SpectrumError("bad_shape", "FIBRE must be a scalar column", source=source.name)
     base = {"survey": "specula-exposure", **header_meta(primary, ("SURVEY", "EXPID"))}
     # rows are zero-copy views of the input; make_spectrum converts each one, so no
     # whole-table float64 copy (2 x 80 MB for a full exposure) is ever held

@@ -28,7 +28,7 @@ from ..registry import register_reader
 from ..source import Source
 from ..spectrum import Spectrum, make_spectrum
 from ..wavelength import loglam_to_wavelength
-from ._common import plain
+from ._common import numeric_column, plain
 
 _NAME = re.compile(r"spec(?:lite)?-(\d{4,6})-(\d{5})-(\d{4})")
 _SPECOBJ_KEYS = ("CLASS", "SUBCLASS", "Z", "Z_ERR", "ZWARNING", "SURVEY", "PLUG_RA", "PLUG_DEC")
@@ -77,14 +77,14 @@ def read_sdss_spec(source: Source) -> list[Spectrum]:
     hdu = _coadd(source)
     if hdu is None:
         raise SpectrumError("missing_hdu", "no COADD table", source=source.name)
-    loglam = hdu.column("loglam")
-    flux = hdu.column("flux")
+    loglam = numeric_column(hdu, "loglam")
+    flux = hdu.column("flux")  # dtype checked by make_spectrum
     ivar = hdu.column("ivar")
     if loglam.ndim != 1:
         raise SpectrumError("bad_shape", "COADD columns must be scalars", source=source.name)
     mask = None
     if "AND_MASK" in hdu.columns:
-        mask = hdu.column("and_mask") != 0
+        mask = numeric_column(hdu, "and_mask", kinds="biu") != 0
     wave = loglam_to_wavelength(loglam)
     head = source.fits[0].header
     meta: dict[str, object] = {"survey": "sdss", "object_id": _object_id(source, head)}
@@ -92,7 +92,7 @@ def read_sdss_spec(source: Source) -> list[Spectrum]:
     meta["survey"] = str(meta.get("survey") or "sdss").strip()
     ra = meta.pop("plug_ra", head.get("PLUG_RA"))
     dec = meta.pop("plug_dec", head.get("PLUG_DEC"))
-    if ra is not None and dec is not None:
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (ra, dec)):
         meta["ra"], meta["dec"] = float(ra), float(dec)
     return [make_spectrum(wave, flux, ivar, mask, meta, source=source.name)]
 

@@ -232,3 +232,26 @@ def test_report_property_case_counts():
     if sum(CASES.values()) == 0:
         pytest.skip("property tests not run in this session")
     assert all(v > 0 for v in CASES.values())
+
+
+def test_text_where_numbers_belong_is_bad_dtype():
+    """Type confusion in a table must be a typed error, not a crash in float()/int()."""
+    from spectrum_writers import write_desi, write_eso_sdp
+
+    w = 3600 + 0.8 * np.arange(50)
+    desi = write_desi({"B": (w, np.ones((1, 50)), np.ones((1, 50)), np.zeros((1, 50)))}, [7])
+    with fits.open(io.BytesIO(desi)) as h:
+        fm = fits.BinTableHDU.from_columns(
+            [fits.Column("TARGETID", "8A", array=np.array(["abc"]))], name="FIBERMAP")
+        buf = io.BytesIO()
+        fits.HDUList([h[0], fm, *h[2:]]).writeto(buf)
+    assert code_of(buf.getvalue()) == "bad_dtype"
+
+    s = make_spectrum(np.linspace(4000, 5000, 100), np.ones(100))
+    eso = write_eso_sdp(s)
+    with fits.open(io.BytesIO(eso)) as h:
+        cols = [c if c.name != "QUAL" else fits.Column("QUAL", "100A", array=np.array(["x"]))
+                for c in h[1].columns]
+        buf = io.BytesIO()
+        fits.HDUList([h[0], fits.BinTableHDU.from_columns(cols, name="SPECTRUM")]).writeto(buf)
+    assert code_of(buf.getvalue()) == "bad_dtype"
