@@ -162,6 +162,11 @@ def forward_us(x: np.ndarray, repeats: int) -> tuple[tuple[float, float], str]:
     path = latest_model()
     if path is not None:
         model, what = path.read_bytes(), f"model: {path.relative_to(REPO)}"
+        manifest = path.parent / "manifest.json"
+        if manifest.exists():  # a model on another grid: feed it its own pixel count
+            npix = int(json.loads(manifest.read_text()).get("grid", {}).get("npix", x.shape[-1]))
+            if npix != x.shape[-1]:
+                x = np.resize(x, (2, npix))
     else:
         model, what = stand_in_model()
     try:  # the service's own session options (threads = physical cores, no spinning)
