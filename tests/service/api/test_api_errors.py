@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.e2e
@@ -80,6 +81,28 @@ def test_oversized_chunked_body_is_cut_off_with_413(service):
     assert r.status_code == 413 and r.json()["code"] == "too_large"
 
 
+def test_mutated_real_files_never_cause_a_server_error(service, sdss_spec_path):
+    data = sdss_spec_path.read_bytes()
+    rng = np.random.default_rng(4)
+    bodies = [data[:n] for n in (10, 2880, 5000, 20000, 150000, len(data) - 1)]
+    for _ in range(10):
+        b = bytearray(data)
+        idx = rng.integers(0, len(b), size=int(rng.integers(1, 200)))
+        b_arr = np.frombuffer(b, dtype=np.uint8).copy()
+        b_arr[idx] = rng.integers(0, 256, size=idx.size, dtype=np.uint8)
+        bodies.append(b_arr.tobytes())
+    statuses = [service.client.post(URL, files={"files": ("m.fits", body)}).status_code
+                for body in bodies]
+    assert all(s == 200 or 400 <= s < 500 for s in statuses), statuses
+    oip = [b"", b"[]", b'{"inputs": 5}', b'{"inputs": [{"name": 1}]}',
+           b'{"inputs": [{"name": "spectrum", "shape": [-1], "datatype": "FP32", "data": []}]}',
+           b'{"inputs": [{"name": "spectrum", "shape": [1, 2, 4076], "datatype": "BYTES"}]}']
+    for body in oip:
+        r = service.client.post("/v2/models/spectrum_classifier/infer", content=body)
+        assert 400 <= r.status_code < 500 and r.json()["code"], (body, r.text)
+
+
 def test_nothing_above_was_a_server_error(service):
     assert service.metric("specula_requests_total", outcome="error") == 0
+    assert service.metric("specula_requests_total", outcome="bad_input") > 0
     assert '"status":500' not in service.log()
