@@ -86,8 +86,16 @@ def train_lightcone(cfg: LightconeConfig, out_root: Path, runs_root: Path, data_
         f"max|ORT−torch| = {manifest['parity']['max_abs_diff']:.2e} "
         f"({manifest['parity']['max_diff_over_prior_width']:.1e} of a prior width)")
     theta_test = splits["test"]["params"]
-    report = evaluate(cfg, model_dir, xs["test"], theta_test,
-                      {**{k: v for k, v in extra.items() if k != "checkpoint"}}, log)
+    rep_extra = {k: v for k, v in extra.items() if k != "checkpoint"}
+    if cfg.noise.evaluate and len(theta_test):
+        try:
+            from .evaluate import evaluate_noisy
+
+            rep_extra["noise"] = evaluate_noisy(cfg, model_dir, splits["test"]["cubes"],
+                                                theta_test, data_dir, log)
+        except ImportError as exc:
+            rep_extra["noise"] = f"not evaluated: {exc} (pip install tools21cm)"
+    report = evaluate(cfg, model_dir, xs["test"], theta_test, rep_extra, log)
     manifest["metrics"] = headline(report)
     manifest["training"]["wall_time_s"] = round(time.time() - t_start)
     write_manifest(model_dir, manifest)

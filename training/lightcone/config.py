@@ -93,6 +93,21 @@ class DataConfig:
 
 
 @dataclass
+class NoiseConfig:
+    """SKA1-Low thermal noise + foreground-wedge removal (tools21cm), for the noisy evaluation."""
+
+    obs_time_h: float = 1000.0
+    subarray: str = "AA4"
+    total_int_time_h: float = 6.0  # hours tracked per day
+    int_time_s: float = 600.0  # visibility integration; coarser than tools21cm's 10 s default
+    declination_deg: float = -30.0
+    n_uv_redshifts: int = 12  # uv coverage computed here, nearest used per channel (the slow part)
+    wedge: bool = True
+    seed: int = 1
+    evaluate: bool = True  # also report the test metrics on noisy, wedge-removed cubes
+
+
+@dataclass
 class ModelConfig:
     widths: list[int] = field(default_factory=lambda: [16, 32, 48, 64])
     head_hidden: int = 64
@@ -121,6 +136,7 @@ class LightconeConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
 
     @property
     def param_names(self) -> list[str]:
