@@ -102,7 +102,9 @@ class NoiseConfig:
     int_time_s: float = 600.0  # visibility integration; coarser than tools21cm's 10 s default
     declination_deg: float = -30.0
     n_uv_redshifts: int = 12  # uv coverage computed here, nearest used per channel (the slow part)
-    wedge: bool = True
+    # off: tools21cm's rolling wedge removal assumes cubic comoving voxels; the model grid's
+    # ~1 MHz channels are 7–15 Mpc deep for 4 Mpc sky cells, so it removes nearly everything
+    wedge: bool = False
     seed: int = 1
     evaluate: bool = True  # also report the test metrics on noisy, wedge-removed cubes
 

@@ -126,8 +126,9 @@ def markdown(report: dict[str, Any], cfg: LightconeConfig) -> str:
     noisy = report.get("noise")
     if isinstance(noisy, dict) and "per_parameter" in noisy:
         nc = noisy["setup"]
-        lines += ["", f"## With SKA1-Low noise ({nc['subarray']}, {nc['obs_time_h']:g} h) and "
-                  "foreground-wedge removal (tools21cm) — model trained noiseless", "",
+        wedge = "with" if nc["wedge"] else "WITHOUT"
+        lines += ["", f"## With SKA1-Low thermal noise ({nc['subarray']}, {nc['obs_time_h']:g} h, "
+                  f"tools21cm), {wedge} foreground-wedge removal — model trained noiseless", "",
                   "| parameter | R² | 68% cov. | 95% cov. |", "|---|---|---|---|"]
         for name, m in noisy["per_parameter"].items():
             lines.append(f"| {name} | {m['r2']:.3f} | {m['coverage_68']:.2f} | "

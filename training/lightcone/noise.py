@@ -4,8 +4,15 @@
 (AA4) observation of ``obs_time_h`` would give after foreground avoidance:
 1. thermal noise: per frequency channel, tools21cm's ``noise_map`` (radiometer noise on the
    gridded uv coverage of a daily track, natural weighting) converted to mK;
-2. wedge removal: tools21cm's ``rolling_wedge_removal_lightcone`` zeroes the foreground wedge
+2. the mean of every channel removed (an interferometer does not measure the k = 0 mode);
+3. wedge removal (off by default, see below): tools21cm's ``rolling_wedge_removal_lightcone`` zeroes the foreground wedge
    (k_∥ below the horizon line, plus a Blackman-taper buffer) channel by channel.
+
+Wedge removal is OFF by default (``NoiseConfig.wedge``): tools21cm's rolling removal assumes
+cubic comoving voxels, and the model grid's ~1 MHz channels are 7–15 Mpc deep against 4 Mpc sky
+cells, so applied there it removes almost all the signal (measured: a 10 mK white cube came out
+at 0.1 mK rms). Done right it belongs on the simulator's native comoving grid before the
+frequency binning — not implemented.
 
 The uv coverage is the slow part (~5–25 CPU-s per redshift for 512 stations), so it is computed
 at ``n_uv_redshifts`` redshifts across the band, cached under data/, and each channel uses the
@@ -75,6 +82,8 @@ def observe(cube_mk: np.ndarray, cfg: LightconeConfig, uvs: dict[str, np.ndarray
                                 uv_map=uvs["uv"][j], N_ant=int(uvs["n_ant"]), verbose=False,
                                 seed=rng)
             noisy[:, :, k] += t2c.jansky_2_kelvin(n2d, float(z), boxsize=grid.extent_mpc)
+    # an interferometer has no zero-spacing baseline: the mean of each channel is not measured
+    noisy -= noisy.mean(axis=(0, 1), keepdims=True)
     if nc.wedge:
         order = np.argsort(zs)  # tools21cm wants increasing redshift
         with warnings.catch_warnings():
