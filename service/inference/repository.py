@@ -110,6 +110,16 @@ class ModelRepository:
         return sorted(int(p.name) for p in d.iterdir()
                       if p.is_dir() and p.name.isdigit() and (p / MANIFEST).is_file())
 
+    def kind(self, name: str) -> str | None:
+        """The ``kind`` the latest version's manifest declares (None if unreadable): lets each
+        server pick its own models out of a shared repository without loading anything."""
+        versions = self.versions(name)
+        try:
+            return json.loads((self.root / name / str(versions[-1]) / MANIFEST).read_bytes()
+                              ).get("kind")
+        except (IndexError, OSError, ValueError, AttributeError):
+            return None
+
     def resolve(self, name: str, version: int | None = None) -> int:
         """The version to load: ``version`` if present, else the latest."""
         available = self.versions(name)

@@ -151,7 +151,9 @@ class ModelServer:
         """(Re)load every configured model (or ``only`` one); per model a report
         ``{"status": "ok", "versions": ...}`` or ``{"status": "failed", "code", "error"}``."""
         async with self._reload_lock:
-            names = set(self.settings.models or self.repository.names()) | set(self._models)
+            names = set(self.settings.models or (
+                n for n in self.repository.names() if self.repository.kind(n) in SUPPORTED_KINDS))
+            names |= set(self._models)  # a served model that vanished: report, keep serving
             if only is not None:
                 names = {only}
             report = {}
