@@ -10,6 +10,8 @@ from __future__ import annotations
 import orjson
 from fastapi import APIRouter, Response
 
+from service.inference.serving import SUPPORTED_KINDS
+
 from ..deps import AdminDep, ServerDep
 from ..schemas import RepositoryEntry
 
@@ -28,8 +30,12 @@ def report_response(report: dict[str, dict]) -> Response:
 
 @router.post("/v2/repository/index", response_model=list[RepositoryEntry])
 async def repository_index(server: ServerDep) -> list[dict]:
+    """Every spectrum-model version on disk and whether it is served (other kinds of model,
+    e.g. lightcone regressors, are loaded and reported by their own router)."""
     out = []
     for name in server.repository.names():
+        if server.repository.kind(name) not in SUPPORTED_KINDS:
+            continue
         served = server.versions(name)
         for v in server.repository.versions(name):
             state = "READY" if v in served else "UNAVAILABLE"
