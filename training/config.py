@@ -89,6 +89,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     max_steps: int = 0  # > 0: stop each member after this many steps (CI)
     time_budget_s: float = 0.0  # > 0: wall-clock budget for all members (schedule adapts)
+    parallel_members: bool = False  # one single-threaded process per member
     threads: int = 2
 
 

@@ -70,7 +70,12 @@ def train_member(k: int, cfg: Config, train: dict, val: dict, log) -> SpectrumNe
     if tc.max_steps > 0:
         total = min(total, tc.max_steps)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    budget = tc.time_budget_s / max(tc.members, 1) if tc.time_budget_s > 0 else math.inf
+    if tc.time_budget_s <= 0:
+        budget = math.inf
+    elif tc.parallel_members:
+        budget = tc.time_budget_s  # all members run at once
+    else:
+        budget = tc.time_budget_s / max(tc.members, 1)
     X, y = train["x"], torch.from_numpy(train["label"].astype(np.int64))
     t = torch.from_numpy(np.log1p(train["z"]).astype(np.float32))
     step, t0, progress = 0, time.time(), 0.0
@@ -148,13 +153,50 @@ def load_checkpoint(path: Path) -> tuple[Config, Ensemble, dict]:
     return cfg, ens, ck
 
 
+_FORK_STATE: dict = {}  # set before forking: workers inherit it instead of unpickling ~1 GB
+
+
+def _train_member_process(k: int) -> tuple[dict, int]:
+    cfg, train, val, log = (_FORK_STATE[n] for n in ("cfg", "train", "val", "log"))
+    torch.set_num_threads(1)
+    model = train_member(k, cfg, train, val, log)
+    return model.state_dict(), int(model.steps_done)
+
+
 def train_ensemble(cfg: Config, train: dict, val: dict, log) -> list[SpectrumNet]:
+    """Train every member; with ``parallel_members`` one single-threaded process per member.
+
+    Why processes: on a small CPU shared with other jobs, one 2-thread torch process loses most
+    of its time at OpenMP barriers whenever one of its threads is descheduled; independent
+    single-threaded members never wait for each other. Forked workers share the (read-only)
+    training arrays copy-on-write. The parent must not have run torch before forking.
+    """
+    t0 = time.time()
+    if cfg.train.parallel_members and cfg.train.members > 1:
+        import multiprocessing as mp
+
+        _FORK_STATE.update(cfg=cfg, train=train, val=val, log=log)
+        try:
+            with mp.get_context("fork").Pool(cfg.train.members) as pool:
+                results = pool.map(_train_member_process, range(cfg.train.members))
+        finally:
+            _FORK_STATE.clear()
+        members = []
+        for sd, steps in results:
+            m = SpectrumNet(cfg.model, len(LABELS), DEFAULT_GRID.npix)
+            m.load_state_dict(sd)
+            m.eval()
+            m.steps_done = steps
+            members.append(m)
+        log(f"{len(members)} members trained in parallel in {time.time() - t0:.0f} s")
+        torch.set_num_threads(max(cfg.train.threads, 1))
+        return members
     torch.set_num_threads(max(cfg.train.threads, 1))
     members = []
     for k in range(cfg.train.members):
-        t0 = time.time()
+        t1 = time.time()
         members.append(train_member(k, cfg, train, val, log))
-        log(f"member {k} trained in {time.time() - t0:.0f} s")
+        log(f"member {k} trained in {time.time() - t1:.0f} s")
     return members
 
 
