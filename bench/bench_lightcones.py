@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nu", default="220,60", help="first,last frequency of the cube (MHz)")
     ap.add_argument("--n", type=int, nargs="+", default=[1, 4, 8])
     ap.add_argument("--max-file-mb", type=int, default=256)
+    ap.add_argument("--server-log", default="", help="write the service log here")
     a = ap.parse_args(argv)
 
     shape = tuple(int(v) for v in a.shape.split(","))
@@ -65,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
            "SPECULA_MAX_FILE_BYTES": str(a.max_file_mb << 20),
            "SPECULA_MAX_BODY_BYTES": str((a.max_file_mb + 16) << 20),
            "SPECULA_INTRA_OP_THREADS": "1", "SPECULA_PREPROCESS_WORKERS": "2"}
+    log = open(a.server_log, "wb") if a.server_log else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     client = httpx.Client(base_url=url, timeout=600)
     try:
@@ -91,13 +93,16 @@ def main(argv: list[str] | None = None) -> int:
                     headers={"content-type": "application/octet-stream"}), range(n)))
             dt = time.perf_counter() - t0
             mem = proc_mem(proc.pid)
-            codes = sorted({r.status_code for r in rs})
+            codes = {c: sum(r.status_code == c for r in rs) for c in sorted({r.status_code
+                                                                             for r in rs})}
             rows.append({"n": n, "seconds": round(dt, 1), "status": codes,
                          "peak_rss_mib": round(mem["VmHWM"]), "rss_after_mib": round(mem["VmRSS"])})
             print(f"N={n:2d}: {dt:6.1f} s, status {codes}, server peak RSS {mem['VmHWM']:.0f} MiB,"
                   f" RSS after {mem['VmRSS']:.0f} MiB")
-            if codes != [200]:
-                print(rs[0].text[:300])
+            for r in rs:
+                if r.status_code != 200:
+                    print(f"  {r.status_code}: {r.text[:300]}")
+                    break
         print(json.dumps({"cube_mb": round(len(body) / 1e6), "idle_rss_mib": round(base["VmRSS"]),
                           "rounds": rows}))
     finally:
