@@ -52,7 +52,7 @@ class Settings(BaseSettings):
 
     # runtime
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    intra_op_threads: int = Field(0, description="ORT intra-op threads; 0 = physical cores")
+    intra_op_threads: int = Field(0, description="ORT intra-op threads; 0 = usable CPUs - 1")
     preprocess_workers: int = Field(0, description="decode/preprocess threads; 0 = CPU count")
 
 

@@ -7,8 +7,11 @@ ORT silently falls back to CPU when CUDA cannot initialise, so asking is the onl
 
 Thread choices (one session per model version, fed by exactly one batcher, so at most one
 ``run`` is in flight per session):
-- ``intra_op_num_threads``: 0 = ORT's default, one per physical core. A batch is one big
-  convolution workload; splitting it across cores is where the speed is.
+- ``intra_op_num_threads``: 0 = auto = one per CPU this process may use, minus one left to
+  the event loop and the decode/preprocess pool (at least 1). ORT's parallel-for waits for
+  its slowest thread, so a pool that claims every core stalls whenever the HTTP side needs
+  one: on the 2-core bench machine, one ORT thread gave the service 1.6x the throughput of
+  two (bench/bench_service.py --intra-op-threads). Set it explicitly on a dedicated box.
 - ``inter_op_num_threads = 1`` with sequential execution: the graph is a chain, there is no
   branch parallelism worth a second pool.
 - ``session.intra_op.allow_spinning = 0``: ORT's workers otherwise busy-wait after each run,
@@ -18,6 +21,7 @@ Thread choices (one session per model version, fed by exactly one batcher, so at
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 import numpy as np
@@ -26,9 +30,13 @@ import onnxruntime as ort
 Device = Literal["auto", "cpu", "cuda"]
 
 
+def auto_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) - 1)
+
+
 def session_options(intra_op_threads: int = 0) -> ort.SessionOptions:
     so = ort.SessionOptions()
-    so.intra_op_num_threads = intra_op_threads
+    so.intra_op_num_threads = intra_op_threads or auto_threads()
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
