@@ -310,6 +310,11 @@ def render_markdown(r: dict[str, Any]) -> str:
          "at the end.", "",
          f"Temperature T = {r['temperature']:.3f}; redshift σ scale s = {r['z_sigma_scale']:.3f} "
          "(both fitted on the validation split, folded into the ONNX graph).", "",
+         *([f"- {n}" for n in r.get("notes", [])] + ([""] if r.get("notes") else [])),
+         *([f"Training: {r['training']['n_train']} simulated spectra, steps per member "
+            f"{r['training']['steps_per_member']}, training {r['training']['train_s']} s, whole run "
+            f"{r['training']['wall_time_s']} s (commit {r['training']['git_commit']}).", ""]
+           if r.get("training") else []),
          "## Overall", "",
          f"- spectra: {o['n']}",
          f"- accuracy, 13 labels: **{o['accuracy_label']:.4f}**; top class (GALAXY/QSO/STAR): "
@@ -366,6 +371,11 @@ def render_markdown(r: dict[str, Any]) -> str:
             L.append(f"| {m['name']} | {b['n']} | {_f(m['accuracy_top'])} | {_f(m['accuracy_label'])} | "
                      f"{_f(m['nmad_galaxy'], 4)} | {_f(m['outlier_galaxy'])} | {_f(m['nmad_qso'], 4)} | "
                      f"{_f(m['outlier_qso'])} | {m['spectra_per_s']:.1f} |")
+    p = r.get("parity")
+    if p:
+        L += ["", f"ONNX vs PyTorch on the same {p['n_spectra']} preprocessed spectra: max |Δ| = "
+              f"{p['max_abs_diff']:.2e} over all outputs ("
+              + ", ".join(f"{k} {v:.1e}" for k, v in p["per_output"].items()) + ")."]
     t = r.get("onnx_throughput")
     if t:
         L += ["", f"ONNX Runtime CPU throughput of the whole ensemble: "
@@ -387,11 +397,30 @@ def render_markdown(r: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.evaluate")
-    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--checkpoint", help="re-run the evaluation of this checkpoint")
     ap.add_argument("--model-dir", required=True)
+    ap.add_argument("--render-only", action="store_true",
+                    help="only re-render report.md from report.json (+ manifest, notes)")
+    ap.add_argument("--note", action="append", default=[], help="a note for the report")
     a = ap.parse_args(argv)
     from .export_onnx import write_manifest
     from .train import load_checkpoint
+
+    if a.render_only:
+        md = Path(a.model_dir)
+        rep = json.loads((md / "report.json").read_text())
+        rep["notes"] = a.note or rep.get("notes", [])
+        man_path = md / "manifest.json"
+        if man_path.exists():
+            man = json.loads(man_path.read_text())
+            rep["parity"] = man.get("parity")
+            rep["training"] = {k: man["training"].get(k) for k in
+                               ("train_s", "simulate_s", "wall_time_s", "steps_per_member",
+                                "n_train", "git_commit", "created")}
+        write_report(md, rep)
+        return 0
+    if not a.checkpoint:
+        ap.error("--checkpoint is required unless --render-only")
 
     cfg, ens, ck = load_checkpoint(Path(a.checkpoint))
     md = Path(a.model_dir)

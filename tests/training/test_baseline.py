@@ -25,4 +25,6 @@ def test_template_fit_recovers_a_bright_galaxy_and_quasar():
     r = TemplateFitter().fit(np.stack(xs))
     for i, (label, z) in enumerate(truth):
         assert r["label"][i] == label
-        assert abs(r["z"][i] - z) / (1 + z) < 0.003
+        # SDSS eigenspectra vs the Redrock basis the quasar may come from: a few 1e-3 apart
+        tol = 0.001 if LABEL_NAMES[label] == "GALAXY" else 0.01
+        assert abs(r["z"][i] - z) / (1 + z) < tol
