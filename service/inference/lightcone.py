@@ -22,14 +22,23 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from service.lightcones import (PREPROCESS_VERSION, Lightcone, LightconeError, LightconeGrid,
-                                Source, make_lightcone, preprocess, read_lightcone)
+from service.lightcones import (
+    PREPROCESS_VERSION,
+    Lightcone,
+    LightconeError,
+    LightconeGrid,
+    Source,
+    make_lightcone,
+    preprocess,
+    read_lightcone,
+)
 from service.metrics import ModelLoadStats, PreprocessStats, Stats
 
 from .batcher import DynamicBatcher
@@ -92,7 +101,7 @@ class ByteBudget:
         self.used = 0
         self._cond = asyncio.Condition()
 
-    def reserve(self, n: int) -> "_Reservation":
+    def reserve(self, n: int) -> _Reservation:
         if n > self.total:
             raise LightconeError("too_large", f"request needs {n} bytes of working memory; "
                                  f"the lightcone budget is {self.total} "
@@ -188,7 +197,7 @@ class LightconePipeline:
     # 1. decode_request (worker pool)
     def decode_request(self, data: bytes, name: str, fmt: str | None, axes: Axes) -> Lightcone:
         source = Source(data, name=name, max_bytes=self.max_file_bytes)
-        fmt_name, lc = read_lightcone(source, format=fmt)
+        _, lc = read_lightcone(source, format=fmt)
         return axes.apply(lc, name)
 
     # 2. preprocess (worker pool)

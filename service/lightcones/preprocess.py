@@ -69,7 +69,7 @@ class LightconeGrid:
     def redshifts(self) -> np.ndarray:
         return NU21_MHZ / self.frequencies_mhz - 1.0
 
-    def refine(self, xy: int, los: int) -> "LightconeGrid":
+    def refine(self, xy: int, los: int) -> LightconeGrid:
         """A grid nested ``xy``× finer on the sky and ``los``× along the line of sight."""
         return LightconeGrid(self.n_xy * xy, self.cell_mpc / xy, self.n_los * los,
                              self.nu_min_mhz, self.nu_max_mhz, self.scale_mk)
@@ -83,7 +83,7 @@ class LightconeGrid:
                 "axes": ["channel", "x", "y", "los (increasing frequency)"]}
 
     @classmethod
-    def from_manifest(cls, d: dict[str, Any]) -> "LightconeGrid":
+    def from_manifest(cls, d: dict[str, Any]) -> LightconeGrid:
         if d.get("kind") != "lightcone-freq-linear":
             raise ValueError(f"unsupported lightcone grid kind {d.get('kind')!r}")
         return cls(int(d["n_xy"]), float(d["cell_mpc"]), int(d["n_los"]),

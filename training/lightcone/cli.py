@@ -24,7 +24,7 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "lightcone.json"
 class Logger:
     def __init__(self, path: Path | None):
         self.t0 = time.time()
-        self.f = open(path, "a") if path else None
+        self.f = open(path, "a") if path else None  # noqa: SIM115 — lives with the run
 
     def __call__(self, msg: str) -> None:
         line = f"[{time.strftime('%H:%M:%S')} +{time.time() - self.t0:6.0f}s] {msg}"

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.config import _build  # the shared strict dataclass builder
-
 from service.lightcones import LightconeGrid
+from training.config import _build  # the shared strict dataclass builder
 
 
 @dataclass

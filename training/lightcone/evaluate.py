@@ -106,14 +106,14 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
 def markdown(report: dict[str, Any], cfg: LightconeConfig) -> str:
     n = report["n_test"]
     lines = [f"# {cfg.name} v{cfg.version} — evaluation on held-out simulations", "",
-             f"Test lightcones: **{n}** (21cmFAST v4, noiseless). Dataset: "
-             f"{report.get('dataset', {}).get('accepted', '?')} accepted of "
-             f"{report.get('dataset', {}).get('attempted', '?')} attempted runs "
-             f"(train {report.get('n_train', '?')}, val {report.get('n_val', '?')}). "
-             f"Training time {report.get('train_seconds', 0):.0f} s on "
-             f"{report.get('threads', '?')} CPU threads.", "",
-             "| parameter | R² | 68% cov. | 95% cov. | mean σ / prior width | RMSE / prior width |"
-             " NLL (prior baseline) |", "|---|---|---|---|---|---|---|"]
+             (f"Test lightcones: **{n}** (21cmFAST v4, noiseless). Dataset: "
+              f"{report.get('dataset', {}).get('accepted', '?')} accepted of "
+              f"{report.get('dataset', {}).get('attempted', '?')} attempted runs "
+              f"(train {report.get('n_train', '?')}, val {report.get('n_val', '?')}). "
+              f"Training time {report.get('train_seconds', 0):.0f} s on "
+              f"{report.get('threads', '?')} CPU threads."), "",
+             ("| parameter | R² | 68% cov. | 95% cov. | mean σ / prior width | RMSE / prior width |"
+              " NLL (prior baseline) |"), "|---|---|---|---|---|---|---|"]
     for name, m in report.get("per_parameter", {}).items():
         lines.append(f"| {name} | {m['r2']:.3f} | {m['coverage_68']:.2f} | "
                      f"{m['coverage_95']:.2f} | {m['mean_sigma_over_prior_width']:.3f} | "
@@ -127,8 +127,9 @@ def markdown(report: dict[str, Any], cfg: LightconeConfig) -> str:
     if isinstance(noisy, dict) and "per_parameter" in noisy:
         nc = noisy["setup"]
         wedge = "with" if nc["wedge"] else "WITHOUT"
-        lines += ["", f"## With SKA1-Low thermal noise ({nc['subarray']}, {nc['obs_time_h']:g} h, "
-                  f"tools21cm), {wedge} foreground-wedge removal — model trained noiseless", "",
+        lines += ["", (f"## With SKA1-Low thermal noise ({nc['subarray']}, {nc['obs_time_h']:g} h, "
+                       f"tools21cm), {wedge} foreground-wedge removal — model trained noiseless"),
+                  "",
                   "| parameter | R² | 68% cov. | 95% cov. |", "|---|---|---|---|"]
         for name, m in noisy["per_parameter"].items():
             lines.append(f"| {name} | {m['r2']:.3f} | {m['coverage_68']:.2f} | "
@@ -136,6 +137,7 @@ def markdown(report: dict[str, Any], cfg: LightconeConfig) -> str:
     else:
         lines += ["", f"With noise: {noisy}"]
     lines += ["",
-              "Not modelled: m_WDM (21cmFAST v4 has no variable WDM mass; all training data "
-              "are cold dark matter), instrument effects, minihaloes. See docs/lightcones.md.", ""]
+              ("Not modelled: m_WDM (21cmFAST v4 has no variable WDM mass; all training data "
+               "are cold dark matter), instrument effects, minihaloes. See docs/lightcones.md."),
+              ""]
     return "\n".join(lines)

@@ -55,7 +55,7 @@ def git_commit(repo: Path) -> str:
                              text=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "training/lightcone",
                                 "service/lightcones"], cwd=repo, capture_output=True,
-                               text=True).stdout.strip()
+                               text=True, check=False).stdout.strip()
         return rev + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -105,7 +105,7 @@ def parity(head: PhysicalHead, path: Path, x: np.ndarray) -> dict[str, Any]:
         rel = max(rel, *(float(np.max(np.abs(a[n] - b[n]) / width)) for n in OUTPUT_NAMES))
     out["max_abs_diff"] = max(v for d in out.values() if isinstance(d, dict) for v in d.values())
     out["max_diff_over_prior_width"] = rel
-    out["n_cubes"] = int(len(x))
+    out["n_cubes"] = len(x)
     return out
 
 

@@ -117,7 +117,7 @@ def simulate(cfg: LightconeConfig, index: int) -> SimResult:
                 resolution=inputs.simulation_options.cell_size,
                 cosmo=inputs.cosmo_params.cosmo, quantities=("brightness_temp",))
             lc, tau, xhi_lowz, early = run_with_tau_bound(p21c, lcn, inputs, cfg.sim.tau_max)
-    except Exception as exc:  # a simulator failure is data about the prior, not a crash
+    except Exception as exc:  # noqa: BLE001 — a simulator failure is data about the prior
         return SimResult(index, STATUS["failed"], params, seed, np.nan, np.nan,
                          time.process_time() - t0, None, f"{type(exc).__name__}: {exc}")
     seconds = time.process_time() - t0

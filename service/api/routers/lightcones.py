@@ -23,15 +23,15 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, AsyncIterator
+from typing import Annotated
 
 import numpy as np
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 
-from service.inference.lightcone import (Axes, LightconeModels, ServedLightcone,
-                                         check_declared_shape)
+from service.inference.lightcone import Axes, LightconeModels, ServedLightcone, check_declared_shape
 from service.inference.repository import ModelError
 from service.lightcones import LightconeError
 

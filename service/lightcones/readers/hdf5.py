@@ -42,7 +42,7 @@ def _open(source: Source):
 
     try:
         return h5py.File(io.BytesIO(source.data), "r")
-    except Exception as exc:  # h5py raises OSError for garbage, others for odd files
+    except Exception as exc:  # noqa: BLE001 — h5py raises OSError for garbage, others for odd files
         raise LightconeError("corrupt_file", f"unreadable HDF5: {exc}", source=source.name)
 
 
@@ -156,7 +156,7 @@ def read_21cmfast(source: Source) -> Lightcone:
             raise LightconeError("missing_dataset", "no lightcones/brightness_temp",
                                  source=source.name)
         if layout == "v4":
-            groups = f["InputParameters"] if "InputParameters" in f else {}
+            groups = f.get("InputParameters", {})
             params = {name: _attrs(groups[name]) for name in groups}
             lo = int(f.attrs.get("lowz_buffer_pixels", 0) or 0)
             hi = int(f.attrs.get("highz_buffer_pixels", 0) or 0)

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 from astropy.io import fits
-
-from service.lightcones import NU21_MHZ, Source, make_lightcone, preprocess, read_lightcone
 from tiny_classifier import write_tiny_model
+
+from service.lightcones import Source, make_lightcone, preprocess, read_lightcone
 from training.lightcone.config import load_config
 from training.lightcone.export_onnx import export, run_onnx
 from training.lightcone.model import LightconeNet

@@ -5,8 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.lightcones import (NU21_MHZ, LightconeError, LightconeGrid, Source, make_lightcone,
-                                preprocess, read_lightcone, resample)
+from service.lightcones import (
+    NU21_MHZ,
+    LightconeError,
+    LightconeGrid,
+    Source,
+    make_lightcone,
+    preprocess,
+    read_lightcone,
+    resample,
+)
 from service.lightcones.preprocess import CLIP, overlap_matrix
 
 GRID = LightconeGrid(n_xy=4, cell_mpc=4.0, n_los=8, nu_min_mhz=140.0, nu_max_mhz=180.0,

@@ -9,11 +9,10 @@ import h5py
 import numpy as np
 import pytest
 from astropy.io import fits
+from lc_helpers import toy_cube
 
 from service.lightcones import LightconeError, Source, read_lightcone
 from service.lightcones.lightcone import NU21_MHZ
-
-from lc_helpers import toy_cube
 
 
 def src(data: bytes, name: str = "x", max_bytes: int = 64 << 20) -> Source:

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from lc_training_helpers import tiny_config
 
 from training.lightcone import dataset
 from training.lightcone.config import LightconeConfig
 from training.lightcone.simulate import STATUS, SimResult, draw
-
-from lc_training_helpers import tiny_config
 
 
 def test_draws_are_a_function_of_seed_and_index():

@@ -7,13 +7,12 @@ import json
 
 import numpy as np
 import pytest
+from lc_training_helpers import tiny_config, write_fake_dataset
 
 from service.lightcones import PREPROCESS_VERSION, LightconeGrid
 from training.lightcone import dataset
 from training.lightcone.cli import train_lightcone
 from training.lightcone.export_onnx import run_onnx, sha256_file
-
-from lc_training_helpers import tiny_config, write_fake_dataset
 
 
 @pytest.fixture(scope="module")
