@@ -69,7 +69,7 @@ def train_lightcone(cfg: LightconeConfig, out_root: Path, runs_root: Path, data_
         raise SystemExit("fewer than 2 accepted training lightcones: build the dataset first")
 
     net, hist = train(cfg, (xs["train"], ys["train"]), (xs["val"], ys["val"]), log)
-    scale = sigma_scale(net, xs["val"], ys["val"])
+    scale = sigma_scale(net, xs["val"], ys["val"], cfg.train.min_sigma_scale)
     log(f"trained in {hist['seconds']:.0f} s (best epoch {hist['best_epoch']}); σ scale "
         f"{np.round(scale, 3).tolist()}")
     ckpt = run_dir / "checkpoint.pt"

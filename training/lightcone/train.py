@@ -78,12 +78,14 @@ def predict(net: LightconeNet, x: np.ndarray, bs: int = 64) -> tuple[np.ndarray,
     return np.concatenate(mus), np.concatenate(sigs)
 
 
-def sigma_scale(net: LightconeNet, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Per-parameter σ multiplier that makes mean(z²) = 1 on held-out data."""
+def sigma_scale(net: LightconeNet, x: np.ndarray, y: np.ndarray, floor: float = 0.0
+                ) -> np.ndarray:
+    """Per-parameter σ multiplier that makes mean(z²) = 1 on held-out data (≥ ``floor``)."""
     if len(x) < 8:
         return np.ones(y.shape[1], dtype=np.float32)
     mu, sig = predict(net, x)
-    return np.sqrt(np.mean(((y - mu) / sig) ** 2, axis=0)).astype(np.float32)
+    s = np.sqrt(np.mean(((y - mu) / sig) ** 2, axis=0))
+    return np.maximum(s, floor).astype(np.float32)
 
 
 def train(cfg: LightconeConfig, train_xy: tuple[np.ndarray, np.ndarray],
