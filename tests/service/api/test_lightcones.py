@@ -212,3 +212,11 @@ def test_parallel_uploads(svc):
     for r in rs[1:]:
         np.testing.assert_allclose(means(r), ref, rtol=1e-6)
     assert svc.metric("specula_requests_total", model=NAME, outcome="success") >= 16
+
+
+def test_chunked_upload_needs_length(svc):
+    """Cubes are sized before they are read: a body without Content-Length is refused."""
+    cube = np.zeros((4, 4, 16), "<f4").tobytes()
+    r = svc.client.post("/v1/lightcones:infer", params={"shape": "4,4,16"},
+                        content=iter([cube[:100], cube[100:]]))
+    assert r.status_code == 411 and r.json()["code"] == "length_required"
