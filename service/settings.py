@@ -1,33 +1,59 @@
-"""Every knob of the service in one place, read from ``SPECULA_*`` environment variables.
+"""Every knob of the service in one place: ``SPECULA_*`` environment variables over a settings file.
 
-One ``Settings`` object is built at start-up (``get_settings()``) and handed down; nothing
-else reads the environment. The table in ``docs/service.md`` lists each field.
+One ``Settings`` object is built at start-up and handed down; nothing else reads the
+environment. Precedence, highest first: ``specula serve`` flags, ``SPECULA_<NAME>`` variables,
+the settings file named by ``SPECULA_CONFIG`` (or ``--config``), the defaults below. The file
+is TOML (``.toml``), JSON (``.json``) or dotenv (``.env``, with the ``SPECULA_`` names); its
+keys are the field names (``max_batch_size = 64``) and an unknown key is an error, so a typo
+cannot silently fall back to a default.
+
+The settings table of ``docs/operations.md`` and the epilog of ``specula serve --help`` are both
+generated from this class (:func:`settings_table`, :func:`settings_help`): they cannot drift.
+``python -m service.settings`` prints the table.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import tomllib
+from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ENV_PREFIX = "SPECULA_"
+CONFIG_ENV = ENV_PREFIX + "CONFIG"
+_config_override: ContextVar[Path | None] = ContextVar("specula_config", default=None)
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SPECULA_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    config: Path | None = Field(None, description="settings file (TOML, JSON or .env); "
+                                "environment variables override it")
 
     # where models live and which are served
     model_repository: Path = Field(Path("models"), description="Triton-style repository root")
-    models: list[str] = Field(default_factory=list, description="model names to serve; [] = all")
+    models: list[str] = Field(default_factory=list, description="model names to serve, as JSON "
+                              "(`[\"spectrum_classifier\"]`); [] = all")
     default_model: str = Field("spectrum_classifier", description="model of /v1 when none named")
     version_policy: Literal["all", "latest"] = Field(
         "all", description="load every version (pinnable per request) or only the latest"
     )
 
     # HTTP
-    host: str = "127.0.0.1"
-    port: int = 8000
+    host: str = Field("127.0.0.1", description="bind address (the images set 0.0.0.0)")
+    port: int = Field(8000, description="port")
     max_body_bytes: int = Field(256 * 1024 * 1024, description="larger bodies get 413 unread")
     max_inflight_bytes: int = Field(
         1024 * 1024 * 1024, description="declared bodies of all requests in flight; over: 503")
@@ -35,8 +61,17 @@ class Settings(BaseSettings):
     max_files: int = Field(1000, description="files per multipart request")
     graceful_shutdown_s: float = Field(60.0, description="SIGTERM: max time to drain accepted work")
     admin_token: SecretStr | None = Field(None, description="Bearer token for reload; unset = off")
-    log_level: str = "info"
-    access_log: bool = True
+    api_keys: list[SecretStr] = Field(
+        default_factory=list, description="keys accepted on inference endpoints, as JSON "
+        "(`[\"k1\",\"k2\"]`), sent as `Authorization: Bearer <key>` or `X-API-Key`; "
+        "[] and no file = no auth")
+    api_keys_file: Path | None = Field(
+        None, description="file with one API key per line (# comments); adds to api_keys")
+    cors_allow_origins: list[str] = Field(
+        default_factory=list, description="CORS allow-list as JSON (`[\"https://a.org\"]`); "
+        "[] = CORS off")
+    log_level: str = Field("info", description="JSON logs on stderr")
+    access_log: bool = Field(True, description="one JSON line per request")
 
     # batching and backpressure
     max_batch_size: int = Field(256, description="rows (spectra) per executed batch")
@@ -44,18 +79,131 @@ class Settings(BaseSettings):
         0.0, description="wait this long for a fuller batch; 0 = run as soon as the model is "
         "free (batches then form from what queued during the previous one)")
     max_queue_rows: int = Field(16384, description="queued rows per model before rejecting")
-    queue_full_status: Literal[429, 503] = 429
+    queue_full_status: Literal[429, 503] = Field(429, description="status when the queue is full")
     retry_after_s: int = Field(1, description="Retry-After sent with queue-full rejections")
     deadline_header: str = Field(
         "x-specula-timeout-ms", description="request header: ms budget before 504"
     )
 
     # runtime
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto (CUDA if available), cpu, cuda")
     intra_op_threads: int = Field(0, description="ORT intra-op threads; 0 = usable CPUs - 1")
     preprocess_workers: int = Field(0, description="decode/preprocess threads; 0 = CPU count")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource):
+        path = _config_override.get() or os.environ.get(CONFIG_ENV)
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path:
+            sources.append(FileSettingsSource(settings_cls, Path(path)))
+        return tuple(sources)
+
+    def api_key_values(self) -> list[bytes]:
+        """Every accepted API key (env/file list plus the key file), as bytes."""
+        keys = [k.get_secret_value() for k in self.api_keys]
+        if self.api_keys_file is not None:
+            for line in self.api_keys_file.read_text().splitlines():
+                line = line.split("#", 1)[0].strip()
+                if line:
+                    keys.append(line)
+        return [k.encode() for k in keys if k]
+
+
+class FileSettingsSource(PydanticBaseSettingsSource):
+    """Values from a TOML / JSON / dotenv file; unknown keys are an error."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        super().__init__(settings_cls)
+        self.path = path
+        self.values = self._load()
+
+    def _load(self) -> dict[str, Any]:
+        suffix = self.path.suffix.lower()
+        if suffix == ".toml":
+            data = tomllib.loads(self.path.read_text())
+        elif suffix == ".json":
+            data = json.loads(self.path.read_text())
+        elif suffix == ".env" or self.path.name.startswith(".env"):
+            source = DotEnvSettingsSource(self.settings_cls, env_file=self.path,
+                                          env_prefix=ENV_PREFIX)
+            raw = {k.lower().removeprefix(ENV_PREFIX.lower()): v
+                   for k, v in source.env_vars.items()}
+            # dotenv values are strings, as in the environment: decode JSON lists like env does
+            data = {k: (json.loads(v) if isinstance(v, str) and v.startswith("[") else v)
+                    for k, v in raw.items()}
+        else:
+            raise ValueError(f"settings file {self.path}: use .toml, .json or .env")
+        if not isinstance(data, dict):
+            raise ValueError(f"settings file {self.path}: expected a table of settings")
+        unknown = sorted(set(data) - set(self.settings_cls.model_fields) - {"config"})
+        if unknown:
+            raise ValueError(f"settings file {self.path}: unknown settings {unknown}")
+        data.pop("config", None)
+        return data
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.values)
+
+
+def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
+    """Settings from flags (``overrides``) > env > ``config`` file (or ``SPECULA_CONFIG``)."""
+    token = _config_override.set(Path(config) if config else None)
+    try:
+        settings = Settings(**overrides)
+    finally:
+        _config_override.reset(token)
+    if config:
+        settings = settings.model_copy(update={"config": Path(config)})
+    return settings
+
+
+def _default_text(name: str, field: FieldInfo) -> str:
+    if field.default_factory is not None:
+        return json.dumps(field.default_factory())
+    value = field.default
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def settings_rows() -> list[tuple[str, str, str]]:
+    """(env variable, default, meaning) for every field, in declaration order."""
+    return [(ENV_PREFIX + name.upper(), _default_text(name, f), f.description or "")
+            for name, f in Settings.model_fields.items()]
+
+
+def settings_table() -> str:
+    """The Markdown table of docs/operations.md."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    lines += [f"| `{env}` | `{default}` | {text.replace('|', '/')} |"
+              for env, default, text in settings_rows()]
+    return "\n".join(lines) + "\n"
+
+
+def settings_help() -> str:
+    """The epilog of ``specula serve --help``."""
+    rows = settings_rows()
+    width = max(len(env) for env, _, _ in rows)
+    lines = ["settings (environment variable, default, meaning; precedence: flags > "
+             "environment > SPECULA_CONFIG file > default):"]
+    lines += [f"  {env:<{width}}  {default:<22} {text}" for env, default, text in rows]
+    return "\n".join(lines)
 
 
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+if __name__ == "__main__":
+    print(settings_table(), end="")

@@ -6,6 +6,7 @@ worker thread, a thread hop per dependency per request.
 
 from __future__ import annotations
 
+import hmac
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -58,6 +59,25 @@ async def require_admin(request: Request,
     if scheme.lower() != "bearer" or not secrets.compare_digest(
             given.encode(), token.get_secret_value().encode()):
         raise ApiError(401, "unauthorized", "admin endpoints need 'Authorization: Bearer <token>'")
+
+
+async def require_api_key(request: Request) -> None:
+    """With API keys configured, inference needs one: ``Authorization: Bearer <key>`` or
+    ``X-API-Key: <key>``. Every configured key is compared, in constant time each."""
+    keys: list[bytes] = request.app.state.api_keys
+    if not keys:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        given = request.headers.get("x-api-key", "")
+    given_b = given.strip().encode()
+    ok = False
+    for key in keys:  # no early exit: the time does not tell which key matched
+        ok |= hmac.compare_digest(given_b, key)
+    if not ok:
+        raise ApiError(401, "unauthorized", "this endpoint needs an API key "
+                       "('Authorization: Bearer <key>' or 'X-API-Key: <key>')",
+                       headers={"WWW-Authenticate": "Bearer"})
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -41,8 +41,10 @@ HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "n
 class ApiError(Exception):
     """An error raised by the API layer itself (bad header, bad tensor, auth)."""
 
-    def __init__(self, status: int, code: str, detail: str, *, source: str | None = None):
+    def __init__(self, status: int, code: str, detail: str, *, source: str | None = None,
+                 headers: dict[str, str] | None = None):
         self.status, self.code, self.detail, self.source = status, code, detail, source
+        self.headers = headers or {}
         super().__init__(detail)
 
 
@@ -72,7 +74,8 @@ def failure_of(exc: BaseException, *, queue_full_status: int = 429, retry_after_
                            "bad_input", exc.source)
         case ApiError():
             outcome: Outcome = "bad_input" if exc.status < 500 else "error"
-            return Failure(exc.status, exc.code, exc.detail, outcome, exc.source)
+            return Failure(exc.status, exc.code, exc.detail, outcome, exc.source,
+                           headers=exc.headers)
         case QueueFull():
             return Failure(queue_full_status, exc.code, str(exc), "rejected", headers=retry)
         case RequestTooLarge():
@@ -96,6 +99,9 @@ def failure_of(exc: BaseException, *, queue_full_status: int = 429, retry_after_
             return Failure(413, "too_large", "request body exceeds the limit", "bad_input")
         case asyncio.CancelledError():
             return Failure(499, "cancelled", "the client went away", "error")
+    if type(exc).__module__.startswith("onnxruntime"):  # the runtime failed on this batch
+        return Failure(500, "inference_failed", f"ONNX Runtime failed on this request's batch: "
+                       f"{type(exc).__name__}: {str(exc)[:500]}", "error")
     return Failure(500, "internal", f"{type(exc).__name__}: internal error", "error")
 
 
@@ -105,7 +111,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def handle(request: Request, exc: Exception) -> Response:
         failure = failure_of(exc, queue_full_status=settings.queue_full_status,
                              retry_after_s=settings.retry_after_s)
-        if failure.code == "internal":
+        if failure.status >= 500 and failure.code in ("internal", "inference_failed"):
             log.error("unhandled error", exc_info=exc)
         return failure.response()
 

@@ -14,12 +14,14 @@ import signal
 from contextlib import asynccontextmanager
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from service.inference.serving import ModelServer
 from service.metrics import Metrics
-from service.settings import Settings
+from service.settings import Settings, load_settings, settings_help
 
+from .deps import require_api_key
 from .errors import install_error_handlers
 from .logs import configure_logging
 from .middleware import BodyLimitMiddleware, TraceMiddleware
@@ -62,28 +64,50 @@ def create_app(settings: Settings | None = None, metrics_: Metrics | None = None
     app.state.settings = settings
     app.state.metrics = metrics_ or Metrics()
     app.state.server = ModelServer(settings, app.state.metrics.record)
-    app.include_router(lightcones.router)  # before models.router: owns /v2/models/<lightcone>
-    for router in (health.router, models.router, spectra.router, repository.router,
-                   metrics.router):
+    app.state.api_keys = settings.api_key_values()  # read once: a key file is not re-read
+    # inference routers need an API key when keys are configured; health, metrics and the
+    # repository router (admin token on its own routes) do not
+    keyed = [Depends(require_api_key)]
+    app.include_router(lightcones.router, dependencies=keyed)  # before models.router
+    for router in (models.router, spectra.router):
+        app.include_router(router, dependencies=keyed)
+    for router in (health.router, repository.router, metrics.router):
         app.include_router(router)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes,
                        max_inflight_bytes=settings.max_inflight_bytes,
                        retry_after_s=settings.retry_after_s)
     app.add_middleware(TraceMiddleware, access_log_enabled=settings.access_log)
+    if settings.cors_allow_origins:  # off by default: no CORS headers at all
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_allow_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", "x-api-key", "x-filename",
+                           "traceparent", "inference-header-content-length",
+                           settings.deadline_header],
+            expose_headers=["traceparent", "retry-after", "inference-header-content-length"])
     return app
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="specula serve", description="Run the inference service "
-                                "(every option also reads SPECULA_<NAME> from the environment).")
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
-    p.add_argument("--model-repository")
-    p.add_argument("--log-level")
+    p = argparse.ArgumentParser(
+        prog="specula serve", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run the inference service. Every setting below is read from its "
+                    "environment variable or from the settings file; the flags override both.",
+        epilog=settings_help())
+    p.add_argument("--config", metavar="FILE", help="settings file (.toml, .json or .env); "
+                   "same as SPECULA_CONFIG")
+    p.add_argument("--host", help="SPECULA_HOST")
+    p.add_argument("--port", type=int, help="SPECULA_PORT")
+    p.add_argument("--model-repository", help="SPECULA_MODEL_REPOSITORY")
+    p.add_argument("--log-level", help="SPECULA_LOG_LEVEL")
     args = p.parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if v is not None}
-    settings = Settings(**overrides)
+    config = args.config
+    overrides = {k: v for k, v in vars(args).items() if v is not None and k != "config"}
+    try:
+        settings = load_settings(config, **overrides)
+    except (ValueError, OSError) as exc:  # a bad settings file: say so, no traceback
+        p.error(str(exc))
     configure_logging(settings.log_level)
     config = uvicorn.Config(
         create_app(settings), host=settings.host, port=settings.port, log_config=None,

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Response
 from service.inference.serving import SUPPORTED_KINDS
 
 from ..deps import AdminDep, ServerDep
+from ..errors import ApiError
 from ..schemas import RepositoryEntry
 
 router = APIRouter(tags=["repository"])
@@ -46,6 +47,10 @@ async def repository_index(server: ServerDep) -> list[dict]:
 
 @router.post("/v2/repository/models/{name}/load")
 async def load_model(name: str, server: ServerDep, _: AdminDep) -> Response:
+    # the name becomes a path under the repository root: only a directory listed there (or a
+    # model being served) may be named, never '..' or anything else a client makes up
+    if name not in server.repository.names() and name not in server.names():
+        raise ApiError(404, "model_not_found", f"no model {name!r} in the repository")
     return report_response(await server.reload(only=name))
 
 
