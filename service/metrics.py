@@ -77,8 +77,10 @@ Stats = RequestStats | PreprocessStats | BatchStats | QueueStats | ModelLoadStat
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None,
+                 queue_capacity_rows: int = 0) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.queue_capacity_rows = queue_capacity_rows
         r = self.registry
         self.requests = Counter(
             "specula_requests_total",
@@ -106,6 +108,10 @@ class Metrics:
         self.queue_depth = Gauge(
             "specula_queue_depth_rows",
             "Rows waiting in the batcher queue.", LABELS, registry=r)
+        self.queue_capacity = Gauge(
+            "specula_queue_capacity_rows",
+            "Rows the batcher queue holds before rejecting (SPECULA_MAX_QUEUE_ROWS); "
+            "depth / capacity is the saturation the alerts watch.", LABELS, registry=r)
         self.items = Counter(
             "specula_inference_items_total",
             "Spectra (rows) run through the model.", LABELS, registry=r)
@@ -139,8 +145,12 @@ class Metrics:
                 for outcome in OUTCOMES:  # export zeros so rates work from the first scrape
                     self.requests.labels(*labels, outcome)
                 self.queue_depth.labels(*labels).set(0)
+                if self.queue_capacity_rows:
+                    self.queue_capacity.labels(*labels).set(self.queue_capacity_rows)
             case ModelLoadStats(loaded=False):
                 self.model_info.remove(*labels)
+                if self.queue_capacity_rows:
+                    self.queue_capacity.remove(*labels)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

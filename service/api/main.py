@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None, metrics_: Metrics | None = None
                   description="Spectrum classification with uncertainty; Open Inference "
                               "Protocol v2 compatible. See docs/service.md.")
     app.state.settings = settings
-    app.state.metrics = metrics_ or Metrics()
+    app.state.metrics = metrics_ or Metrics(queue_capacity_rows=settings.max_queue_rows)
     app.state.server = ModelServer(settings, app.state.metrics.record)
     app.state.api_keys = settings.api_key_values()  # read once: a key file is not re-read
     # inference routers need an API key when keys are configured; health, metrics and the
