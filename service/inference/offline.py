@@ -23,18 +23,23 @@ from tqdm import tqdm
 from service.spectra import Prepared, SpectrumError
 
 from .pipeline import SpectrumPipeline, Upload
-from .repository import ModelError, ModelRepository
+from .repository import ModelError, ModelRepository, ModelVersion
 from .runner import OnnxRunner
 from .serving import check_contract
 
 
-def load_pipeline(repository: str, model: str, version: int | None, device: str
-                  ) -> SpectrumPipeline:
-    mv = ModelRepository(repository).load(model, version)
-    runner = OnnxRunner(mv.onnx, device=device)
+def build_pipeline(mv: ModelVersion, device: str, intra_op_threads: int = 0
+                   ) -> SpectrumPipeline:
+    """A pipeline with its own session, no server: also what each archive worker runs."""
+    runner = OnnxRunner(mv.onnx, device=device, intra_op_threads=intra_op_threads)
     check_contract(mv, runner)
     return SpectrumPipeline(mv, runner, pool=None, max_file_bytes=1 << 31,
                             on_stats=lambda stats: None)
+
+
+def load_pipeline(repository: str, model: str, version: int | None, device: str
+                  ) -> SpectrumPipeline:
+    return build_pipeline(ModelRepository(repository).load(model, version), device)
 
 
 def classify_file(pipeline: SpectrumPipeline, path: str, batch_size: int,
@@ -66,21 +71,57 @@ def write(out: IO[bytes], items: list[dict], as_array: bool) -> None:
             out.write(orjson.dumps(item) + b"\n")
 
 
+def parquet_output(args: argparse.Namespace) -> str | None:
+    """The Parquet output directory when this run is an archive job, else None."""
+    if args.output.endswith(".parquet"):
+        return args.output
+    if args.output == "parquet" or args.engine == "ray" or args.out.endswith(".parquet"):
+        return None if args.out == "-" else args.out
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="specula classify",
-                                description="Classify spectrum files with no server running.")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p = argparse.ArgumentParser(
+        prog="specula classify",
+        description="Classify spectrum files with no server running. JSON lines by default; "
+                    "with a Parquet output (--output results.parquet), an archive job: "
+                    "directories walked, lists of paths read, decoding in worker processes, "
+                    "resumable (docs/archive.md).")
+    p.add_argument("files", nargs="+", metavar="PATH",
+                   help="files; for Parquet output also directories and .txt/.lst path lists")
     p.add_argument("--model", default="spectrum_classifier")
     p.add_argument("--version", type=int, default=None, help="default: latest")
     p.add_argument("--repository", default="models", help="model repository root")
-    p.add_argument("--output", choices=["jsonl", "json"], default="jsonl",
-                   help="jsonl: one object per line (default); json: one array at the end")
-    p.add_argument("--out", default="-", help="output file (default: stdout)")
+    p.add_argument("--output", default="jsonl", metavar="jsonl|json|parquet|DIR.parquet",
+                   help="jsonl: one object per line (default); json: one array at the end; "
+                        "parquet or a path ending in .parquet: the archive job")
+    p.add_argument("--out", default="-", help="output file (default: stdout); the Parquet "
+                   "directory with --output parquet")
     p.add_argument("--format", default=None, help="force a reader, e.g. sdss-spec")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    archive = p.add_argument_group("archive job (Parquet output)")
+    archive.add_argument("--engine", choices=["local", "ray"], default="local")
+    archive.add_argument("--address", default=None,
+                         help="Ray cluster address (default: start a local Ray)")
+    archive.add_argument("--workers", type=int, default=None,
+                         help="decode processes (local) or concurrent decode tasks (ray); "
+                              "default: usable CPUs - 1")
+    archive.add_argument("--actors", type=int, default=None,
+                         help="ray: inference actors (default: one per GPU, else CPUs / 4)")
+    archive.add_argument("--files-per-unit", type=int, default=None,
+                         help="files per work unit (the grain of decoding and commits)")
     args = p.parse_args(argv)
+    if args.output not in ("jsonl", "json", "parquet") and not args.output.endswith(".parquet"):
+        p.error("--output must be jsonl, json, parquet or a path ending in .parquet")
+    if args.output == "parquet" or args.engine == "ray" or args.output.endswith(".parquet") \
+            or args.out.endswith(".parquet"):
+        target = parquet_output(args)
+        if target is None:
+            p.error("a Parquet run needs a directory: --output results.parquet")
+        from service.archive.cli import run_archive  # pyarrow (and ray) only when asked for
+        return run_archive(args, target)
     try:
         pipeline = load_pipeline(args.repository, args.model, args.version, args.device)
     except ModelError as exc:
@@ -101,4 +142,3 @@ def main(argv: list[str] | None = None) -> int:
         if args.output == "json":
             write(out, collected, True)
     return 1 if failed else 0
-

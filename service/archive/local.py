@@ -1,0 +1,121 @@
+"""The single-machine engine: decode in worker processes, infer here, write Parquet parts.
+
+Decoding FITS and resampling is CPU work in Python and numpy, so it runs in a
+``ProcessPoolExecutor`` (threads would share one GIL for the Python parts); the ONNX Runtime
+session stays in this process, fed unit by unit as workers finish. At most ``2 × workers``
+units are in flight and results are taken in submission order, so memory is constant however
+many files there are, and output order follows input order.
+
+Ctrl-C (SIGINT, also SIGTERM): workers ignore it; this process stops submitting, commits the
+part it has open (every finished unit is kept), and reports ``interrupted``. A SIGKILL loses
+the open part only; the next run deletes its temp file and redoes those units.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import sys
+import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from types import FrameType
+
+from service.inference.offline import build_pipeline
+
+from .infer import infer_unit
+from .job import ArchiveJob, JobSummary
+from .prepare import (PreparedUnit, decoding_pipeline, init_worker, prepare_in_worker,
+                      prepare_unit, weightless)
+from .progress import Progress
+from .resume import done_keys, is_done
+from .schema import schema_for
+from .writer import OutputDirectory, PartWriter
+
+
+def _quiet_worker(*args: object) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    init_worker(*args)  # type: ignore[arg-type]
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def run_local(job: ArchiveJob) -> JobSummary:
+    model = job.load_model()
+    pipeline = build_pipeline(model, job.device, job.intra_op_threads)
+    schema = schema_for(model)
+    output = OutputDirectory(job.output, job.record(model))
+    summary = JobSummary()
+    progress = Progress(job.inputs, job.progress)
+    t0 = time.perf_counter()
+    previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        done = done_keys(output.path)
+        writer = PartWriter(output, schema, part_rows=job.part_rows,
+                            part_seconds=job.part_seconds)
+        skipped_seen = 0
+
+        def consume(unit: PreparedUnit) -> None:
+            nonlocal skipped_seen
+            table = infer_unit(pipeline, unit, job.batch_size, schema,
+                               skip=lambda key: is_done(done, key))
+            writer.write(table)
+            writer.commit_if_due()
+            summary.add(table)
+            progress.update(len(unit.files) + summary.files_skipped - skipped_seen,
+                            summary.spectra_ok)
+            skipped_seen = summary.files_skipped
+
+        units = job.units(model, done, summary)
+        workers = job.decode_workers()
+        try:
+            if workers == 0:
+                decoder = decoding_pipeline(model, job.max_file_bytes)
+                for unit in units:
+                    if not summary.files_done:
+                        output.clear_success()
+                    consume(prepare_unit(decoder, unit, job.reader_format))
+            else:
+                _run_pool(job, model, units, consume, output, workers)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        writer.commit()
+        summary.seconds = time.perf_counter() - t0
+        progress.update(summary.files_skipped - skipped_seen)
+        if not summary.interrupted:
+            output.mark_success({**summary.to_dict(), "parts": len(list(
+                output.path.glob("part-*.parquet")))})
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        progress.close()
+        output.close()
+    return summary
+
+
+def _run_pool(job: ArchiveJob, model, units, consume, output: OutputDirectory,
+              workers: int) -> None:
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process holding ORT threads
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_quiet_worker,
+                               initargs=(weightless(model), job.max_file_bytes,
+                                         job.reader_format))
+    window: deque[Future[PreparedUnit]] = deque()
+    try:
+        for unit in units:
+            if not window:
+                output.clear_success()  # there is work: the old marker no longer holds
+            window.append(pool.submit(prepare_in_worker, unit))
+            if len(window) >= 2 * workers:
+                consume(window.popleft().result())
+        while window:
+            consume(window.popleft().result())
+    finally:
+        for fut in window:
+            fut.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def print_summary(summary: JobSummary) -> None:
+    print(f"specula classify: {summary.text()}", file=sys.stderr)
