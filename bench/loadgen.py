@@ -1,0 +1,173 @@
+"""A small asyncio load generator for Specula: N concurrent clients for a bounded time.
+
+Every request is counted exactly once: ``succeeded`` (2xx), ``rejected`` (429, or 503 with a
+``Retry-After``: deliberate backpressure), ``client_error`` (other 4xx), ``server_error``
+(other 5xx), ``refused`` (the connection was refused: never accepted, e.g. after shutdown) and
+``failed`` (sent on an open connection, no answer came: lost). ``sent`` = the sum of all.
+Reused by tests/ops (load, SIGTERM, restarts) and runnable by hand:
+
+    .venv/bin/python bench/loadgen.py http://127.0.0.1:8000 --concurrency 32 --duration 5
+    .venv/bin/python bench/loadgen.py URL --fits ../shared/data/sdss/spec-1198-52669-0063.fits
+
+Loopback use only in tests; the default concurrency (32) is the benchmark's
+(bench/bench_service.py, "c=32" scenarios).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+MODEL = "spectrum_classifier"
+
+
+@dataclass(frozen=True)
+class Payload:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes = b""
+    files: dict | None = None
+
+
+def oip_rows(rows: int = 1, npix: int = 4076, model: str = MODEL, value: float = 0.0) -> Payload:
+    """OIP infer of ``rows`` constant spectra as a binary tensor (the benchmark's payload)."""
+    x = np.full((rows, 2, npix), value, np.float32)
+    header = json.dumps({"inputs": [{"name": "spectrum", "shape": list(x.shape),
+                                     "datatype": "FP32",
+                                     "parameters": {"binary_data_size": x.nbytes}}]}).encode()
+    return Payload("POST", f"/v2/models/{model}/infer",
+                   {"Inference-Header-Content-Length": str(len(header)),
+                    "Content-Type": "application/octet-stream"}, header + x.tobytes())
+
+
+def json_spectra(n: int = 1, pixels: int = 3000, seed: int = 0) -> Payload:
+    """``n`` synthetic spectra (3800-9200 Å, noisy continuum) as a JSON document to /v1."""
+    rng = np.random.default_rng(seed)
+    wave = np.linspace(3800.0, 9200.0, pixels)
+    doc = {"spectra": [{"wavelength": wave.round(3).tolist(),
+                        "flux": (1.0 + 0.1 * rng.standard_normal(pixels)).round(4).tolist(),
+                        "ivar": np.full(pixels, 100.0).tolist(), "object_id": f"synthetic-{i}"}
+                       for i in range(n)]}
+    return Payload("POST", "/v1/spectra:classify", {"Content-Type": "application/json"},
+                   json.dumps(doc).encode())
+
+
+def fits_file(path: Path) -> Payload:
+    """One survey file as multipart to the native endpoint."""
+    return Payload("POST", "/v1/spectra:classify", {},
+                   files={"files": (path.name, path.read_bytes(), "application/fits")})
+
+
+@dataclass
+class LoadResult:
+    counts: Counter = field(default_factory=Counter)
+    statuses: Counter = field(default_factory=Counter)
+    latencies_s: list[float] = field(default_factory=list)
+    errors: Counter = field(default_factory=Counter)  # transport error type -> count
+    duration_s: float = 0.0
+
+    @property
+    def sent(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def answered(self) -> int:
+        return sum(self.statuses.values())
+
+    def percentile_ms(self, q: float) -> float:
+        return float(np.percentile(self.latencies_s, q) * 1000) if self.latencies_s else 0.0
+
+    def summary(self) -> str:
+        c = self.counts
+        return (f"sent {self.sent} in {self.duration_s:.1f} s: succeeded {c['succeeded']}, "
+                f"rejected {c['rejected']}, client_error {c['client_error']}, "
+                f"server_error {c['server_error']}, refused {c['refused']}, "
+                f"failed (lost) {c['failed']}; answered {self.answered}; "
+                f"p50 {self.percentile_ms(50):.1f} ms p99 {self.percentile_ms(99):.1f} ms; "
+                f"statuses {dict(sorted(self.statuses.items()))}"
+                + (f"; transport errors {dict(self.errors)}" if self.errors else ""))
+
+
+def classify(status: int, headers: httpx.Headers) -> str:
+    if 200 <= status < 300:
+        return "succeeded"
+    if status == 429 or (status == 503 and "retry-after" in headers):
+        return "rejected"
+    return "client_error" if status < 500 else "server_error"
+
+
+async def run_load(url: str, payloads: list[Payload], *, concurrency: int = 32,
+                   duration_s: float = 5.0, max_requests: int | None = None,
+                   timeout_s: float = 30.0, stop: asyncio.Event | None = None,
+                   on_response: Callable[[httpx.Response], None] | None = None) -> LoadResult:
+    """Drive ``url`` with ``concurrency`` clients cycling through ``payloads`` until
+    ``duration_s`` has passed, ``max_requests`` were sent, or ``stop`` is set."""
+    result = LoadResult()
+    end = time.monotonic() + duration_s
+    issued = 0
+    stop = stop or asyncio.Event()
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async def client_loop(client: httpx.AsyncClient, k: int) -> None:
+        nonlocal issued
+        i = k
+        while time.monotonic() < end and not stop.is_set() and (
+                max_requests is None or issued < max_requests):
+            issued += 1
+            p = payloads[i % len(payloads)]
+            i += 1
+            t0 = time.perf_counter()
+            try:
+                r = await client.request(p.method, p.path, headers=p.headers,
+                                         content=p.body or None, files=p.files)
+            except httpx.ConnectError as exc:
+                result.counts["refused"] += 1
+                result.errors[type(exc).__name__] += 1
+                await asyncio.sleep(0.05)  # nobody listening: do not spin
+                continue
+            except httpx.TransportError as exc:
+                result.counts["failed"] += 1
+                result.errors[type(exc).__name__] += 1
+                continue
+            result.latencies_s.append(time.perf_counter() - t0)
+            result.statuses[r.status_code] += 1
+            result.counts[classify(r.status_code, r.headers)] += 1
+            if on_response is not None:
+                on_response(r)
+
+    t0 = time.monotonic()
+    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits) as client:
+        await asyncio.gather(*(client_loop(client, k) for k in range(concurrency)))
+    result.duration_s = time.monotonic() - t0
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("url")
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--duration", type=float, default=5.0, help="seconds")
+    p.add_argument("--requests", type=int, default=None, help="stop after this many")
+    p.add_argument("--rows", type=int, default=1, help="rows per OIP request")
+    p.add_argument("--fits", type=Path, action="append", default=[],
+                   help="send these files to /v1 (multipart) instead of OIP tensors")
+    args = p.parse_args(argv)
+    payloads = [fits_file(f) for f in args.fits] or [oip_rows(args.rows)]
+    result = asyncio.run(run_load(args.url, payloads, concurrency=args.concurrency,
+                                  duration_s=args.duration, max_requests=args.requests))
+    print(result.summary())
+    return 0 if result.counts["failed"] == 0 and result.counts["server_error"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
