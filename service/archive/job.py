@@ -6,6 +6,7 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,9 @@ class ArchiveJob:
     part_rows: int = 500_000
     part_seconds: float = 60.0
     progress: bool = True
+
+    def output_path(self) -> Path:
+        return Path(self.output)
 
     def load_model(self) -> ModelVersion:
         return ModelRepository(self.repository).load(self.model, self.version)

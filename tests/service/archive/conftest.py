@@ -1,0 +1,37 @@
+"""Fixtures: a model repository (the shipped model, else the tiny test model) and a small
+archive of real-format files written once per session."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[2]
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "inference"))
+
+from archive_files import write_archive  # noqa: E402
+
+N_GOOD = 40
+
+
+@pytest.fixture(scope="session")
+def archive_models(tmp_path_factory) -> Path:
+    shipped = REPO / "models"
+    if (shipped / "spectrum_classifier" / "1" / "model.onnx").exists():
+        return shipped
+    from tiny_classifier import write_tiny_model
+
+    root = tmp_path_factory.mktemp("archive-models")
+    write_tiny_model(root, version=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def archive(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """(root directory, {bad file path: expected error code})"""
+    root = tmp_path_factory.mktemp("archive") / "in"
+    return root, write_archive(root, N_GOOD)
