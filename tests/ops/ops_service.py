@@ -40,8 +40,10 @@ class OpsService(Service):
         if wait:
             self._wait_ready()
 
-    def access_log(self, path_prefix: str = "") -> list[dict]:
-        """The service's access-log lines (JSON) whose path starts with ``path_prefix``."""
+    def access_log(self, path_prefix: str | tuple[str, ...] = ("/v1/spectra",
+                                                                "/v2/models")) -> list[dict]:
+        """The service's access-log lines (JSON) whose path starts with ``path_prefix``
+        (default: the inference routes)."""
         out = []
         for line in self.log_path.read_text(errors="replace").splitlines():
             try:
