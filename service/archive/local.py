@@ -6,8 +6,8 @@ session stays in this process, fed unit by unit as workers finish. At most ``2 Ã
 units are in flight and results are taken in submission order, so memory is constant however
 many files there are, and output order follows input order.
 
-Ctrl-C (SIGINT, also SIGTERM): workers ignore it; this process stops submitting, commits the
-part it has open (every finished unit is kept), and reports ``interrupted``. A SIGKILL loses
+Ctrl-C (SIGINT, also SIGTERM): workers ignore it; this process finishes the unit in hand,
+commits the part it has open (every finished unit is kept), and reports ``interrupted``. A SIGKILL loses
 the open part only; the next run deletes its temp file and redoes those units.
 """
 
@@ -18,18 +18,27 @@ import signal
 import sys
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from types import FrameType
 
 from service.inference.offline import build_pipeline
+from service.inference.repository import ModelVersion
 
 from .infer import infer_unit
 from .job import ArchiveJob, JobSummary
-from .prepare import (PreparedUnit, decoding_pipeline, init_worker, prepare_in_worker,
-                      prepare_unit, weightless)
+from .prepare import (
+    PreparedUnit,
+    decoding_pipeline,
+    init_worker,
+    prepare_in_worker,
+    prepare_unit,
+    weightless,
+)
 from .progress import Progress
 from .resume import done_keys, is_done
 from .schema import schema_for
+from .stopping import StopRequest
+from .units import WorkUnit
 from .writer import OutputDirectory, PartWriter
 
 
@@ -37,10 +46,6 @@ def _quiet_worker(*args: object) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     init_worker(*args)  # type: ignore[arg-type]
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 def run_local(job: ArchiveJob) -> JobSummary:
@@ -51,7 +56,7 @@ def run_local(job: ArchiveJob) -> JobSummary:
     summary = JobSummary()
     progress = Progress(job.inputs, job.progress)
     t0 = time.perf_counter()
-    previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    stop = StopRequest().__enter__()
     try:
         done = done_keys(output.path)
         writer = PartWriter(output, schema, part_rows=job.part_rows,
@@ -75,13 +80,16 @@ def run_local(job: ArchiveJob) -> JobSummary:
             if workers == 0:
                 decoder = decoding_pipeline(model, job.max_file_bytes)
                 for unit in units:
+                    if stop.requested:
+                        break
                     if not summary.files_done:
                         output.clear_success()
                     consume(prepare_unit(decoder, unit, job.reader_format))
             else:
-                _run_pool(job, model, units, consume, output, workers)
-        except KeyboardInterrupt:
-            summary.interrupted = True
+                _run_pool(job, model, units, consume, output, workers, stop)
+        except KeyboardInterrupt:  # a second Ctrl-C: the open part is dropped
+            writer.abort()
+        summary.interrupted = stop.requested
         writer.commit()
         summary.seconds = time.perf_counter() - t0
         progress.update(summary.files_skipped - skipped_seen)
@@ -89,14 +97,15 @@ def run_local(job: ArchiveJob) -> JobSummary:
             output.mark_success({**summary.to_dict(), "parts": len(list(
                 output.path.glob("part-*.parquet")))})
     finally:
-        signal.signal(signal.SIGTERM, previous_term)
+        stop.__exit__(None, None, None)
         progress.close()
         output.close()
     return summary
 
 
-def _run_pool(job: ArchiveJob, model, units, consume, output: OutputDirectory,
-              workers: int) -> None:
+def _run_pool(job: ArchiveJob, model: ModelVersion, units: Iterator[WorkUnit],
+              consume: Callable[[PreparedUnit], None], output: OutputDirectory, workers: int,
+              stop: StopRequest) -> None:
     ctx = multiprocessing.get_context("spawn")  # no fork of a process holding ORT threads
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_quiet_worker,
                                initargs=(weightless(model), job.max_file_bytes,
@@ -104,12 +113,14 @@ def _run_pool(job: ArchiveJob, model, units, consume, output: OutputDirectory,
     window: deque[Future[PreparedUnit]] = deque()
     try:
         for unit in units:
+            if stop.requested:
+                return
             if not window:
                 output.clear_success()  # there is work: the old marker no longer holds
             window.append(pool.submit(prepare_in_worker, unit))
             if len(window) >= 2 * workers:
                 consume(window.popleft().result())
-        while window:
+        while window and not stop.requested:
             consume(window.popleft().result())
     finally:
         for fut in window:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import signal
 import time
 from typing import Any
 
@@ -34,11 +33,11 @@ from service.inference.repository import ModelVersion
 
 from .infer import infer_unit
 from .job import ArchiveJob, JobSummary
-from .local import _raise_interrupt
 from .prepare import decoding_pipeline, prepare_unit, weightless
 from .progress import Progress
 from .resume import done_keys, is_done
 from .schema import schema_for
+from .stopping import StopRequest
 from .units import WorkUnit
 from .writer import OutputDirectory, PartWriter
 
@@ -112,8 +111,7 @@ def run_ray(job: ArchiveJob, *, address: str | None = None, actors: int | None =
     actor_cpus = 1 if gpus else max(1, min(4, cpus // (2 * n_actors)))
     decode_tasks = job.workers or max(1, cpus - (0 if gpus else n_actors * actor_cpus))
     t0 = time.perf_counter()
-    previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
-    writer: PartWriter | None = None
+    stop = StopRequest().__enter__()
     try:
         done = done_keys(output.path)
         writer = PartWriter(output, schema, part_rows=job.part_rows,
@@ -139,6 +137,8 @@ def run_ray(job: ArchiveJob, *, address: str | None = None, actors: int | None =
                                 num_cpus=actor_cpus, num_gpus=1 if gpus else None,
                                 compute=ray.data.ActorPoolStrategy(size=n_actors))
             for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                if stop.requested:
+                    break
                 writer.write(table)  # one block = whole units: parts commit between them
                 writer.commit_if_due()
                 summary.add(table)
@@ -147,20 +147,24 @@ def run_ray(job: ArchiveJob, *, address: str | None = None, actors: int | None =
 
         try:
             for unit in job.units(model, done, summary):
+                if stop.requested:
+                    break
                 unit_done = [k for k in unit.keys if is_done(done, k)]
                 window.append({"unit": pickle.dumps(unit), "done": pickle.dumps(unit_done)})
                 if len(window) >= window_units:
                     run_window()
-            run_window()
-        except KeyboardInterrupt:
-            summary.interrupted = True
+            if not stop.requested:
+                run_window()
+        except KeyboardInterrupt:  # a second Ctrl-C: the open part is dropped
+            writer.abort()
+        summary.interrupted = stop.requested
         writer.commit()
         summary.seconds = time.perf_counter() - t0
         progress.update(summary.files_skipped)
         if not summary.interrupted:
             output.mark_success({**summary.to_dict(), "engine": "ray", "actors": n_actors})
     finally:
-        signal.signal(signal.SIGTERM, previous_term)
+        stop.__exit__(None, None, None)
         progress.close()
         output.close()
         if started:

@@ -63,7 +63,7 @@ class OutputDirectory:
         if self.path.exists() and not self.path.is_dir():
             raise OutputError(f"{self.path} exists and is not a directory")
         self.path.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.path / LOCK_FILE, "a+")
+        self._lock = open(self.path / LOCK_FILE, "a+")  # noqa: SIM115 (held for the run)
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "spectra"))
 
-from spectrum_writers import sdss_like_spectrum, write_sdss_spec  # noqa: E402
+from spectrum_writers import sdss_like_spectrum, write_sdss_spec
 
 BAD = {"truncated.fits": "corrupt_file", "notes.dat": "unknown_format",
        "empty.fits": "unknown_format", "infrared.fits": "no_grid_overlap"}

@@ -13,7 +13,7 @@ REPO = HERE.parents[2]
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "inference"))
 
-from archive_files import write_archive  # noqa: E402
+from archive_files import write_archive
 
 N_GOOD = 40
 
