@@ -13,6 +13,7 @@ import pytest
 
 TESTS = Path(__file__).resolve().parents[1]
 for extra in (TESTS / "service" / "api", TESTS / "service" / "inference", TESTS / "ops",
+              TESTS / "ops" / "hostile",
               TESTS.parent / "bench"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
