@@ -81,8 +81,12 @@ class JobSummary:
     errors: Counter = field(default_factory=Counter)  # error code -> rows
     seconds: float = 0.0
     interrupted: bool = False
+    # after the first unit is written: start-up (worker processes, Ray actors) excluded, the
+    # rate a long run settles at
+    warm_at: float | None = None  # seconds from start
+    warm_spectra: int = 0
 
-    def add(self, table: pa.Table) -> None:
+    def add(self, table: pa.Table, elapsed: float) -> None:
         if table.num_rows == 0:
             return
         self.files_done += len(pc.unique(table.column("file")))
@@ -91,16 +95,28 @@ class JobSummary:
         err = table.filter(pc.equal(status, "error"))
         self.files_failed += pc.sum(pc.is_null(err.column("spectrum_index"))).as_py() or 0
         self.errors.update(err.column("error_code").to_pylist())
+        if self.warm_at is None:
+            self.warm_at, self.warm_spectra = elapsed, self.spectra_ok
 
     @property
     def spectra_per_s(self) -> float:
         return self.spectra_ok / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def steady_spectra_per_s(self) -> float | None:
+        """Spectra/s after the first unit: what a long run converges to."""
+        if self.warm_at is None or self.seconds - self.warm_at <= 0:
+            return None
+        return (self.spectra_ok - self.warm_spectra) / (self.seconds - self.warm_at)
+
     def to_dict(self) -> dict[str, Any]:
         return {"files_done": self.files_done, "files_skipped": self.files_skipped,
                 "files_failed": self.files_failed, "spectra_ok": self.spectra_ok,
                 "errors": dict(sorted(self.errors.items())), "seconds": round(self.seconds, 3),
-                "spectra_per_s": round(self.spectra_per_s, 1), "interrupted": self.interrupted}
+                "spectra_per_s": round(self.spectra_per_s, 1),
+                "steady_spectra_per_s": self.steady_spectra_per_s and round(
+                    self.steady_spectra_per_s, 1),
+                "interrupted": self.interrupted}
 
     def text(self) -> str:
         errs = ", ".join(f"{k}: {v}" for k, v in sorted(self.errors.items())) or "none"

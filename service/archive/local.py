@@ -69,7 +69,7 @@ def run_local(job: ArchiveJob) -> JobSummary:
                                skip=lambda key: is_done(done, key))
             writer.write(table)
             writer.commit_if_due()
-            summary.add(table)
+            summary.add(table, time.perf_counter() - t0)
             progress.update(len(unit.files) + summary.files_skipped - skipped_seen,
                             summary.spectra_ok)
             skipped_seen = summary.files_skipped

@@ -141,7 +141,7 @@ def run_ray(job: ArchiveJob, *, address: str | None = None, actors: int | None =
                     break
                 writer.write(table)  # one block = whole units: parts commit between them
                 writer.commit_if_due()
-                summary.add(table)
+                summary.add(table, time.perf_counter() - t0)
                 progress.update(len(set(table.column("file").to_pylist())), summary.spectra_ok)
             window.clear()
 
