@@ -347,7 +347,7 @@ def export_saliency(ens: Ensemble, model_dir: Path, npix: int, n_labels: int,
     if parity_x is not None:
         entry["parity"] = {"max_rel_l2": saliency_parity(ens, sal_path, parity_x),
                            "reference": "torch.autograd (float64) through Ensemble",
-                           "n_spectra": int(len(parity_x))}
+                           "n_spectra": len(parity_x)}
     return entry
 
 

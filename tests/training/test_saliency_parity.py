@@ -20,6 +20,7 @@ import torch
 
 from service.spectra import DEFAULT_GRID
 from training.config import ModelConfig
+from training.export_onnx import sha256_file
 from training.export_saliency import (
     IntrospectGraph,
     SaliencyGraph,
@@ -31,7 +32,6 @@ from training.export_saliency import (
     target_matrix,
     torch_gradient,
 )
-from training.export_onnx import sha256_file
 from training.model import Ensemble, SpectrumNet
 
 NPIX = DEFAULT_GRID.npix

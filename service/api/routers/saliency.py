@@ -1,0 +1,240 @@
+"""Why did the model say that: saliency maps and the network's own filters and activations.
+
+``POST /v1/spectra:saliency`` takes the same bodies as ``/v1/spectra:classify`` (multipart
+files, or one file / JSON arrays as the body) and returns, per spectrum, the map on the
+model's wavelength grid, the prediction it explains and the model version. ``Accept``:
+``application/json`` (arrays; default), ``application/x-npy`` (the maps, float32
+[N, 2, npix]) or ``image/png`` (the slide figure of one spectrum: ``index`` picks it).
+
+``GET /v1/spectra:introspect`` returns the first-layer filters; ``POST`` with a spectrum and
+``layer`` returns that layer's activations too (JSON arrays or a PNG grid). Both come out of
+``introspect.onnx`` on the server: no weight file is ever handed to a client.
+
+A model without a (servable) saliency graph answers 409 ``saliency_unavailable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Query, Request, Response
+
+from service.inference.saliency import MethodParams, SaliencyError, SaliencyPipeline
+from service.inference.serving import ServedModel
+from service.metrics import RequestStats
+
+from ..deps import DeadlineDep, MetricsDep, Observation, ServerDep, SettingsDep
+from ..errors import ApiError, failure_of
+from ..schemas import ErrorBody
+from .spectra import BODY_DOC, read_uploads
+
+router = APIRouter(prefix="/v1", tags=["saliency"])
+NPY, PNG, JSON = "application/x-npy", "image/png", "application/json"
+MAX_SPECTRA = 64  # per saliency request (each costs 2-64 forward passes)
+ERRORS = {c: {"model": ErrorBody} for c in (400, 404, 409, 413, 415, 422, 429, 503, 504)}
+
+
+def wants(request: Request, fmt: str | None) -> str:
+    if fmt:
+        return {"json": JSON, "npy": NPY, "png": PNG}.get(fmt, JSON)
+    accept = request.headers.get("accept", "")
+    for media in (PNG, NPY):
+        if media in accept:
+            return media
+    return JSON
+
+
+def explainer(served: ServedModel) -> SaliencyPipeline:
+    if served.saliency is None:
+        raise ApiError(409, "saliency_unavailable", served.saliency_unavailable
+                       or f"{served.name} v{served.version} has no saliency graph")
+    return served.saliency
+
+
+@asynccontextmanager
+async def metered(metrics, served: ServedModel, endpoint: str) -> AsyncIterator[Observation]:
+    """Count and time one saliency/introspection request under its own endpoint label."""
+    obs = Observation()
+    t0 = time.perf_counter()
+    outcome = "success"
+    try:
+        yield obs
+    except BaseException as exc:
+        outcome = failure_of(_api(exc)).outcome
+        raise
+    finally:
+        metrics.record(RequestStats(served.name, str(served.version), outcome,
+                                    time.perf_counter() - t0, obs.items, endpoint=endpoint))
+
+
+def _api(exc: BaseException) -> BaseException:
+    if isinstance(exc, SaliencyError):
+        return ApiError(exc.status, exc.code, exc.detail)
+    return exc
+
+
+def _npy(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
+
+
+@router.post("/spectra:saliency", openapi_extra=BODY_DOC, responses=ERRORS)
+async def saliency(
+    request: Request, server: ServerDep, metrics: MetricsDep, settings: SettingsDep,
+    deadline: DeadlineDep,
+    target: Annotated[str, Query(description="a label (STAR:A), a top class (QSO), 'top' "
+                                 "(the predicted class) or 'redshift'")] = "top",
+    method: Annotated[str, Query(description="gradient | gradient_x_input | smoothgrad | "
+                                 "integrated_gradients")] = "gradient",
+    scale: Annotated[str | None, Query(description="probability (default) | log_probability "
+                                       "| logit; 'value' for redshift")] = None,
+    samples: Annotated[int, Query(description="smoothgrad: noisy copies n")] = 5,
+    sigma: Annotated[float, Query(description="smoothgrad: noise σ / robust flux range")] = 0.2,
+    steps: Annotated[int, Query(description="integrated gradients: path steps m")] = 32,
+    baseline: Annotated[str, Query(description="integrated gradients: zeros | continuum")]
+    = "zeros",
+    seed: Annotated[int, Query(description="smoothgrad noise seed")] = 0,
+    index: Annotated[int | None, Query(description="explain only this spectrum of the "
+                                       "request (0-based, across files)")] = None,
+    model: Annotated[str | None, Query(description="default: SPECULA_DEFAULT_MODEL")] = None,
+    version: Annotated[int | None, Query(description="pin a version (default: latest)")] = None,
+    format: Annotated[str | None, Query(description="reader name, e.g. sdss-spec")] = None,
+    out: Annotated[str | None, Query(description="json | npy | png (overrides Accept)")] = None,
+) -> Response:
+    media = wants(request, out)
+    if baseline not in ("zeros", "continuum"):
+        raise ApiError(400, "bad_request", "baseline must be zeros or continuum")
+    params = MethodParams(method=method, samples=samples, sigma=sigma,  # type: ignore[arg-type]
+                          steps=steps, baseline=baseline, seed=seed)  # type: ignore[arg-type]
+    name = model or settings.default_model
+    async with server.use(name, version) as served, metered(metrics, served, "saliency") as m:
+        try:
+            sal = explainer(served)
+            params.check()
+            tgt = sal.parse_target(target, scale)
+            uploads = await read_uploads(request, settings.max_files, format)
+            if media == PNG and index is None:
+                index = 0
+            results = await sal.explain_upload(uploads, tgt, params, deadline, MAX_SPECTRA,
+                                               index)
+        except SaliencyError as exc:
+            raise _api(exc) from None
+        m.items = sum("error" not in r for r in results)
+        if media == PNG:
+            return Response(await render(served, sal, results[0]), media_type=PNG)
+        if media == NPY:
+            maps = np.stack([r["map"] if "error" not in r else
+                             np.full((2, sal.grid.npix), np.nan, np.float32) for r in results])
+            return Response(_npy(maps), media_type=NPY, headers={
+                "x-specula-model": served.name, "x-specula-version": str(served.version),
+                "x-specula-explained": ",".join(r.get("explained", {}).get("target", "")
+                                                for r in results)})
+        body = {"model": served.name, "version": served.version,
+                "wavelength": sal.grid.wavelength.astype(np.float32).tolist(),
+                "results": [encode(r) for r in results]}
+        return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+                        media_type=JSON)
+
+
+def encode(r: dict[str, Any]) -> dict[str, Any]:
+    base = {"object_id": r["object_id"], "source": r["source"]}
+    if "error" in r:
+        return {**base, "error": r["error"]}
+    return {**base, "prediction": r["prediction"], "explained": r["explained"],
+            "method": r["method"], "warnings": r["prepared"].warnings(),
+            "saliency": {"flux": r["map"][0], "weight": r["map"][1]}}
+
+
+async def render(served: ServedModel, sal: SaliencyPipeline, r: dict[str, Any]) -> bytes:
+    from service.inference.plots import saliency_figure
+
+    if "error" in r:
+        raise ApiError(422, r["error"]["code"], r["error"]["detail"], source=r["source"])
+    s = r["spectrum"]
+    ivar = np.asarray(s.ivar, dtype=np.float64)
+    sigma = np.where(ivar > 0, 1.0 / np.sqrt(np.where(ivar > 0, ivar, 1.0)), np.nan)
+    kw = {"wavelength": np.asarray(s.wavelength), "flux": np.asarray(s.flux, np.float64),
+          "sigma": sigma, "mask": s.mask, "grid_wavelength": sal.grid.wavelength,
+          "saliency": r["map"][0], "prediction": r["prediction"],
+          "explained": r["explained"], "method": r["method"], "model": served.name,
+          "version": served.version, "object_id": r["object_id"]}
+    return await asyncio.get_running_loop().run_in_executor(None, lambda: saliency_figure(**kw))
+
+
+@router.get("/spectra:introspect", responses=ERRORS)
+async def filters(
+    request: Request, server: ServerDep, metrics: MetricsDep, settings: SettingsDep,
+    model: Annotated[str | None, Query()] = None,
+    version: Annotated[int | None, Query()] = None,
+    out: Annotated[str | None, Query(description="json | png (overrides Accept)")] = None,
+) -> Response:
+    """The first-layer filters (members, channels, 2, k)."""
+    async with server.use(model or settings.default_model, version) as served, \
+            metered(metrics, served, "introspect"):
+        try:
+            sal = explainer(served)
+            w = await asyncio.get_running_loop().run_in_executor(None, sal.filters)
+        except SaliencyError as exc:
+            raise _api(exc) from None
+        if wants(request, out) == PNG:
+            from service.inference.plots import filters_figure
+
+            png = await asyncio.get_running_loop().run_in_executor(
+                None, filters_figure, w, served.name, served.version)
+            return Response(png, media_type=PNG)
+        return Response(orjson.dumps({"model": served.name, "version": served.version,
+                                      "layers": sal.layers, "filters": w},
+                                     option=orjson.OPT_SERIALIZE_NUMPY), media_type=JSON)
+
+
+@router.post("/spectra:introspect", openapi_extra=BODY_DOC, responses=ERRORS)
+async def activations(
+    request: Request, server: ServerDep, metrics: MetricsDep, settings: SettingsDep,
+    layer: Annotated[str, Query(description="stem, block1, ... (see GET)")] = "stem",
+    index: Annotated[int, Query(description="which spectrum of the request")] = 0,
+    model: Annotated[str | None, Query()] = None,
+    version: Annotated[int | None, Query()] = None,
+    format: Annotated[str | None, Query(description="reader name")] = None,
+    out: Annotated[str | None, Query(description="json | png (overrides Accept)")] = None,
+) -> Response:
+    """One layer's activations (members, channels, length) for one spectrum, plus filters."""
+    loop = asyncio.get_running_loop()
+    async with server.use(model or settings.default_model, version) as served, \
+            metered(metrics, served, "introspect") as m:
+        try:
+            sal = explainer(served)
+            uploads = await read_uploads(request, settings.max_files, format)
+            spectra = [s for u in uploads for s in
+                       await loop.run_in_executor(served.pipeline.pool,
+                                                  served.pipeline.decode_request, u)]
+            if not 0 <= index < len(spectra):
+                raise SaliencyError(400, "bad_request", f"index {index} out of range "
+                                    f"({len(spectra)} spectra)")
+            prep = (await loop.run_in_executor(served.pipeline.pool, served.pipeline.preprocess,
+                                               [spectra[index]]))[0]
+            if isinstance(prep, Exception):
+                raise prep
+            res = await loop.run_in_executor(None, sal.activations, prep.x, layer)
+        except SaliencyError as exc:
+            raise _api(exc) from None
+        m.items = 1
+        if wants(request, out) == PNG:
+            from service.inference.plots import activations_figure
+
+            png = await loop.run_in_executor(None, activations_figure, res["activations"],
+                                             layer, sal.grid.wavelength, served.name,
+                                             served.version)
+            return Response(png, media_type=PNG)
+        return Response(orjson.dumps({"model": served.name, "version": served.version,
+                                      "object_id": spectra[index].object_id, "layer": layer,
+                                      "activations": res["activations"],
+                                      "filters": res["filters"]},
+                                     option=orjson.OPT_SERIALIZE_NUMPY), media_type=JSON)
