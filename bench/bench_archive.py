@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import platform
 import shutil
 import sys
@@ -71,6 +72,42 @@ def raw_ort(onnx: bytes, x: np.ndarray, threads: int, seconds: float) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def stage_cpu_ms(model, root: Path, files: int, batch_size: int) -> dict[str, float]:
+    """CPU ms per spectrum of each stage, in this process (CPU time: fairer than wall time on a
+    shared machine, and what the N-node estimate in docs/archive.md scales)."""
+    from service.archive.infer import infer_unit
+    from service.archive.inputs import walk_inputs
+    from service.archive.prepare import decoding_pipeline, prepare_unit
+    from service.archive.schema import schema_for
+    from service.archive.units import plan_units
+    from service.inference.offline import build_pipeline
+
+    decoder, pipeline = decoding_pipeline(model), build_pipeline(model, "cpu", 1)
+    schema = schema_for(model)
+    paths = sorted(str(p) for p in root.rglob("*.fits"))[:files]
+    units = list(plan_units(walk_inputs(paths), lambda f: 0))
+    infer_unit(pipeline, prepare_unit(decoder, units[0], None), batch_size, schema)  # warm
+    out = {}
+    for name, fmt in (("decode+preprocess (identify)", None),
+                      ("decode+preprocess (--format sdss-spec)", "sdss-spec")):
+        c = time.process_time()
+        prepared = [prepare_unit(decoder, u, fmt) for u in units]
+        out[name] = (time.process_time() - c) / len(paths) * 1e3
+    c = time.process_time()
+    blobs = [pickle.loads(pickle.dumps(p)) for p in prepared]
+    out["to/from worker (pickle)"] = (time.process_time() - c) / len(paths) * 1e3
+    c = time.process_time()
+    for p in blobs:
+        infer_unit(pipeline, p, batch_size, schema)
+    out["infer+encode+rows"] = (time.process_time() - c) / len(paths) * 1e3
+    xs = np.stack([p.x for u in blobs for f in u.files for p in f.prepared])
+    c = time.process_time()
+    for i in range(0, len(xs), 64):
+        pipeline.runner.run({"spectrum": xs[i:i + 64]})
+    out["of which ORT (1 thread, batches of 64)"] = (time.process_time() - c) / len(xs) * 1e3
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--files", type=int, default=3000)
@@ -92,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         x1 = np.stack([preprocess(s, grid).x for s in spectra])
         x = np.resize(x1, (args.batch_size, *x1.shape[1:]))
         raw = {th: raw_ort(model.onnx, x, th, args.raw_seconds) for th in (1, 2)}
+        stages = stage_cpu_ms(model, tmp / "in", min(args.files, 512), args.batch_size)
         best = max(raw.values())
 
         job = ArchiveJob([str(tmp / "in")], str(tmp / "out.parquet"),
@@ -135,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
            "archive_steady_spectra_per_s": round(steady, 1),
            "ratio_steady": round(steady / best, 3), "ratio_end_to_end": round(archive / best, 3),
            "archive_summary": summary.to_dict(),
+           "stage_cpu_ms_per_spectrum": {k: round(v, 3) for k, v in stages.items()},
            "ray_files": args.ray_files, "ray_spectra_per_s": ray_rate and round(ray_rate, 1),
            "ray_steady_spectra_per_s": ray_steady and round(ray_steady, 1)}
     print(f"# bench_archive: {out['machine']}; {args.files} files ({out['source']}, "
@@ -149,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ray engine:        {ray_steady or 0:8.1f} spectra/s steady, {ray_rate:.1f} end "
               f"to end ({args.ray_files} files; local Ray start excluded, actor start "
               "included)")
+    print("CPU ms per spectrum, by stage (single process, first 512 files):")
+    for k, v in stages.items():
+        print(f"  {k:<40} {v:6.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0
