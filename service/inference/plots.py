@@ -57,6 +57,13 @@ def lines_in_view(z: float, lam_min: float, lam_max: float, cls: str | None = No
             if k in kinds and lam_min <= lam * (1 + z) <= lam_max]
 
 
+def _edges(centres: np.ndarray) -> np.ndarray:
+    """Pixel edges of a log-uniform grid from its centres (geometric midpoints)."""
+    c = np.asarray(centres, dtype=np.float64)
+    mid = np.sqrt(c[1:] * c[:-1])
+    return np.concatenate([[c[0] ** 2 / mid[0]], mid, [c[-1] ** 2 / mid[-1]]])
+
+
 def _smooth(y: np.ndarray, width: int) -> np.ndarray:
     if width <= 1:
         return y
@@ -92,21 +99,24 @@ def saliency_figure(*, wavelength: np.ndarray, flux: np.ndarray, sigma: np.ndarr
     axs = fig.add_subplot(gs[2], sharex=ax)
 
     # spectrum + 1σ band; y-limits from robust percentiles so spikes do not flatten it
-    ax.plot(lam, f, color="0.15", lw=0.6, label="flux")
+    ax.plot(lam, f, color="0.15", lw=0.6)
     if err is not None and np.isfinite(err).any():
-        ax.fill_between(lam, f - err, f + err, color="tab:blue", alpha=0.25, lw=0,
-                        label="±1σ")
-    lo, hi = np.nanpercentile(f, [0.5, 99.5]) if f.size else (0, 1)
+        ax.fill_between(lam, f - err, f + err, color="tab:blue", alpha=0.3, lw=0)
+    in_view = (lam >= grid_wavelength[0]) & (lam <= grid_wavelength[-1])
+    fv = f[in_view] if in_view.any() else f
+    lo, hi = np.nanpercentile(fv, [0.5, 99.5]) if fv.size else (0, 1)
     pad = 0.15 * (hi - lo if hi > lo else 1.0)
     ax.set_ylim(lo - pad, hi + 2.2 * pad)
-    ax.set_ylabel("flux")
+    ax.set_ylabel("flux  (band: ±1σ)")
 
     # saliency: |S| of the flux channel, smoothed over ~5 pixels for the colour band
     s = np.abs(np.asarray(saliency, dtype=np.float64))
     s_norm = s / (s.max() if s.max() > 0 else 1.0)
-    band.imshow(_smooth(s_norm, 5)[None, :], aspect="auto", cmap="magma",
-                norm=Normalize(0, max(float(np.percentile(_smooth(s_norm, 5), 99.5)), 1e-6)),
-                extent=(grid_wavelength[0], grid_wavelength[-1], 0, 1))
+    sm = _smooth(s_norm, 5)
+    # pcolormesh on the pixel edges: the grid is uniform in log λ, not in λ
+    band.pcolormesh(_edges(grid_wavelength), [0.0, 1.0], sm[None, :], cmap="magma",
+                    norm=Normalize(0, max(float(np.percentile(sm, 99.5)), 1e-6)),
+                    shading="flat", rasterized=True)
     band.set_yticks([])
     band.set_ylabel("|S|", rotation=0, ha="right", va="center")
     signed = np.asarray(saliency, dtype=np.float64)
@@ -122,8 +132,7 @@ def saliency_figure(*, wavelength: np.ndarray, flux: np.ndarray, sigma: np.ndarr
     axs.legend(loc="lower right", fontsize=7, ncol=2, frameon=False)
 
     # lines at the predicted redshift
-    x0, x1 = float(min(lam.min() if lam.size else grid_wavelength[0], grid_wavelength[0])), \
-        float(max(lam.max() if lam.size else grid_wavelength[-1], grid_wavelength[-1]))
+    x0, x1 = float(grid_wavelength[0]), float(grid_wavelength[-1])  # what the model sees
     ax.set_xlim(x0, x1)
     ytop = ax.get_ylim()[1]
     last_x = -np.inf
@@ -137,7 +146,6 @@ def saliency_figure(*, wavelength: np.ndarray, flux: np.ndarray, sigma: np.ndarr
         last_x = lam_obs
     plt.setp(ax.get_xticklabels(), visible=False)
     plt.setp(band.get_xticklabels(), visible=False)
-    ax.legend(loc="upper right", fontsize=7, frameon=False)
 
     what = explained.get("target", "?")
     scale = explained.get("scale", "")
@@ -198,9 +206,13 @@ def activations_figure(acts: np.ndarray, layer: str, grid_wavelength: np.ndarray
     fig, axes = plt.subplots(m, 1, figsize=(10, 1.2 + 1.4 * m), squeeze=False, sharex=True)
     for i in range(m):
         a = axes[i][0]
-        im = a.imshow(acts[i], aspect="auto", cmap="viridis", interpolation="nearest",
-                      extent=(grid_wavelength[0], grid_wavelength[-1], acts.shape[1] - 0.5,
-                              -0.5))
+        # layer position j covers grid pixels [j·s, (j+1)·s): edges in log λ, not λ
+        n = acts.shape[2]
+        edges = np.interp(np.linspace(0, len(grid_wavelength), n + 1),
+                          np.arange(len(grid_wavelength) + 1), _edges(grid_wavelength))
+        im = a.pcolormesh(edges, np.arange(acts.shape[1] + 1) - 0.5, acts[i], cmap="viridis",
+                          shading="flat", rasterized=True)
+        a.invert_yaxis()
         a.set_ylabel(f"member {i}\nchannel", fontsize=8)
         fig.colorbar(im, ax=a, pad=0.01)
     axes[-1][0].set_xlabel("observed wavelength [Å] (layer positions mapped onto the grid)")
