@@ -55,7 +55,10 @@ def sdss_like_fits() -> bytes:
     return buf.getvalue()
 
 
-def corpus() -> dict[str, bytes]:
+BOMBS = ("bomb.fits.gz", "bomb_nested.fits.gz")
+
+
+def corpus(bombs: bool = True) -> dict[str, bytes]:
     good = sdss_like_fits()
     files: dict[str, bytes] = {}
     # FITS
@@ -76,9 +79,11 @@ def corpus() -> dict[str, bytes]:
                                          "NAXIS1": 10}) + b"\0" * BLOCK
     # gzip bombs: 96 MB of zeros (~95 kB), over the test service's 64 MB per-file limit;
     # and a gzip inside a gzip
-    zeros = b"SIMPLE  =                    T".ljust(BLOCK, b" ") + b"\0" * (96 * 2**20)
+    zeros = b"SIMPLE  =                    T".ljust(BLOCK, b" ") + b"\0" * (96 * 2**20 * bombs)
     files["bomb.fits.gz"] = gzip.compress(zeros, 9, mtime=0)
     files["bomb_nested.fits.gz"] = gzip.compress(gzip.compress(zeros, 9, mtime=0), 9, mtime=0)
+    if not bombs:
+        del files["bomb.fits.gz"], files["bomb_nested.fits.gz"]
     files["bad_gzip.fits.gz"] = gzip.compress(good, mtime=0)[:300] + b"\xff" * 100
     # JSON
     wave = list(np.linspace(3800, 9200, 200).round(2))
