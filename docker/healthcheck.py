@@ -12,7 +12,7 @@ import urllib.request
 port = os.environ.get("SPECULA_PORT", "8000")
 url = os.environ.get("SPECULA_HEALTHCHECK_URL", f"http://127.0.0.1:{port}/v2/health/ready")
 try:
-    with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 — fixed loopback URL
+    with urllib.request.urlopen(url, timeout=2) as r:
         sys.exit(0 if r.status == 200 else 1)
 except (urllib.error.URLError, OSError) as exc:
     print(f"not ready: {exc}", file=sys.stderr)

@@ -138,8 +138,8 @@ class FileSettingsSource(PydanticBaseSettingsSource):
                     for k, v in raw.items()}
         else:
             raise ValueError(f"settings file {self.path}: use .toml, .json or .env")
-        if not isinstance(data, dict):
-            raise ValueError(f"settings file {self.path}: expected a table of settings")
+        if not isinstance(data, dict):  # a ValueError, like every other bad-file case
+            raise ValueError(f"settings file {self.path}: not a table of settings")  # noqa: TRY004
         unknown = sorted(set(data) - set(self.settings_cls.model_fields) - {"config"})
         if unknown:
             raise ValueError(f"settings file {self.path}: unknown settings {unknown}")
@@ -194,8 +194,8 @@ def settings_help() -> str:
     """The epilog of ``specula serve --help``."""
     rows = settings_rows()
     width = max(len(env) for env, _, _ in rows)
-    lines = ["settings (environment variable, default, meaning; precedence: flags > "
-             "environment > SPECULA_CONFIG file > default):"]
+    lines = [("settings (environment variable, default, meaning; precedence: flags > "
+              "environment > SPECULA_CONFIG file > default):")]
     lines += [f"  {env:<{width}}  {default:<22} {text}" for env, default, text in rows]
     return "\n".join(lines)
 

@@ -18,8 +18,8 @@ for extra in (TESTS / "service" / "api", TESTS / "service" / "inference", TESTS 
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-from ops_service import OpsService  # noqa: E402
-from tiny_classifier import write_tiny_model  # noqa: E402
+from ops_service import OpsService
+from tiny_classifier import write_tiny_model
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ SERVE = [sys.executable, "-m", "service.cli", "serve"]
 
 class OpsService(Service):
     def __init__(self, repo: Path, log_path: Path, argv: list[str] | None = None,
-                 wait: bool = True, **settings) -> None:  # noqa: D107 — same as Service
+                 wait: bool = True, **settings) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "SPECULA_MODEL_REPOSITORY": str(repo),

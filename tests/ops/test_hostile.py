@@ -160,8 +160,8 @@ def test_repository_load_refuses_path_like_model_names(ops_service):
 
 
 def hostile_oip() -> list[tuple[str, bytes, dict]]:
-    hdr = lambda d: json.dumps(d).encode()  # noqa: E731
-    inp = lambda **kw: hdr({"inputs": [{"name": "spectrum", **kw}]})  # noqa: E731
+    hdr = lambda d: json.dumps(d).encode()
+    inp = lambda **kw: hdr({"inputs": [{"name": "spectrum", **kw}]})
     return [
         ("shape 2^40 rows, no data", inp(shape=[2**40, 2, 4076], datatype="FP32", data=[]), {}),
         ("negative shape", inp(shape=[-1, 2, 4076], datatype="FP32", data=[1.0]), {}),
@@ -205,8 +205,8 @@ seeds = [p.read_bytes()[:4096] for p in CORPUS if p.stat().st_size < 50_000]
 
 @st.composite
 def mutated(draw) -> bytes:
-    base = draw(st.sampled_from(seeds + [b'{"spectra": [{"wavelength": [1,2,3], "flux": '
-                                         b'[1,2,3]}]}', b"\x93NUMPY\x01\x00v\x00",
+    base = draw(st.sampled_from(seeds + [b'{"spectra": [{"wavelength": [1,2,3], "flux": [1,2,3]}]}',
+                                         b"\x93NUMPY\x01\x00v\x00",
                                          b"SIMPLE  =                    T"]))
     data = bytearray(base)
     for _ in range(draw(st.integers(0, 8))):

@@ -5,6 +5,7 @@ when configured; plus the settings-file precedence rules (no server needed)."""
 from __future__ import annotations
 
 import json
+
 import pytest
 from http_service import ADMIN_TOKEN
 from loadgen import oip_rows
