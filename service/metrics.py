@@ -33,6 +33,7 @@ class RequestStats:
     outcome: Outcome
     latency_s: float
     items: int = 0  # spectra (rows) in the request
+    endpoint: str = "infer"  # "saliency" / "introspect": counted in the specula_explain_* family
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,7 @@ class BatchStats:
     size: int
     compute_s: float
     queue_waits_s: tuple[float, ...] = ()
+    endpoint: str = "infer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,7 @@ class QueueStats:
     model: str
     version: str
     depth: int  # rows waiting
+    endpoint: str = "infer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,12 +120,39 @@ class Metrics:
             "Spectra (rows) run through the model.", LABELS, registry=r)
         self.batches = Counter(
             "specula_batches_total", "Batches executed.", LABELS, registry=r)
+        # saliency / introspection: the same measurements in their own family, labelled by
+        # endpoint, so classification dashboards and alerts keep meaning classification
+        ex = [*LABELS, "endpoint"]
+        self.explain_requests = Counter(
+            "specula_explain_requests_total", "Saliency/introspection requests finished, by "
+            "outcome.", [*ex, "outcome"], registry=r)
+        self.explain_latency = Histogram(
+            "specula_explain_request_duration_seconds", "End-to-end saliency/introspection "
+            "request latency.", ex, buckets=LATENCY_BUCKETS, registry=r)
+        self.explain_compute = Histogram(
+            "specula_explain_compute_duration_seconds", "ONNX Runtime time of one saliency "
+            "batch (gradient and forward rows).", ex, buckets=LATENCY_BUCKETS, registry=r)
+        self.explain_queue_wait = Histogram(
+            "specula_explain_queue_duration_seconds", "Time a saliency request part waited in "
+            "its own batcher queue.", ex, buckets=LATENCY_BUCKETS, registry=r)
+        self.explain_batch_size = Histogram(
+            "specula_explain_batch_size_rows", "Rows (noisy copies, path steps, forward rows) "
+            "per saliency batch.", ex, buckets=BATCH_BUCKETS, registry=r)
+        self.explain_rows = Counter(
+            "specula_explain_rows_total", "Rows run through the saliency graphs.", ex,
+            registry=r)
+        self.explain_queue_depth = Gauge(
+            "specula_explain_queue_depth_rows", "Rows waiting in the saliency queue.", ex,
+            registry=r)
         self.model_info = Info(
             "specula_model", "Loaded model versions: execution provider and sha256 of the "
             "ONNX file.", LABELS, registry=r)
 
     def record(self, stats: Stats) -> None:
         labels = (stats.model, stats.version)
+        if getattr(stats, "endpoint", "infer") != "infer":
+            self._record_explain(stats)
+            return
         match stats:
             case RequestStats():
                 self.requests.labels(*labels, stats.outcome).inc()
@@ -151,6 +181,21 @@ class Metrics:
                 self.model_info.remove(*labels)
                 if self.queue_capacity_rows:
                     self.queue_capacity.remove(*labels)
+
+    def _record_explain(self, stats: Stats) -> None:
+        labels = (stats.model, stats.version, stats.endpoint)  # type: ignore[union-attr]
+        match stats:
+            case RequestStats():
+                self.explain_requests.labels(*labels, stats.outcome).inc()
+                self.explain_latency.labels(*labels).observe(stats.latency_s)
+            case BatchStats():
+                self.explain_batch_size.labels(*labels).observe(stats.size)
+                self.explain_compute.labels(*labels).observe(stats.compute_s)
+                self.explain_rows.labels(*labels).inc(stats.size)
+                for w in stats.queue_waits_s:
+                    self.explain_queue_wait.labels(*labels).observe(w)
+            case QueueStats():
+                self.explain_queue_depth.labels(*labels).set(stats.depth)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

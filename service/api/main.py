@@ -25,7 +25,7 @@ from .deps import require_api_key
 from .errors import install_error_handlers
 from .logs import configure_logging
 from .middleware import BodyLimitMiddleware, TraceMiddleware
-from .routers import health, lightcones, metrics, models, repository, spectra
+from .routers import health, lightcones, metrics, models, repository, saliency, spectra
 
 log = logging.getLogger("specula.api")
 
@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None, metrics_: Metrics | None = None
     # repository router (admin token on its own routes) do not
     keyed = [Depends(require_api_key)]
     app.include_router(lightcones.router, dependencies=keyed)  # before models.router
-    for router in (models.router, spectra.router):
+    for router in (models.router, spectra.router, saliency.router):
         app.include_router(router, dependencies=keyed)
     for router in (health.router, repository.router, metrics.router):
         app.include_router(router)

@@ -63,6 +63,7 @@ class Manifest(BaseModel):
     preprocess_version: str
     training: dict[str, Any] = {}
     metrics: dict[str, Any] = {}
+    saliency: dict[str, Any] | None = None  # saliency.onnx + introspect.onnx (optional)
 
     def spectrum_grid(self) -> LogLambdaGrid:
         if self.grid is None:
@@ -157,3 +158,17 @@ class ModelRepository:
             raise ModelError("checksum_mismatch", f"{name} v{v}: sha256 of {manifest.file} is "
                              f"{digest}, manifest says {manifest.sha256}")
         return ModelVersion(manifest=manifest, path=vdir, onnx=onnx)
+
+
+def read_verified(model: ModelVersion, entry: dict[str, Any]) -> bytes:
+    """A companion graph of a version (``{"file", "sha256"}``, e.g. the saliency entry), read
+    and checksummed like model.onnx; raises ``ModelError``."""
+    path = model.path / str(entry.get("file", ""))
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError("model_file_missing", f"{path}: {exc}") from None
+    if sha256_hex(data) != str(entry.get("sha256", "")).lower():
+        raise ModelError("checksum_mismatch", f"{model.name} v{model.version}: sha256 of "
+                         f"{path.name} does not match the manifest")
+    return data

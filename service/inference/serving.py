@@ -26,6 +26,7 @@ from service.settings import Settings
 from .pipeline import SpectrumPipeline
 from .repository import ModelError, ModelRepository, ModelVersion
 from .runner import OnnxRunner
+from .saliency import SaliencyPipeline, load_saliency
 
 log = logging.getLogger("specula.serving")
 
@@ -38,6 +39,8 @@ class ServedModel:
     model: ModelVersion
     runner: OnnxRunner
     pipeline: SpectrumPipeline
+    saliency: SaliencyPipeline | None = None  # None: no (servable) saliency.onnx, see why
+    saliency_unavailable: str | None = None
     leases: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -59,6 +62,8 @@ class ServedModel:
             self.idle.clear()
             await self.idle.wait()
         await self.pipeline.batcher.close()
+        if self.saliency is not None:
+            await self.saliency.batcher.close()
 
 
 def check_contract(model: ModelVersion, runner: OnnxRunner) -> None:
@@ -137,7 +142,10 @@ class ModelServer:
             model, runner, pool=self.pool, max_file_bytes=s.max_file_bytes,
             on_stats=self.on_stats, max_batch_size=s.max_batch_size,
             max_queue_delay_s=s.max_queue_delay_ms / 1000.0, max_queue_rows=s.max_queue_rows)
-        return ServedModel(model, runner, pipeline)
+        saliency, why_not = load_saliency(
+            model, pipeline, device=s.device, intra_op_threads=s.intra_op_threads,
+            on_stats=self.on_stats, max_queue_delay_s=s.max_queue_delay_ms / 1000.0)
+        return ServedModel(model, runner, pipeline, saliency, why_not)
 
     def _load_versions(self, name: str) -> list[ModelVersion]:
         available = self.repository.versions(name)
