@@ -409,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model-dir", required=True, help="e.g. models/spectrum_classifier/1")
     ap.add_argument("--checkpoint", help="default: the manifest's training.checkpoint")
     ap.add_argument("--parity-n", type=int, default=8, help="spectra for the autograd check")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["saliency"]:  # called as `specula train saliency ...` with the task word
+        argv = argv[1:]
     a = ap.parse_args(argv)
     from .train import load_checkpoint
 
