@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "spectra"))
 
 from spectrum_writers import sdss_like_spectrum, write_sdss_spec
 
+N_GOOD = 40  # good files in the session archive (conftest.archive)
 BAD = {"truncated.fits": "corrupt_file", "notes.dat": "unknown_format",
        "empty.fits": "unknown_format", "infrared.fits": "no_grid_overlap"}
 

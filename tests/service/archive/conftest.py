@@ -13,9 +13,7 @@ REPO = HERE.parents[2]
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "inference"))
 
-from archive_files import write_archive
-
-N_GOOD = 40
+from archive_files import N_GOOD, write_archive
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import json
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from conftest import N_GOOD
+from archive_files import N_GOOD
 
 from service.archive import ArchiveJob
 from service.archive.local import run_local
