@@ -92,7 +92,7 @@ class LoadResult:
         return (f"sent {self.sent} in {self.duration_s:.1f} s: succeeded {c['succeeded']}, "
                 f"rejected {c['rejected']}, client_error {c['client_error']}, "
                 f"server_error {c['server_error']}, refused {c['refused']}, "
-                f"failed (lost) {c['failed']}; answered {self.answered}; "
+                f"failed (no answer) {c['failed']}; answered {self.answered}; "
                 f"p50 {self.percentile_ms(50):.1f} ms p99 {self.percentile_ms(99):.1f} ms; "
                 f"statuses {dict(sorted(self.statuses.items()))}"
                 + (f"; transport errors {dict(self.errors)}" if self.errors else ""))
