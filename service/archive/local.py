@@ -8,7 +8,8 @@ many files there are, and output order follows input order.
 
 Ctrl-C (SIGINT, also SIGTERM): workers ignore it; this process finishes the unit in hand,
 commits the part it has open (every finished unit is kept), and reports ``interrupted``. A SIGKILL loses
-the open part only; the next run deletes its temp file and redoes those units.
+the open part only; the next run deletes its temp file and redoes those units. A worker that
+dies (BrokenProcessPool) stops the run with that error after the finished units are committed.
 """
 
 from __future__ import annotations
@@ -46,6 +47,15 @@ def _quiet_worker(*args: object) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     init_worker(*args)  # type: ignore[arg-type]
+
+
+def keep_finished(writer: PartWriter) -> None:
+    """Commit the rows of the units finished before a failure, so a rerun skips them; if
+    the writer itself is what failed, drop the open part instead (it is redone)."""
+    try:
+        writer.commit()
+    except Exception:  # noqa: BLE001 — the original error is the one to report
+        writer.abort()
 
 
 def run_local(job: ArchiveJob) -> JobSummary:
@@ -89,6 +99,9 @@ def run_local(job: ArchiveJob) -> JobSummary:
                 _run_pool(job, model, units, consume, output, workers, stop)
         except KeyboardInterrupt:  # a second Ctrl-C: the open part is dropped
             writer.abort()
+        except Exception:  # a dead worker, a lost node: keep the finished units, then fail
+            keep_finished(writer)
+            raise
         summary.interrupted = stop.requested
         writer.commit()
         summary.seconds = time.perf_counter() - t0

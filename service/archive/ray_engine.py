@@ -33,6 +33,7 @@ from service.inference.repository import ModelVersion
 
 from .infer import infer_unit
 from .job import ArchiveJob, JobSummary
+from .local import keep_finished
 from .prepare import decoding_pipeline, prepare_unit, weightless
 from .progress import Progress
 from .resume import done_keys, is_done
@@ -157,6 +158,9 @@ def run_ray(job: ArchiveJob, *, address: str | None = None, actors: int | None =
                 run_window()
         except KeyboardInterrupt:  # a second Ctrl-C: the open part is dropped
             writer.abort()
+        except Exception:  # a dead worker, a lost node: keep the finished units, then fail
+            keep_finished(writer)
+            raise
         summary.interrupted = stop.requested
         writer.commit()
         summary.seconds = time.perf_counter() - t0
