@@ -5,6 +5,10 @@ decode_request → preprocess → predict (straight on the session, in chunks of
 read gives one line ``{"source": ..., "error": {"code": ..., "detail": ...}}`` (as does a
 single spectrum that cannot be preprocessed) and the run goes on; the exit status is 1 when
 any file failed, so scripts can tell.
+
+With a Parquet output (``--output results.parquet``) or ``--engine ray`` the same command is
+an archive job instead (``service.archive``: directories walked, decoding in worker
+processes or Ray tasks, resumable atomic Parquet parts; docs/archive.md).
 """
 
 from __future__ import annotations
