@@ -9,6 +9,7 @@ train the ensemble → fit temperature + redshift-σ scale on the validation spl
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -73,8 +74,8 @@ def train_spectra(cfg: Config, out_root: Path, runs_root: Path, data_dir: Path |
     model_dir = out_root / cfg.name / str(cfg.version)
     ens = Ensemble(members, temperature, z_scale).eval()
     extra = {"simulate_s": round(t_sim), "train_s": round(t_train), "checkpoint": str(ckpt),
-             "n_train": int(len(train["label"])), "n_val": int(len(val["label"])),
-             "n_test": int(len(test["label"])),
+             "n_train": len(train["label"]), "n_val": len(val["label"]),
+             "n_test": len(test["label"]),
              "steps_per_member": [int(getattr(m, "steps_done", 0)) for m in members]}
     manifest = export(ens, model_dir, config_to_dict(cfg), parity_x=val["x"][:256].astype(np.float32),
                       data_description=describe(cfg.sim), training_extra=extra)
@@ -89,9 +90,20 @@ def train_spectra(cfg: Config, out_root: Path, runs_root: Path, data_dir: Path |
     return manifest
 
 
+# Other tasks own their command line; `specula train TASK ...` hands them the rest of argv.
+OTHER_TASKS = {
+    "lightcone": "training.lightcone.cli",  # 21cm lightcone regressor
+    "saliency": "training.export_saliency",  # gradient graphs beside a shipped classifier
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in OTHER_TASKS:
+        return int(importlib.import_module(OTHER_TASKS[argv[0]]).main(argv[1:]) or 0)
     ap = argparse.ArgumentParser(prog="specula train",
-                                 description="train a model and export it to models/")
+                                 description="train a model and export it to models/ "
+                                             "(tasks: spectra, " + ", ".join(OTHER_TASKS) + ")")
     ap.add_argument("task", choices=["spectra"], help="what to train")
     ap.add_argument("--config", required=True, help="JSON config (training/configs/*.json)")
     ap.add_argument("--out", default=str(REPO / "models"), help="model repository root")
