@@ -73,7 +73,7 @@ def chi2_fft(f: np.ndarray, w: np.ndarray, rs: RestSet, P: np.ndarray) -> tuple[
     L = 1 << int(math.ceil(math.log2(npix + R + 1)))
     shifts = np.arange(rs.s_min, rs.s_max + 1)
     m = shifts - rs.J0  # lag: obs p ↔ rest q = p − s + J0  ⇒  p = q + m
-    fft = lambda a: np.fft.rfft(a, n=L)  # noqa: E731
+    fft = lambda a: np.fft.rfft(a, n=L)
     Fw, Fwf = fft(w), fft(w * f)
     FwP = [fft(w * P[i]) for i in range(nP)]
     FT = [np.fft.rfft(rs.T[a], n=L) for a in range(K)]

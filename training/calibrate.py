@@ -36,7 +36,7 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray, lo: float = 0.2, hi: floa
     """Golden-section search of log T minimising the ensemble NLL."""
     a, b = math.log(lo), math.log(hi)
     g = (math.sqrt(5) - 1) / 2
-    f = lambda lt: nll(ensemble_probs(logits, math.exp(lt)), y)  # noqa: E731
+    f = lambda lt: nll(ensemble_probs(logits, math.exp(lt)), y)
     c, d = b - g * (b - a), a + g * (b - a)
     fc, fd = f(c), f(d)
     for _ in range(40):

@@ -17,8 +17,9 @@ import argparse
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -97,7 +98,7 @@ def metrics(pred: dict, data: dict, full: bool = True) -> dict[str, Any]:
     tprobs = top_probs(probs)
     tp_top = tprobs.argmax(-1)  # top class by summed probability (the contract's rule)
     out: dict[str, Any] = {
-        "n": int(len(y)),
+        "n": len(y),
         "accuracy_label": float((p == y).mean()),
         "accuracy_top": float((tp_top == ty).mean()),
         "ece_label_before": ece(pred["probs_raw"], y),

@@ -119,7 +119,7 @@ def export(ens: Ensemble, out_dir: Path, cfg_dict: dict[str, Any], *, parity_x: 
                      "z_sigma_scale": float(ens.z_sigma_scale),
                      "opset": OPSET},
         "parity": {"max_abs_diff": max(diffs.values()), "per_output": diffs,
-                   "n_spectra": int(len(parity_x))},
+                   "n_spectra": len(parity_x)},
         "training": {
             "config": cfg_dict,
             "seed": int(cfg_dict["seed"]),

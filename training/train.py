@@ -200,4 +200,4 @@ def train_ensemble(cfg: Config, train: dict, val: dict, log) -> list[SpectrumNet
     return members
 
 
-__all__ = ["train_ensemble", "save_checkpoint", "load_checkpoint", "predict_members"]
+__all__ = ["load_checkpoint", "predict_members", "save_checkpoint", "train_ensemble"]

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.calibrate import (ece, ensemble_probs, fit_temperature, fit_z_sigma_scale,
-                                softmax)
+from training.calibrate import ece, ensemble_probs, fit_temperature, fit_z_sigma_scale, softmax
 
 
 def test_temperature_recovers_an_overconfident_ensemble():

@@ -9,8 +9,16 @@ import pytest
 
 from service.spectra import DEFAULT_GRID, preprocess
 from training.config import Effects, SimConfig
-from training.simulate import (LABEL_NAMES, LABELS, SURVEYS, air_to_vacuum, emission_lines,
-                               generate, simulate_one, sky_lines)
+from training.simulate import (
+    LABEL_NAMES,
+    LABELS,
+    SURVEYS,
+    air_to_vacuum,
+    emission_lines,
+    generate,
+    simulate_one,
+    sky_lines,
+)
 
 pytestmark = pytest.mark.usefixtures("shared_data")
 
