@@ -79,7 +79,7 @@ def saliency_figure(*, wavelength: np.ndarray, flux: np.ndarray, sigma: np.ndarr
     """The slide figure. ``saliency`` is the flux-channel map on the model grid
     (``grid_wavelength``); the spectrum is drawn as observed (its own wavelengths)."""
     plt = _plt()
-    from matplotlib.colors import Normalize
+    from matplotlib.colors import PowerNorm
 
     good = np.isfinite(flux) & np.isfinite(wavelength)
     if mask is not None:
@@ -109,13 +109,14 @@ def saliency_figure(*, wavelength: np.ndarray, flux: np.ndarray, sigma: np.ndarr
     ax.set_ylim(lo - pad, hi + 2.2 * pad)
     ax.set_ylabel("flux  (band: ±1σ)")
 
-    # saliency: |S| of the flux channel, smoothed over ~5 pixels for the colour band
+    # saliency: |S| of the flux channel, smoothed over ~5 pixels, on a square-root colour
+    # scale for the band (secondary features stay visible beside the strongest one)
     s = np.abs(np.asarray(saliency, dtype=np.float64))
     s_norm = s / (s.max() if s.max() > 0 else 1.0)
     sm = _smooth(s_norm, 5)
     # pcolormesh on the pixel edges: the grid is uniform in log λ, not in λ
     band.pcolormesh(_edges(grid_wavelength), [0.0, 1.0], sm[None, :], cmap="magma",
-                    norm=Normalize(0, max(float(np.percentile(sm, 99.5)), 1e-6)),
+                    norm=PowerNorm(0.5, 0, max(float(np.percentile(sm, 99.5)), 1e-6)),
                     shading="flat", rasterized=True)
     band.set_yticks([])
     band.set_ylabel("|S|", rotation=0, ha="right", va="center")
