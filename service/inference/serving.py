@@ -186,7 +186,8 @@ class ModelServer:
         new: dict[int, ServedModel] = {}
         for m in models:
             prev = old.get(m.version)
-            if prev is not None and prev.model.manifest.sha256 == m.manifest.sha256:
+            if (prev is not None and prev.model.manifest.sha256 == m.manifest.sha256
+                    and prev.model.manifest.saliency == m.manifest.saliency):
                 new[m.version] = prev  # unchanged: keep the live one, nothing to drain
             else:
                 new[m.version] = await loop.run_in_executor(None, self._build, m)

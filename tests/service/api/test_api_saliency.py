@@ -187,3 +187,23 @@ def test_saliency_is_metered_apart_from_classification(svc, sdss_bytes):
     # 1 forward row for the prediction + 4 noisy gradient rows, in the saliency family only
     assert svc.metric("specula_explain_rows_total", endpoint="saliency") == rows_before + 5
     assert svc.metric("specula_inference_items_total") == items_before
+
+
+def test_saliency_added_beside_a_served_model_is_picked_up_by_reload(saliency_repo, sdss_bytes,
+                                                                     start_service, tmp_path):
+    from http_service import ADMIN_TOKEN
+
+    repo = tmp_path / "repo"
+    shutil.copytree(saliency_repo / "spectrum_classifier" / "2", repo / "spectrum_classifier" / "2")
+    svc = start_service(repo)
+    assert post(svc, sdss_bytes, version=2).status_code == 409
+    v1 = saliency_repo / "spectrum_classifier" / "1"
+    v2 = repo / "spectrum_classifier" / "2"
+    for f in ("saliency.onnx", "introspect.onnx"):
+        shutil.copy(v1 / f, v2 / f)
+    entry = json.loads((v1 / "manifest.json").read_text())["saliency"]
+    add_to_manifest(v2, entry)  # model.onnx and its sha256 unchanged: only the entry is new
+    r = svc.client.post("/v1/admin/reload", headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert r.status_code == 200, r.text
+    r = post(svc, sdss_bytes, version=2)
+    assert r.status_code == 200 and r.json()["version"] == 2, r.text
