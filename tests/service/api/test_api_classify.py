@@ -114,7 +114,8 @@ def test_ndjson_stream_gives_a_line_per_spectrum_and_error_lines(service, sdss_b
     assert len(lines) == 3
     errors = [x for x in lines if "error" in x]
     assert errors == [{"source": "junk.bin", "error": {
-        "code": "unknown_format", "detail": "no reader identifies this input",
+        "code": "unknown_format", "detail": "no spectrum reader identifies this input (known: "
+        "specula-exposure, desi-coadd, eso-sdp, sdss-spec, sdss-spspec, arrays)",
         "source": "junk.bin"}}]
     assert sorted(x["source"] for x in lines if "error" not in x) == ["a.fits", "b.fits"]
 
