@@ -229,13 +229,18 @@ class LightconePipeline:
     # 6. encode_response
     def encode_response(self, decoded: Decoded, outputs: dict[str, np.ndarray]) -> dict[str, Any]:
         mean, sigma = outputs["theta_mean"][0], outputs["theta_sigma"][0]
-        params = {}
+        params, warnings = {}, []
         for k, p in enumerate(self.params):
             params[p["name"]] = {"mean": float(mean[k]), "sigma": float(sigma[k]),
                                  "unit": p.get("unit", ""), "prior": [p["low"], p["high"]],
                                  "description": p.get("description", "")}
+            if not p["low"] <= mean[k] <= p["high"]:  # the head is linear, not clipped
+                warnings.append(f"{p['name']} = {float(mean[k]):.4g} lies outside its training "
+                                f"prior [{p['low']:g}, {p['high']:g}]: the cube is probably "
+                                "out of distribution")
         name, version = self.stat_labels
-        return {"model": name, "version": int(version), "parameters": params, **decoded.info}
+        return {"model": name, "version": int(version), "parameters": params,
+                "warnings": warnings, **decoded.info}
 
     async def run_decode(self, fn, *args) -> Decoded:
         loop = asyncio.get_running_loop()

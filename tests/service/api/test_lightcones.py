@@ -91,6 +91,9 @@ def test_raw_float32_on_grid(svc, lc_repo):
     sig = np.array([p["sigma"] for p in body["parameters"].values()])
     np.testing.assert_allclose(sig, exp["theta_sigma"][0], rtol=1e-5)
     assert body["parameters"]["NU_X_THRESH"]["unit"] == "eV"
+    for name, p in body["parameters"].items():  # a mean outside the prior is flagged
+        outside = not p["prior"][0] <= p["mean"] <= p["prior"][1]
+        assert outside == any(w.startswith(name + " =") for w in body["warnings"])
 
 
 def test_npy_equals_raw(svc):
