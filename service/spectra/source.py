@@ -8,11 +8,13 @@ declares is checked against the bytes actually present *before* astropy allocate
 from __future__ import annotations
 
 import io
+import math
 import os
 import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from astropy.io import fits
@@ -154,3 +156,44 @@ def column(table: fits.FITS_rec | np.ndarray, name: str, *, source: str | None =
     if key is None:
         raise SpectrumError("missing_column", f"no column {name!r}", source=source)
     return np.asarray(table[key])
+
+
+def npy_header(
+    source: Source,
+    error: type[SpectrumError] = SpectrumError,
+    check_shape: Callable[[tuple[int, ...]], None] | None = None,
+) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, data offset) of a ``.npy`` in ``source``, before any array exists.
+
+    Why not just ``np.load(allow_pickle=False)``: it allocates what the header declares before
+    noticing the bytes are missing. Here the declared size is checked against the limit and the
+    bytes present first; object dtypes (pickle) and Fortran order are refused. ``check_shape``
+    lets a caller refuse a shape (e.g. a cube of the wrong rank) before the size checks.
+    """
+    f = io.BytesIO(source.data)
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"npy version {version}")
+    except (ValueError, SyntaxError, TypeError, OverflowError, EOFError) as exc:
+        raise error("corrupt_file", f"bad npy header: {exc}", source=source.name) from None
+    if dtype.hasobject:
+        raise error("bad_dtype", "npy holds Python objects (pickle)", source=source.name)
+    if fortran:
+        raise error("bad_dtype", "Fortran-ordered npy not supported", source=source.name)
+    shape = tuple(int(n) for n in shape)
+    if check_shape is not None:
+        check_shape(shape)
+    offset = f.tell()
+    expected = math.prod(shape) * dtype.itemsize
+    present = len(source.data) - offset
+    if expected > source.max_bytes:
+        raise error("too_large", f"npy declares {expected} bytes", source=source.name)
+    if expected != present:
+        raise error("corrupt_file", f"npy declares {expected} data bytes; {present} present",
+                    source=source.name)
+    return shape, dtype, offset

@@ -8,12 +8,12 @@ the API) or the cube must already be on the model's grid.
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
 
 from service.spectra.source import Source
+from service.spectra.source import npy_header as shared_npy_header
 
 from ..errors import LightconeError
 from ..lightcone import Lightcone, check_cube_size, make_lightcone
@@ -27,32 +27,15 @@ def identify_npy(source: Source) -> bool:
 
 
 def npy_header(source: Source) -> tuple[tuple[int, ...], np.dtype, int]:
-    """(shape, dtype, data offset), every declared size checked against the bytes present."""
-    f = io.BytesIO(source.data)
-    try:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version in ((2, 0), (3, 0)):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        else:
-            raise ValueError(f"npy version {version}")
-    except (ValueError, SyntaxError, TypeError, OverflowError, EOFError) as exc:
-        raise LightconeError("corrupt_file", f"bad npy header: {exc}", source=source.name) from None
-    if dtype.hasobject or dtype.names is not None or dtype.kind not in "fiu":
+    """The shared, size-checked npy header (service.spectra.source.npy_header) with the cube
+    policy: a plain numeric dtype, and the cube's rank and size checked before anything else."""
+    shape, dtype, offset = shared_npy_header(
+        source, LightconeError,
+        check_shape=lambda shape: check_cube_size(shape, source.max_bytes, source=source.name))
+    if dtype.names is not None or dtype.kind not in "fiu":
         raise LightconeError("bad_dtype", f"npy dtype {dtype} is not a plain numeric type",
                              source=source.name)
-    check_cube_size(tuple(shape), source.max_bytes, source=source.name)
-    offset = f.tell()
-    expected = math.prod(shape) * dtype.itemsize
-    present = len(source.data) - offset
-    if expected != present:
-        raise LightconeError("corrupt_file", f"npy declares {expected} data bytes; {present} "
-                             "present", source=source.name)
-    if fortran:
-        # Legal, but we would have to copy to C order; a lightcone writer never needs it.
-        raise LightconeError("bad_dtype", "Fortran-ordered npy not supported", source=source.name)
-    return tuple(shape), dtype, offset
+    return shape, dtype, offset
 
 
 def read_npy(source: Source) -> Lightcone:

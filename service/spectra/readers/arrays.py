@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 
 try:  # a runtime dependency of the service; ~5x faster than json on arrays of numbers
     import orjson
@@ -26,7 +25,7 @@ import numpy as np
 
 from ..errors import SpectrumError
 from ..registry import register_reader
-from ..source import Source
+from ..source import Source, npy_header
 from ..spectrum import Spectrum, make_spectrum
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -127,36 +126,15 @@ def _read_json(source: Source) -> list[Spectrum]:
 
 
 def _npy_header(source: Source) -> tuple[tuple[int, ...], np.dtype, int]:
-    """(shape, dtype, data offset) from the npy header, validated against the byte count."""
-    f = io.BytesIO(source.data)
-    try:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version in ((2, 0), (3, 0)):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        else:
-            raise ValueError(f"npy version {version}")
-    except (ValueError, SyntaxError, TypeError, OverflowError, EOFError) as exc:
-        raise SpectrumError("corrupt_file", f"bad npy header: {exc}", source=source.name) from None
-    if dtype.hasobject:
-        raise SpectrumError("bad_dtype", "npy holds Python objects (pickle)", source=source.name)
+    """The shared, size-checked npy header, plus this reader's dtype policy (numeric or a
+    structured array of numeric fields)."""
+    shape, dtype, offset = npy_header(source)
     if dtype.names is None and dtype.kind not in "fiub":
         raise SpectrumError("bad_dtype", f"npy dtype {dtype} is not numeric", source=source.name)
     if dtype.names is not None and any(dtype[n].kind not in "fiub" for n in dtype.names):
         raise SpectrumError("bad_dtype", "npy structured fields must be numeric",
                             source=source.name)
-    if fortran:
-        raise SpectrumError("bad_dtype", "Fortran-ordered npy not supported", source=source.name)
-    offset = f.tell()
-    expected = math.prod(shape) * dtype.itemsize
-    present = len(source.data) - offset
-    if expected > source.max_bytes:
-        raise SpectrumError("too_large", f"npy declares {expected} bytes", source=source.name)
-    if expected != present:
-        raise SpectrumError("corrupt_file", f"npy declares {expected} bytes; {present} present",
-                            source=source.name)
-    return tuple(shape), dtype, offset
+    return shape, dtype, offset
 
 
 def _read_npy(source: Source) -> list[Spectrum]:
