@@ -9,9 +9,6 @@ written to the manifest.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import subprocess
 import time
 import warnings
 from pathlib import Path
@@ -22,29 +19,11 @@ import torch
 
 from service.spectra import DEFAULT_GRID, PREPROCESS_VERSION
 
+from .manifest import git_commit, sha256_file, write_manifest
 from .model import OUTPUT_NAMES, Ensemble
 from .simulate import LABELS, TOP_CLASSES
 
 OPSET = 18
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def git_commit(repo: Path) -> str:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "training"], cwd=repo,
-                               capture_output=True, text=True).stdout.strip()
-        return rev + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def export_graph(ens: Ensemble, path: Path, npix: int) -> None:
@@ -124,7 +103,7 @@ def export(ens: Ensemble, out_dir: Path, cfg_dict: dict[str, Any], *, parity_x: 
             "config": cfg_dict,
             "seed": int(cfg_dict["seed"]),
             "data": data_description,
-            "git_commit": git_commit(repo),
+            "git_commit": git_commit(repo, "training"),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             **(training_extra or {}),
         },
@@ -132,9 +111,3 @@ def export(ens: Ensemble, out_dir: Path, cfg_dict: dict[str, Any], *, parity_x: 
     }
     write_manifest(out_dir, manifest)
     return manifest
-
-
-def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
-    tmp = out_dir / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    tmp.replace(out_dir / "manifest.json")

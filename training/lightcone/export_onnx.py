@@ -10,9 +10,6 @@ regressor").
 
 from __future__ import annotations
 
-import hashlib
-import json
-import subprocess
 import time
 import warnings
 from pathlib import Path
@@ -23,6 +20,7 @@ import torch
 
 from service.lightcones import PREPROCESS_VERSION
 
+from ..manifest import git_commit, sha256_file, write_manifest
 from .config import LightconeConfig, config_to_dict
 from .model import OUTPUT_NAMES, LightconeNet, PhysicalHead
 from .train import prior_arrays
@@ -39,26 +37,6 @@ NOT_MODELLED = {
     "astrophysics": "constant ionising efficiency ζ above a T_vir threshold (21cmFAST "
                     "const-zeta); no minihaloes, no inhomogeneous recombinations",
 }
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def git_commit(repo: Path) -> str:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "training/lightcone",
-                                "service/lightcones"], cwd=repo, capture_output=True,
-                               text=True, check=False).stdout.strip()
-        return rev + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def physical_head(net: LightconeNet, cfg: LightconeConfig, scale: np.ndarray) -> PhysicalHead:
@@ -151,7 +129,7 @@ def export(net: LightconeNet, cfg: LightconeConfig, scale: np.ndarray, out_dir: 
         "training": {
             "config": config_to_dict(cfg),
             "seed": int(cfg.seed),
-            "git_commit": git_commit(repo),
+            "git_commit": git_commit(repo, "training/lightcone", "service/lightcones"),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             **(training_extra or {}),
         },
@@ -159,9 +137,3 @@ def export(net: LightconeNet, cfg: LightconeConfig, scale: np.ndarray, out_dir: 
     }
     write_manifest(out_dir, manifest)
     return manifest
-
-
-def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
-    tmp = out_dir / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    tmp.replace(out_dir / "manifest.json")
