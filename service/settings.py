@@ -7,7 +7,7 @@ is TOML (``.toml``), JSON (``.json``) or dotenv (``.env``, with the ``SPECULA_``
 keys are the field names (``max_batch_size = 64``) and an unknown key is an error, so a typo
 cannot silently fall back to a default.
 
-The settings table of ``docs/operations.md`` and the epilog of ``specula serve --help`` are both
+The settings table of ``README.md`` and the epilog of ``specula serve --help`` are both
 generated from this class (:func:`settings_table`, :func:`settings_help`): they cannot drift.
 ``python -m service.settings`` prints the table.
 """
@@ -183,7 +183,7 @@ def settings_rows() -> list[tuple[str, str, str]]:
 
 
 def settings_table() -> str:
-    """The Markdown table of docs/operations.md."""
+    """The Markdown table of README.md (between its settings-table markers)."""
     lines = ["| variable | default | meaning |", "|---|---|---|"]
     lines += [f"| `{env}` | `{default}` | {text.replace('|', '/')} |"
               for env, default, text in settings_rows()]

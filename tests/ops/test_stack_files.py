@@ -1,7 +1,7 @@
 """The container stack, checked without a Docker engine: the compose file and everything it
 mounts, the Dockerfiles (hadolint when installed, plus what a build would copy), the Grafana
 provisioning, and the images' own commands (CMD and HEALTHCHECK) run outside Docker against a
-real service. Also: the settings table of docs/operations.md and `specula serve --help` match
+real service. Also: the settings table of README.md and `specula serve --help` match
 the Settings model."""
 
 from __future__ import annotations
@@ -199,12 +199,12 @@ def test_healthcheck_says_unhealthy_when_no_model_is_loaded(start_ops, tmp_path)
 
 
 # ---- settings: one table, one help -----------------------------------------------------------
-def test_operations_doc_settings_table_matches_the_model():
-    doc = (REPO / "docs" / "operations.md").read_text()
+def test_readme_settings_table_matches_the_model():
+    doc = (REPO / "README.md").read_text()
     begin, end = "<!-- settings-table:begin -->\n", "<!-- settings-table:end -->"
     assert begin in doc and end in doc
     table = doc.split(begin, 1)[1].split(end, 1)[0]
-    assert table == settings_table(), ("docs/operations.md is stale: regenerate the table with "
+    assert table == settings_table(), ("README.md's settings table is stale: regenerate it with "
                                        "`.venv/bin/python -m service.settings`")
 
 
