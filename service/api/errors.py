@@ -25,6 +25,7 @@ from service.inference.batcher import (
     RequestTooLarge,
 )
 from service.inference.repository import ModelError
+from service.inference.runner import InferenceError
 from service.metrics import Outcome
 from service.spectra import SpectrumError
 
@@ -99,9 +100,9 @@ def failure_of(exc: BaseException, *, queue_full_status: int = 429, retry_after_
             return Failure(413, "too_large", "request body exceeds the limit", "bad_input")
         case asyncio.CancelledError():
             return Failure(499, "cancelled", "the client went away", "error")
-    if type(exc).__module__.startswith("onnxruntime"):  # the runtime failed on this batch
-        return Failure(500, "inference_failed", f"ONNX Runtime failed on this request's batch: "
-                       f"{type(exc).__name__}: {str(exc)[:500]}", "error")
+        case InferenceError():  # the runtime failed on this request's batch
+            return Failure(500, "inference_failed", "ONNX Runtime failed on this request's "
+                           f"batch: {str(exc)[:500]}", "error")
     return Failure(500, "internal", f"{type(exc).__name__}: internal error", "error")
 
 
@@ -115,6 +116,8 @@ def install_error_handlers(app: FastAPI) -> None:
             log.error("unhandled error", exc_info=exc)
         return failure.response()
 
-    for exc_type in (SpectrumError, ApiError, BatcherError, ModelError, RequestValidationError,
-                     StarletteHTTPException, Exception):
+    # a handler for a specific class answers and keeps the connection; the one for Exception
+    # is Starlette's last resort, which answers and then re-raises (the connection drops)
+    for exc_type in (SpectrumError, ApiError, BatcherError, ModelError, InferenceError,
+                     RequestValidationError, StarletteHTTPException, Exception):
         app.add_exception_handler(exc_type, handle)

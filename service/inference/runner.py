@@ -56,6 +56,11 @@ def choose_providers(device: Device = "auto") -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+class InferenceError(RuntimeError):
+    """ONNX Runtime failed on a batch (bad shape, kernel or device fault). One typed error so
+    that callers answer for that batch alone without knowing ORT's exception classes."""
+
+
 class OnnxRunner:
     """``run({input: array}) -> {output: array}`` on one ONNX Runtime session."""
 
@@ -69,9 +74,12 @@ class OnnxRunner:
         self._cuda = self.provider == "CUDAExecutionProvider"
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self._cuda:
-            return self._run_iobinding(inputs)
-        outs = self.session.run(self.output_names, inputs)
+        try:
+            if self._cuda:
+                return self._run_iobinding(inputs)
+            outs = self.session.run(self.output_names, inputs)
+        except Exception as exc:  # noqa: BLE001 — ORT's pybind errors share no useful base
+            raise InferenceError(f"{type(exc).__name__}: {exc}") from exc
         return dict(zip(self.output_names, outs))
 
     def _run_iobinding(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -203,7 +203,7 @@ def test_ort_raising_fails_only_its_batch_with_a_reason(start_ops, ops_repo):
         for t in threads:
             t.join()
         # the next batch works
-        after = [send(good, a) for _ in range(3)]
+        after = [send(good, a) for _ in range(3)]  # same connection: it must survive a 500
     bad = out["bad"]
     print("\nORT raising:", bad.status_code, bad.json(), "| batch-mate:", out["good"].status_code,
           "| after:", [r.status_code for r in after])
