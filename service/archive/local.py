@@ -25,6 +25,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from service.inference.offline import build_pipeline
 from service.inference.repository import ModelVersion
 
+from .ending import finish, keeping_finished_units
 from .infer import infer_unit
 from .job import ArchiveJob, JobSummary
 from .prepare import (
@@ -47,15 +48,6 @@ def _quiet_worker(*args: object) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     init_worker(*args)  # type: ignore[arg-type]
-
-
-def keep_finished(writer: PartWriter) -> None:
-    """Commit the rows of the units finished before a failure, so a rerun skips them; if
-    the writer itself is what failed, drop the open part instead (it is redone)."""
-    try:
-        writer.commit()
-    except Exception:  # noqa: BLE001 — the original error is the one to report
-        writer.abort()
 
 
 def run_local(job: ArchiveJob) -> JobSummary:
@@ -86,7 +78,7 @@ def run_local(job: ArchiveJob) -> JobSummary:
 
         units = job.units(model, done, summary)
         workers = job.decode_workers()
-        try:
+        with keeping_finished_units(writer):
             if workers == 0:
                 decoder = decoding_pipeline(model, job.max_file_bytes)
                 for unit in units:
@@ -97,18 +89,9 @@ def run_local(job: ArchiveJob) -> JobSummary:
                     consume(prepare_unit(decoder, unit, job.reader_format))
             else:
                 _run_pool(job, model, units, consume, output, workers, stop)
-        except KeyboardInterrupt:  # a second Ctrl-C: the open part is dropped
-            writer.abort()
-        except Exception:  # a dead worker, a lost node: keep the finished units, then fail
-            keep_finished(writer)
-            raise
-        summary.interrupted = stop.requested
-        writer.commit()
-        summary.seconds = time.perf_counter() - t0
         progress.update(summary.files_skipped - skipped_seen)
-        if not summary.interrupted:
-            output.mark_success({**summary.to_dict(), "parts": len(list(
-                output.path.glob("part-*.parquet")))})
+        finish(summary, writer, output, interrupted=stop.requested, started=t0,
+               success={"parts": len(list(output.path.glob("part-*.parquet")))})
     finally:
         stop.__exit__(None, None, None)
         progress.close()

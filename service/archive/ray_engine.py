@@ -31,9 +31,9 @@ from service.inference.offline import build_pipeline
 from service.inference.pipeline import SpectrumPipeline
 from service.inference.repository import ModelVersion
 
+from .ending import finish, keeping_finished_units
 from .infer import infer_unit
 from .job import ArchiveJob, JobSummary
-from .local import keep_finished
 from .prepare import decoding_pipeline, prepare_unit, weightless
 from .progress import Progress
 from .resume import done_keys, is_done
@@ -146,7 +146,7 @@ def run_ray(job: ArchiveJob, *, address: str | None = None, actors: int | None =
                 progress.update(len(set(table.column("file").to_pylist())), summary.spectra_ok)
             window.clear()
 
-        try:
+        with keeping_finished_units(writer):
             for unit in job.units(model, done, summary):
                 if stop.requested:
                     break
@@ -156,17 +156,9 @@ def run_ray(job: ArchiveJob, *, address: str | None = None, actors: int | None =
                     run_window()
             if not stop.requested:
                 run_window()
-        except KeyboardInterrupt:  # a second Ctrl-C: the open part is dropped
-            writer.abort()
-        except Exception:  # a dead worker, a lost node: keep the finished units, then fail
-            keep_finished(writer)
-            raise
-        summary.interrupted = stop.requested
-        writer.commit()
-        summary.seconds = time.perf_counter() - t0
         progress.update(summary.files_skipped)
-        if not summary.interrupted:
-            output.mark_success({**summary.to_dict(), "engine": "ray", "actors": n_actors})
+        finish(summary, writer, output, interrupted=stop.requested, started=t0,
+               success={"engine": "ray", "actors": n_actors})
     finally:
         stop.__exit__(None, None, None)
         progress.close()
