@@ -27,6 +27,8 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 
+from .repository import ModelError
+
 Device = Literal["auto", "cpu", "cuda"]
 
 
@@ -65,9 +67,13 @@ class OnnxRunner:
     """``run({input: array}) -> {output: array}`` on one ONNX Runtime session."""
 
     def __init__(self, onnx: bytes, *, device: Device = "auto", intra_op_threads: int = 0) -> None:
-        self.session = ort.InferenceSession(
-            onnx, sess_options=session_options(intra_op_threads),
-            providers=choose_providers(device))
+        providers = choose_providers(device)
+        try:
+            self.session = ort.InferenceSession(
+                onnx, sess_options=session_options(intra_op_threads), providers=providers)
+        except Exception as exc:
+            raise ModelError("bad_model", "ONNX Runtime cannot load the graph: "
+                             f"{type(exc).__name__}: {str(exc)[:500]}") from exc
         self.provider: str = self.session.get_providers()[0]
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -78,7 +84,7 @@ class OnnxRunner:
             if self._cuda:
                 return self._run_iobinding(inputs)
             outs = self.session.run(self.output_names, inputs)
-        except Exception as exc:  # noqa: BLE001 — ORT's pybind errors share no useful base
+        except Exception as exc:
             raise InferenceError(f"{type(exc).__name__}: {exc}") from exc
         return dict(zip(self.output_names, outs))
 

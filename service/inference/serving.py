@@ -136,11 +136,7 @@ class ModelServer:
     def _build(self, model: ModelVersion) -> ServedModel:
         """Everything slow about a version, run in a worker thread."""
         s = self.settings
-        try:
-            runner = OnnxRunner(model.onnx, device=s.device, intra_op_threads=s.intra_op_threads)
-        except Exception as exc:  # noqa: BLE001 — a checksum-valid file ORT cannot parse
-            raise ModelError("bad_model", f"ONNX Runtime cannot load {model.name} "
-                             f"v{model.version}: {exc}") from exc
+        runner = OnnxRunner(model.onnx, device=s.device, intra_op_threads=s.intra_op_threads)
         check_contract(model, runner)
         pipeline = SpectrumPipeline(
             model, runner, pool=self.pool, max_file_bytes=s.max_file_bytes,

@@ -51,24 +51,9 @@ async def load_model(name: str, server: ServerDep, _: AdminDep) -> Response:
     # model being served) may be named, never '..' or anything else a client makes up
     if name not in server.repository.names() and name not in server.names():
         raise ApiError(404, "model_not_found", f"no model {name!r} in the repository")
-    return await guarded_reload(server, name)
+    return report_response(await server.reload(only=name))
 
 
 @router.post("/v1/admin/reload")
 async def reload_all(server: ServerDep, _: AdminDep) -> Response:
-    return await guarded_reload(server)
-
-
-async def guarded_reload(server, only: str | None = None) -> Response:
-    """A model file that ONNX Runtime cannot load (corrupt, truncated with a matching
-    checksum) raises from the runtime, not a ModelError: answer 409 like any failed reload.
-    Nothing was swapped (the build happens before the swap), so the old versions serve on."""
-    try:
-        return report_response(await server.reload(only=only))
-    except Exception as exc:
-        if not type(exc).__module__.startswith("onnxruntime"):
-            raise
-        body = {"error": f"ONNX Runtime cannot load the model: {str(exc)[:500]}",
-                "code": "bad_model", "serving": {n: sorted(server.versions(n))
-                                                 for n in server.names()}}
-        return Response(orjson.dumps(body), status_code=409, media_type="application/json")
+    return report_response(await server.reload())
