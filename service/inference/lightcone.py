@@ -43,7 +43,7 @@ from service.metrics import ModelLoadStats, PreprocessStats, Stats
 
 from .batcher import DynamicBatcher
 from .repository import MANIFEST, Manifest, ModelError, ModelRepository, ModelVersion, sha256_hex
-from .runner import OnnxRunner
+from .runner import OnnxRunner, ServedVersion
 
 log = logging.getLogger("specula.lightcones")
 
@@ -253,22 +253,10 @@ class LightconePipeline:
 
 
 @dataclass(eq=False)
-class ServedLightcone:
+class ServedLightcone(ServedVersion):
     model: ModelVersion
     runner: OnnxRunner
     pipeline: LightconePipeline
-
-    @property
-    def name(self) -> str:
-        return self.model.name
-
-    @property
-    def version(self) -> int:
-        return self.model.version
-
-    @property
-    def provider(self) -> str:
-        return self.runner.provider
 
 
 class LightconeModels:

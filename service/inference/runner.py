@@ -27,7 +27,7 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 
-from .repository import ModelError
+from .repository import ModelError, ModelVersion
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -97,3 +97,23 @@ class OnnxRunner:
             binding.bind_output(name, "cuda", 0)
         self.session.run_with_iobinding(binding)
         return dict(zip(self.output_names, binding.copy_outputs_to_cpu()))
+
+
+class ServedVersion:
+    """Name, version and execution provider of a loaded model version, for every kind of
+    served model (a mixin: the dataclass that uses it declares ``model`` and ``runner``)."""
+
+    model: ModelVersion
+    runner: OnnxRunner
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def version(self) -> int:
+        return self.model.version
+
+    @property
+    def provider(self) -> str:
+        return self.runner.provider

@@ -25,7 +25,7 @@ from service.settings import Settings
 
 from .pipeline import SpectrumPipeline
 from .repository import ModelError, ModelRepository, ModelVersion
-from .runner import OnnxRunner
+from .runner import OnnxRunner, ServedVersion
 from .saliency import SaliencyPipeline, load_saliency
 
 log = logging.getLogger("specula.serving")
@@ -35,7 +35,7 @@ DTYPES = {"float32": np.float32, "float64": np.float64, "int64": np.int64, "int3
 
 
 @dataclass(eq=False)
-class ServedModel:
+class ServedModel(ServedVersion):
     model: ModelVersion
     runner: OnnxRunner
     pipeline: SpectrumPipeline
@@ -43,18 +43,6 @@ class ServedModel:
     saliency_unavailable: str | None = None
     leases: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def name(self) -> str:
-        return self.model.name
-
-    @property
-    def version(self) -> int:
-        return self.model.version
-
-    @property
-    def provider(self) -> str:
-        return self.runner.provider
 
     async def retire(self) -> None:
         """Wait for the last lease, then drain and stop the batcher."""
