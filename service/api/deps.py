@@ -93,8 +93,10 @@ class Observation:
 
 
 @asynccontextmanager
-async def observe(metrics: Metrics, served: ServedModel) -> AsyncIterator[Observation]:
-    """Count one model request by outcome and time it end to end."""
+async def observe(metrics: Metrics, served: ServedModel, endpoint: str = "infer"
+                  ) -> AsyncIterator[Observation]:
+    """Count one model request by outcome and time it end to end, under its endpoint label
+    (saliency and introspection are counted apart from inference)."""
     obs = Observation()
     t0 = time.perf_counter()
     outcome = "success"
@@ -105,4 +107,4 @@ async def observe(metrics: Metrics, served: ServedModel) -> AsyncIterator[Observ
         raise
     finally:
         metrics.record(RequestStats(served.name, str(served.version), outcome,
-                                    time.perf_counter() - t0, obs.items))
+                                    time.perf_counter() - t0, obs.items, endpoint=endpoint))

@@ -26,6 +26,7 @@ from service.inference.batcher import (
 )
 from service.inference.repository import ModelError
 from service.inference.runner import InferenceError
+from service.inference.saliency import SaliencyError
 from service.metrics import Outcome
 from service.spectra import SpectrumError
 
@@ -77,6 +78,9 @@ def failure_of(exc: BaseException, *, queue_full_status: int = 429, retry_after_
             outcome: Outcome = "bad_input" if exc.status < 500 else "error"
             return Failure(exc.status, exc.code, exc.detail, outcome, exc.source,
                            headers=exc.headers)
+        case SaliencyError():
+            return Failure(exc.status, exc.code, exc.detail,
+                           "bad_input" if exc.status < 500 else "error")
         case QueueFull():
             return Failure(queue_full_status, exc.code, str(exc), "rejected", headers=retry)
         case RequestTooLarge():

@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import numpy as np
@@ -28,10 +25,9 @@ from fastapi import APIRouter, Query, Request, Response
 
 from service.inference.saliency import MethodParams, SaliencyError, SaliencyPipeline
 from service.inference.serving import ServedModel
-from service.metrics import RequestStats
 
-from ..deps import DeadlineDep, MetricsDep, Observation, ServerDep, SettingsDep
-from ..errors import ApiError, failure_of
+from ..deps import DeadlineDep, MetricsDep, ServerDep, SettingsDep, observe
+from ..errors import ApiError
 from ..schemas import ErrorBody
 from .spectra import BODY_DOC, read_uploads
 
@@ -56,22 +52,6 @@ def explainer(served: ServedModel) -> SaliencyPipeline:
         raise ApiError(409, "saliency_unavailable", served.saliency_unavailable
                        or f"{served.name} v{served.version} has no saliency graph")
     return served.saliency
-
-
-@asynccontextmanager
-async def metered(metrics, served: ServedModel, endpoint: str) -> AsyncIterator[Observation]:
-    """Count and time one saliency/introspection request under its own endpoint label."""
-    obs = Observation()
-    t0 = time.perf_counter()
-    outcome = "success"
-    try:
-        yield obs
-    except BaseException as exc:
-        outcome = failure_of(_api(exc)).outcome
-        raise
-    finally:
-        metrics.record(RequestStats(served.name, str(served.version), outcome,
-                                    time.perf_counter() - t0, obs.items, endpoint=endpoint))
 
 
 def _api(exc: BaseException) -> BaseException:
@@ -115,7 +95,7 @@ async def saliency(
     params = MethodParams(method=method, samples=samples, sigma=sigma,  # type: ignore[arg-type]
                           steps=steps, baseline=baseline, seed=seed)  # type: ignore[arg-type]
     name = model or settings.default_model
-    async with server.use(name, version) as served, metered(metrics, served, "saliency") as m:
+    async with server.use(name, version) as served, observe(metrics, served, "saliency") as m:
         try:
             sal = explainer(served)
             params.check()
@@ -178,7 +158,7 @@ async def filters(
 ) -> Response:
     """The first-layer filters (members, channels, 2, k)."""
     async with server.use(model or settings.default_model, version) as served, \
-            metered(metrics, served, "introspect"):
+            observe(metrics, served, "introspect"):
         try:
             sal = explainer(served)
             w = await asyncio.get_running_loop().run_in_executor(None, sal.filters)
@@ -208,7 +188,7 @@ async def activations(
     """One layer's activations (members, channels, length) for one spectrum, plus filters."""
     loop = asyncio.get_running_loop()
     async with server.use(model or settings.default_model, version) as served, \
-            metered(metrics, served, "introspect") as m:
+            observe(metrics, served, "introspect") as m:
         try:
             sal = explainer(served)
             uploads = await read_uploads(request, settings.max_files, format)
