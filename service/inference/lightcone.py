@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from service.lightcones import (
-    PREPROCESS_VERSION,
+    PREPROCESS_VERSIONS,
     Lightcone,
     LightconeError,
     LightconeGrid,
@@ -65,10 +65,10 @@ def load_lightcone_model(repo: ModelRepository, name: str, version: int) -> Mode
     if manifest.name != name or manifest.version != version:
         raise ModelError("bad_manifest", f"{vdir}: manifest says {manifest.name!r} "
                          f"v{manifest.version}")
-    if manifest.preprocess_version != PREPROCESS_VERSION:
+    if manifest.preprocess_version not in PREPROCESS_VERSIONS:
         raise ModelError("preprocess_mismatch", f"{name} v{version} was trained with lightcone "
                          f"preprocess {manifest.preprocess_version!r}; this service runs "
-                         f"{PREPROCESS_VERSION!r}")
+                         f"{', '.join(PREPROCESS_VERSIONS)}")
     try:
         onnx = (vdir / manifest.file).read_bytes()
     except OSError as exc:
@@ -202,7 +202,7 @@ class LightconePipeline:
 
     # 2. preprocess (worker pool)
     def preprocess(self, lc: Lightcone, name: str) -> Decoded:
-        p = preprocess(lc, self.grid, source=name)
+        p = preprocess(lc, self.grid, source=name, version=self.model.manifest.preprocess_version)
         info = {"format": lc.meta.get("format"), "shape": list(lc.shape), "notes": p.notes}
         if lc.params:  # a simulator file says what it was made with: echo it for comparison
             info["file_parameters"] = {q["name"]: lc.params[q["key"]] for q in self.params
