@@ -9,12 +9,20 @@ from service.spectra.source import Source
 from . import readers  # noqa: F401  (registers the readers)
 from .errors import ERROR_CODES, LightconeError
 from .lightcone import NU21_MHZ, Lightcone, make_lightcone
-from .preprocess import PREPROCESS_VERSION, LightconeGrid, Prepared, preprocess, resample
+from .preprocess import (
+    PREPROCESS_VERSION,
+    PREPROCESS_VERSIONS,
+    LightconeGrid,
+    Prepared,
+    preprocess,
+    resample,
+)
 from .registry import identify_format, read_lightcone
 from .registry import readers as list_readers
 
 __all__ = [
-    "ERROR_CODES", "NU21_MHZ", "PREPROCESS_VERSION", "Lightcone", "LightconeError",
+    "ERROR_CODES", "NU21_MHZ", "PREPROCESS_VERSION", "PREPROCESS_VERSIONS", "Lightcone",
+    "LightconeError",
     "LightconeGrid", "Prepared", "Source", "identify_format", "list_readers", "make_lightcone",
     "preprocess", "read_lightcone", "resample",
 ]

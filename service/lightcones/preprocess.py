@@ -20,6 +20,13 @@ Scaling: x = clip(T_b / scale_mk, ±CLIP) with a fixed ``scale_mk`` — no per-c
 normalisation, since the absolute brightness temperature carries the heating (L_X, E_0) and
 ionisation (ζ, T_vir) information the regressor needs.
 
+Versions (a manifest names one; both stay servable, :data:`PREPROCESS_VERSIONS`):
+  ``lightcone-1``: resample → scale → clip (noiseless simulations, the sky mean kept);
+  ``lightcone-2``: resample → subtract each channel's sky mean → scale → clip. An
+       interferometer has no zero-spacing baseline, so the mean of a channel (the global
+       signal) is never in observed data; a model meant for observations must not depend on
+       it, and removing it here makes a simulated cube and an observed one look alike.
+
 Model input: float32 (1, n_xy, n_xy, n_los) per cube (channel first, for Conv3d).
 """
 
@@ -34,6 +41,9 @@ import numpy as np
 from .errors import LightconeError
 from .lightcone import NU21_MHZ, Lightcone
 
+PREPROCESS_VERSIONS = ("lightcone-1", "lightcone-2")  # every version this code can run
+# what ``preprocess`` does when no version is named (the first models' contract); a pipeline
+# serving a model passes the manifest's own version
 PREPROCESS_VERSION = "lightcone-1"
 CLIP = 10.0
 COVER_TOL = 1e-6  # relative slack when checking that the input covers the grid
@@ -176,13 +186,32 @@ def resample(lc: Lightcone, grid: LightconeGrid, *, source: str | None = None
     return np.ascontiguousarray(cube, dtype=np.float32), notes
 
 
-def normalise(cube_mk: np.ndarray, grid: LightconeGrid) -> np.ndarray:
-    x = np.asarray(cube_mk, dtype=np.float32) * np.float32(1.0 / grid.scale_mk)
+def check_version(version: str) -> str:
+    if version not in PREPROCESS_VERSIONS:
+        raise ValueError(f"unknown lightcone preprocess version {version!r}; this code runs "
+                         f"{', '.join(PREPROCESS_VERSIONS)}")
+    return version
+
+
+def normalise(cube_mk: np.ndarray, grid: LightconeGrid, version: str = PREPROCESS_VERSION
+              ) -> np.ndarray:
+    """Grid cube(s) in mK (..., n_xy, n_xy, n_los) → model input with a channel axis in front
+    of the sky axes; a batch (N, n_xy, n_xy, n_los) gives (N, 1, ...). Training calls this on
+    noisy batches, the service on one cube: the same code either way."""
+    check_version(version)
+    x = np.array(cube_mk, dtype=np.float32)  # a copy: the caller's cube is left alone
+    if version == "lightcone-2":
+        x -= x.mean(axis=(-3, -2), keepdims=True)
+    x *= np.float32(1.0 / grid.scale_mk)
     np.clip(x, -CLIP, CLIP, out=x)
-    return x[None]
+    return x[..., None, :, :, :]
 
 
-def preprocess(lc: Lightcone, grid: LightconeGrid, *, source: str | None = None) -> Prepared:
-    """Lightcone → model input (1, n_xy, n_xy, n_los) float32."""
+def preprocess(lc: Lightcone, grid: LightconeGrid, *, source: str | None = None,
+               version: str = PREPROCESS_VERSION) -> Prepared:
+    """Lightcone → model input (1, n_xy, n_xy, n_los) float32, by the model's ``version``."""
+    check_version(version)
     cube, notes = resample(lc, grid, source=source)
-    return Prepared(normalise(cube, grid), notes)
+    if version == "lightcone-2":
+        notes.append("each channel's sky mean removed (not measured by an interferometer)")
+    return Prepared(normalise(cube, grid, version), notes)
