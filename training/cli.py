@@ -93,14 +93,32 @@ def train_spectra(cfg: Config, out_root: Path, runs_root: Path, data_dir: Path |
 # Other tasks own their command line; `specula train TASK ...` hands them the rest of argv.
 OTHER_TASKS = {
     "lightcone": "training.lightcone.cli",  # 21cm lightcone regressor
-    "saliency": "training.export_saliency",  # gradient graphs beside a shipped classifier
+    "saliency": "training.export_saliency",  # gradient graphs beside a shipped model
 }
+# `specula train saliency --model-dir DIR`: the exporter is chosen by the manifest's kind
+SALIENCY_BY_KIND = {"lightcone-regressor": "training.lightcone.export_saliency"}
+
+
+def saliency_module(argv: list[str]) -> str:
+    """The exporter for the model ``--model-dir`` names (the spectrum one by default)."""
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument("--model-dir")
+    a, _ = ap.parse_known_args(argv)
+    if a.model_dir:
+        try:
+            kind = json.loads((Path(a.model_dir) / "manifest.json").read_text()).get("kind")
+        except (OSError, ValueError):
+            kind = None
+        if kind in SALIENCY_BY_KIND:
+            return SALIENCY_BY_KIND[kind]
+    return OTHER_TASKS["saliency"]
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in OTHER_TASKS:
-        return int(importlib.import_module(OTHER_TASKS[argv[0]]).main(argv[1:]) or 0)
+        module = saliency_module(argv[1:]) if argv[0] == "saliency" else OTHER_TASKS[argv[0]]
+        return int(importlib.import_module(module).main(argv[1:]) or 0)
     ap = argparse.ArgumentParser(prog="specula train",
                                  description="train a model and export it to models/ "
                                              "(tasks: spectra, " + ", ".join(OTHER_TASKS) + ")")

@@ -58,10 +58,11 @@ SCALES = ["probability", "log_probability", "logit"]
 
 
 # ---- the gradient graph -------------------------------------------------------------------
-def fold_conv_bn(conv: nn.Conv1d, bn: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eval-mode BN folded into the preceding (bias-free or biased) convolution."""
+def fold_conv_bn(conv: nn.Module, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BN folded into the preceding (bias-free or biased) convolution, any rank
+    (Conv1d here, Conv3d in the lightcone exporter)."""
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    w = conv.weight * scale[:, None, None]
+    w = conv.weight * scale.reshape(-1, *[1] * (conv.weight.dim() - 1))
     b = bn.bias - bn.running_mean * scale
     if conv.bias is not None:
         b = b + conv.bias * scale
@@ -252,7 +253,7 @@ class IntrospectGraph(nn.Module):
 
 
 # ---- export ---------------------------------------------------------------------------------
-def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str],
+def export_module(module: nn.Module, args: tuple, path: Path, input_names: list[str],
             output_names: list[str], dynamo: bool = True) -> None:
     """dynamo=True (the shipped path, as export_onnx); False: the TorchScript exporter, ~10x
     faster to run, which tests use — the module is forward-only either way."""
@@ -326,10 +327,10 @@ def export_saliency(ens: Ensemble, model_dir: Path, npix: int, n_labels: int,
     x = torch.zeros(2, 2, npix)
     t = torch.zeros(2, n_labels + 1)
     sal_path, intro_path = model_dir / SALIENCY_FILE, model_dir / INTROSPECT_FILE
-    _export(sal, (x, t), sal_path, ["spectrum", "target"], SALIENCY_OUTPUTS, dynamo)
+    export_module(sal, (x, t), sal_path, ["spectrum", "target"], SALIENCY_OUTPUTS, dynamo)
     names = layer_names(len(ens.members[0].blocks))
     intro = IntrospectGraph(ens).eval()
-    _export(intro, (x,), intro_path, ["spectrum"], ["filters"] + names, dynamo)
+    export_module(intro, (x,), intro_path, ["spectrum"], ["filters"] + names, dynamo)
     with torch.no_grad():
         acts = intro(torch.zeros(1, 2, npix))
     entry: dict[str, Any] = {
