@@ -85,6 +85,24 @@ class Settings(BaseSettings):
         "x-specula-timeout-ms", description="request header: ms budget before 504"
     )
 
+    # saliency and introspection (their own queues; they yield to inference)
+    saliency_max_batch_rows: int = Field(
+        64, ge=1, description="gradient rows (noisy copies, path steps) per executed saliency "
+        "or introspection batch of a spectrum model: small, so a classification batch never "
+        "shares the CPU with a long one")
+    saliency_max_queue_rows: int = Field(
+        4096, ge=1, description="queued saliency (or introspection) rows per model before "
+        "rejecting")
+    lightcone_saliency_max_batch_rows: int = Field(
+        4, ge=1, description="lightcone gradient rows per executed batch (one row keeps ~10 "
+        "activation cubes alive in ONNX Runtime)")
+
+    # lightcones
+    lightcone_max_bytes: int = Field(
+        512 * 1024 * 1024, ge=1, description="working memory all lightcone requests in flight "
+        "may reserve (bodies, decoded and resampled cubes, saliency rows); a request waits "
+        "for room, one larger than this gets 413")
+
     # runtime
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto (CUDA if available), cpu, cuda")

@@ -25,8 +25,11 @@ Scheduling: saliency has its *own* :class:`DynamicBatcher` (own queue, own bound
 label ``endpoint="saliency"``), so classification rows never queue behind gradient rows, and
 before each saliency batch the worker yields while the model's classification queue holds
 rows (up to ``YIELD_MAX_S`` per batch, so saliency slows under classification load but is
-never starved forever). Saliency batches are small (``MAX_BATCH_ROWS``), bounding how long a
-classification batch can share the CPU with one.
+never starved forever). Saliency batches are small, bounding how long a
+classification batch can share the CPU with one. Both bounds are settings
+(``SPECULA_SALIENCY_MAX_BATCH_ROWS``, ``SPECULA_SALIENCY_MAX_QUEUE_ROWS``). Introspection
+(activations, filters) is batched the same way through a second queue of its own
+(``endpoint="introspect"``).
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +45,7 @@ from typing import Any, Literal
 import numpy as np
 
 from service.metrics import Stats
+from service.settings import Settings
 from service.spectra import SpectrumError
 
 from .batcher import DynamicBatcher
@@ -57,11 +60,10 @@ Method = Literal["gradient", "gradient_x_input", "smoothgrad", "integrated_gradi
 Scale = Literal["probability", "log_probability", "logit", "value"]
 METHODS: tuple[str, ...] = ("gradient", "gradient_x_input", "smoothgrad", "integrated_gradients")
 SCALES: tuple[str, ...] = ("probability", "log_probability", "logit", "value")
-MAX_BATCH_ROWS = 64
-MAX_QUEUE_ROWS = 4096
 MAX_ROWS_PER_SPECTRUM = 256  # samples or steps
 YIELD_MAX_S = 0.25
 ENDPOINT = "saliency"
+INTROSPECT = "introspect"
 
 
 class SaliencyError(Exception):
@@ -106,6 +108,11 @@ class Target:
     scale: Scale
 
 
+def setting_default(name: str) -> Any:
+    """A Settings field's default: one place for it, also when built without Settings."""
+    return Settings.model_fields[name].default
+
+
 def _stats_as(endpoint: str, on_stats: Callable[[Stats], None]) -> Callable[[Stats], None]:
     def record(stats: Stats) -> None:
         on_stats(dataclasses.replace(stats, endpoint=endpoint)
@@ -122,18 +129,48 @@ def robust_range(x: np.ndarray) -> float:
 
 
 def expand(x: np.ndarray, p: MethodParams) -> tuple[np.ndarray, np.ndarray | None]:
-    """The gradient rows of one spectrum (rows, 2, npix), and the IG baseline if any."""
+    """The gradient rows of one spectrum (rows, 2, npix), and the IG baseline if any: noise
+    on the flux channel only, scaled by its robust range."""
+    std = p.sigma * robust_range(x) if p.method == "smoothgrad" else 0.0
+    base = baseline_of(x, p.baseline) if p.method == "integrated_gradients" else None
+    return expand_rows(x, p, noise_std=std, noisy=0, base=base)
+
+
+def expand_rows(x: np.ndarray, p: MethodParams, *, noise_std: float, noisy: int | None,
+                base: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The gradient rows of one input of any shape: ``samples`` noisy copies (Gaussian noise
+    of ``noise_std`` on ``x[noisy]``, or on all of ``x`` when ``noisy`` is None), ``steps``
+    points of the straight path from ``base`` to ``x``, or ``x`` itself. Shared by every model
+    kind, so a method means the same thing for a spectrum and a lightcone."""
     if p.method == "smoothgrad":
         rng = np.random.default_rng(p.seed)
         rows = np.repeat(x[None], p.samples, axis=0)
-        rows[:, 0] += rng.normal(0.0, p.sigma * robust_range(x),
-                                 size=(p.samples, x.shape[1])).astype(np.float32)
+        sel = (slice(None),) if noisy is None else (slice(None), noisy)
+        rows[sel] += rng.normal(0.0, noise_std, size=rows[sel].shape).astype(np.float32)
         return rows, None
     if p.method == "integrated_gradients":
-        base = baseline_of(x, p.baseline)
+        assert base is not None
         alphas = ((np.arange(p.steps) + 0.5) / p.steps).astype(np.float32)
-        return base[None] + alphas[:, None, None] * (x - base)[None], base
+        return base[None] + alphas.reshape(-1, *[1] * x.ndim) * (x - base)[None], base
     return x[None].copy(), None
+
+
+def combine(x: np.ndarray, grads: np.ndarray, p: MethodParams,
+            base: np.ndarray | None) -> np.ndarray:
+    """The map from the gradient rows: their mean, times the input (gradient × input) or
+    times the path (x − x₀) (integrated gradients)."""
+    g = grads.mean(axis=0)
+    if p.method == "gradient_x_input":
+        return g * x
+    if p.method == "integrated_gradients":
+        return g * (x - base)
+    return g
+
+
+def completeness(g: np.ndarray, f_x: float, f_base: float) -> float:
+    """|Σ IG − (f(x) − f(x₀))| / |f(x) − f(x₀)|: how far the m-step sum is from exact."""
+    delta = f_x - f_base
+    return float(abs(float(g.sum()) - delta) / max(abs(delta), 1e-12))
 
 
 def baseline_of(x: np.ndarray, kind: str) -> np.ndarray:
@@ -163,7 +200,8 @@ class SaliencyPipeline:
 
     def __init__(self, model: ModelVersion, spectra: SpectrumPipeline, saliency: OnnxRunner,
                  forward: OnnxRunner, introspect: OnnxRunner | None, *,
-                 on_stats: Callable[[Stats], None], max_queue_delay_s: float = 0.002) -> None:
+                 on_stats: Callable[[Stats], None], max_queue_delay_s: float = 0.002,
+                 max_batch_rows: int | None = None, max_queue_rows: int | None = None) -> None:
         self.model = model
         self.spectra = spectra  # decode/preprocess, the label map and the classify batcher
         self.saliency_runner = saliency
@@ -174,11 +212,17 @@ class SaliencyPipeline:
         self.n_labels = len(self.labels.labels)
         self.grid = spectra.grid
         self.layers = [lay["name"] for lay in self.entry.get("introspect", {}).get("layers", [])]
-        self._introspect_lock = threading.Lock()
+        rows = max_batch_rows or setting_default("saliency_max_batch_rows")
+        queue = max_queue_rows or setting_default("saliency_max_queue_rows")
         self.batcher: DynamicBatcher[Item, dict[str, Any]] = DynamicBatcher(
-            self.predict, max_batch_size=MAX_BATCH_ROWS, max_queue_delay_s=max_queue_delay_s,
-            max_queue_rows=MAX_QUEUE_ROWS, labels=spectra.stat_labels,
+            self.predict, max_batch_size=rows, max_queue_delay_s=max_queue_delay_s,
+            max_queue_rows=queue, labels=spectra.stat_labels,
             on_stats=_stats_as(ENDPOINT, on_stats))
+        # introspection: its own queue too (own label), batched like saliency
+        self.introspect_batcher: DynamicBatcher[np.ndarray, dict[str, np.ndarray]] = \
+            DynamicBatcher(self.predict_introspect, max_batch_size=rows,
+                           max_queue_delay_s=max_queue_delay_s, max_queue_rows=queue,
+                           labels=spectra.stat_labels, on_stats=_stats_as(INTROSPECT, on_stats))
 
     # ---- targets --------------------------------------------------------------------------
     def parse_target(self, target: str, scale: str | None) -> Target:
@@ -258,22 +302,18 @@ class SaliencyPipeline:
         values = np.array([self._value(r, w) for r in res])
         if target.kind != "redshift":
             grads = rescale(grads, values[:len(rows)], target.scale)
-        g = grads.mean(axis=0)
+        g = combine(x, grads, params, base)
         explained = self._value(clean, w)
         info: dict[str, Any] = {}
-        if params.method == "gradient_x_input":
-            g = g * x
-        elif params.method == "integrated_gradients":
-            g = g * (x - base)
+        if params.method == "integrated_gradients":
             f_base = values[-1]
             if target.scale != "probability" and target.kind != "redshift":
                 f_base, f_x = _scaled(f_base, target.scale), _scaled(explained, target.scale)
             else:
                 f_x = explained
-            delta = f_x - f_base
             info = {"baseline": params.baseline, "steps": params.steps,
                     "baseline_value": float(f_base), "sum": float(g.sum()),
-                    "completeness_gap": float(abs(g.sum() - delta) / max(abs(delta), 1e-12))}
+                    "completeness_gap": completeness(g, f_x, f_base)}
         elif params.method == "smoothgrad":
             info = {"samples": params.samples, "sigma": params.sigma,
                     "noise_std": params.sigma * robust_range(x), "seed": params.seed}
@@ -324,27 +364,39 @@ class SaliencyPipeline:
         return results
 
     # ---- introspection -------------------------------------------------------------------
-    def filters(self) -> np.ndarray:
-        """First-layer weights (members, channels, 2, k): an output of the graph, not a file."""
-        if self.introspect_runner is None:
-            raise SaliencyError(409, "introspection_unavailable",
-                                f"{self.model.name} v{self.model.version} ships no "
-                                "introspect.onnx")
-        with self._introspect_lock:
-            x = np.zeros((1, 2, self.grid.npix), dtype=np.float32)
-            return self.introspect_runner.run({"spectrum": x})["filters"]
+    def predict_introspect(self, rows: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """The introspect batcher's function: every layer's activations per row, and the
+        filters (the same for every row)."""
+        assert self.introspect_runner is not None
+        self._yield_to_classification()
+        out = self.introspect_runner.run({"spectrum": np.stack(rows).astype(np.float32)})
+        return [{k: (v if k == "filters" else v[i]) for k, v in out.items()}
+                for i in range(len(rows))]
 
-    def activations(self, x: np.ndarray, layer: str) -> dict[str, np.ndarray]:
-        """One layer's activations (members, channels, length) for one preprocessed spectrum."""
+    def _check_introspection(self) -> None:
         if self.introspect_runner is None:
             raise SaliencyError(409, "introspection_unavailable",
                                 f"{self.model.name} v{self.model.version} ships no "
                                 "introspect.onnx")
+
+    async def filters(self, deadline: float | None = None) -> np.ndarray:
+        """First-layer weights (members, channels, 2, k): an output of the graph, not a file."""
+        self._check_introspection()
+        x = np.zeros((2, self.grid.npix), dtype=np.float32)
+        return (await self.introspect_batcher.submit([x], deadline))[0]["filters"]
+
+    async def activations(self, x: np.ndarray, layer: str, deadline: float | None = None
+                          ) -> dict[str, np.ndarray]:
+        """One layer's activations (members, channels, length) for one preprocessed spectrum."""
+        self._check_introspection()
         if layer not in self.layers:
             raise SaliencyError(400, "bad_layer", f"layer must be one of {self.layers}")
-        with self._introspect_lock:
-            out = self.introspect_runner.run({"spectrum": x[None].astype(np.float32)})
-        return {"filters": out["filters"], "activations": out[layer][0]}
+        out = (await self.introspect_batcher.submit([x.astype(np.float32)], deadline))[0]
+        return {"filters": out["filters"], "activations": out[layer]}
+
+    async def close(self) -> None:
+        await self.batcher.close()
+        await self.introspect_batcher.close()
 
 
 def _scaled(p: float, scale: str) -> float:
@@ -354,7 +406,8 @@ def _scaled(p: float, scale: str) -> float:
 
 def load_saliency(model: ModelVersion, spectra: SpectrumPipeline, *, device: str,
                   intra_op_threads: int, on_stats: Callable[[Stats], None],
-                  max_queue_delay_s: float = 0.002
+                  max_queue_delay_s: float = 0.002, max_batch_rows: int | None = None,
+                  max_queue_rows: int | None = None
                   ) -> tuple[SaliencyPipeline | None, str | None]:
     """The saliency pipeline of a version, or (None, why not). Never raises: a missing or
     broken saliency graph must not stop the classifier from being served."""
@@ -378,7 +431,8 @@ def load_saliency(model: ModelVersion, spectra: SpectrumPipeline, *, device: str
     except Exception as exc:  # noqa: BLE001 — ORT cannot parse it: same answer, not a crash
         return None, f"[bad_model] saliency graph of {model.name} v{model.version}: {exc}"
     return SaliencyPipeline(model, spectra, sal, fwd, intro, on_stats=on_stats,
-                            max_queue_delay_s=max_queue_delay_s), None
+                            max_queue_delay_s=max_queue_delay_s, max_batch_rows=max_batch_rows,
+                            max_queue_rows=max_queue_rows), None
 
 
 def check_saliency_contract(model: ModelVersion, runner: OnnxRunner) -> None:

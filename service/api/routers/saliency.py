@@ -152,6 +152,7 @@ async def render(served: ServedModel, sal: SaliencyPipeline, r: dict[str, Any]) 
 @router.get("/spectra:introspect", responses=ERRORS)
 async def filters(
     request: Request, server: ServerDep, metrics: MetricsDep, settings: SettingsDep,
+    deadline: DeadlineDep,
     model: Annotated[str | None, Query()] = None,
     version: Annotated[int | None, Query()] = None,
     out: Annotated[str | None, Query(description="json | png (overrides Accept)")] = None,
@@ -161,7 +162,7 @@ async def filters(
             observe(metrics, served, "introspect"):
         try:
             sal = explainer(served)
-            w = await asyncio.get_running_loop().run_in_executor(None, sal.filters)
+            w = await sal.filters(deadline)
         except SaliencyError as exc:
             raise _api(exc) from None
         if wants(request, out) == PNG:
@@ -178,6 +179,7 @@ async def filters(
 @router.post("/spectra:introspect", openapi_extra=BODY_DOC, responses=ERRORS)
 async def activations(
     request: Request, server: ServerDep, metrics: MetricsDep, settings: SettingsDep,
+    deadline: DeadlineDep,
     layer: Annotated[str, Query(description="stem, block1, ... (see GET)")] = "stem",
     index: Annotated[int, Query(description="which spectrum of the request")] = 0,
     model: Annotated[str | None, Query()] = None,
@@ -202,7 +204,7 @@ async def activations(
                                                [spectra[index]]))[0]
             if isinstance(prep, Exception):
                 raise prep
-            res = await loop.run_in_executor(None, sal.activations, prep.x, layer)
+            res = await sal.activations(prep.x, layer, deadline)
         except SaliencyError as exc:
             raise _api(exc) from None
         m.items = 1
