@@ -51,7 +51,7 @@ class ServedModel(ServedVersion):
             await self.idle.wait()
         await self.pipeline.batcher.close()
         if self.saliency is not None:
-            await self.saliency.batcher.close()
+            await self.saliency.close()  # its saliency and introspection queues
 
 
 def check_contract(model: ModelVersion, runner: OnnxRunner) -> None:
@@ -132,7 +132,8 @@ class ModelServer:
             max_queue_delay_s=s.max_queue_delay_ms / 1000.0, max_queue_rows=s.max_queue_rows)
         saliency, why_not = load_saliency(
             model, pipeline, device=s.device, intra_op_threads=s.intra_op_threads,
-            on_stats=self.on_stats, max_queue_delay_s=s.max_queue_delay_ms / 1000.0)
+            on_stats=self.on_stats, max_queue_delay_s=s.max_queue_delay_ms / 1000.0,
+            max_batch_rows=s.saliency_max_batch_rows, max_queue_rows=s.saliency_max_queue_rows)
         return ServedModel(model, runner, pipeline, saliency, why_not)
 
     def _load_versions(self, name: str) -> list[ModelVersion]:
