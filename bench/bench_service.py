@@ -9,10 +9,12 @@ One run, on this machine, same model, same thread settings:
    the exposure container (2,436 fibres, FITS), the OIP binary tensor of a whole exposure,
    single real SDSS FITS files (multipart) and single-row OIP binary tensors;
 3. spectra/s, p50/p95/p99, service/raw ratios against the goals of issue 4, and the executed
-   batch-size histogram read from the service's own /metrics.
+   batch-size histogram read from the service's own /metrics;
+4. with ``--compare ray``: the same scenarios, payloads and client against the same model
+   behind Ray Serve with ``@serve.batch`` (bench/serve_ray.py), and a side-by-side table.
 
 Every scenario is bounded by --requests and --duration. Not a test: nothing here asserts.
-    .venv/bin/python bench/bench_service.py [--repository models] [--duration 8]
+    .venv/bin/python bench/bench_service.py [--repository models] [--duration 8] [--compare ray]
 """
 
 from __future__ import annotations
@@ -205,6 +207,100 @@ def histogram_delta(before: dict, after: dict) -> str:
     return " ".join(parts) or "(none)"
 
 
+def drive(port: int, req: bytes, rows: int, conc: int, args) -> dict:
+    max_req = min(args.requests, 12) if rows > 1 else args.requests
+    return asyncio.run(load(port, req, rows, conc, max_req, args.duration))
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def line(r: dict) -> str:
+    return (f"{r['spectra_per_s']:,.0f} spectra/s  p50 {r['p50_ms']:.1f} ms  "
+            f"p95 {r['p95_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms")
+
+
+def report(name: str, r: dict, raw: dict, raw_now: float, goal: float | None,
+           before: dict, after: dict) -> None:
+    hist = histogram_delta(before, after)
+    ratio = r["spectra_per_s"] / raw_now
+    compute = (after["specula_compute_duration_seconds_sum"]
+               - before["specula_compute_duration_seconds_sum"])
+    items = after["specula_inference_items_total"] - before["specula_inference_items_total"]
+    print(f"\n[{name}] {r['requests']} requests in {r['wall_s']:.1f} s"
+          + (f", errors {r['errors']}" if r["errors"] else "")
+          + f"  (load avg {os.getloadavg()[0]:.1f})")
+    print(f"  {line(r)}  service/raw {ratio:.2f}  client CPU {r['client_cpu']:.0%} of a core")
+    print(f"  raw ORT just before (best of service threads, all CPUs), batch "
+          f"{raw['best_batch']}: {raw_now:,.0f} spectra/s;"
+          f" ORT inside the service: {items / max(compute, 1e-9):,.0f} spectra/s "
+          f"of compute time, busy {compute / r['wall_s']:.0%} of the wall time")
+    if goal is not None:
+        print(f"  goal service/raw ≥ {goal}: {'met' if ratio >= goal else 'NOT met'}")
+    else:
+        over = r["p50_ms"] - raw["batch1_forward_ms"]
+        print(f"  p50 − raw batch-1 forward = {over:.2f} ms (goal ≤ 2 ms: "
+              f"{'met' if over <= 2 else 'NOT met'})")
+    print(f"  executed batch sizes (rows): {hist}")
+
+
+def start_ray(port: int, repo: str, model: str, batch: int, threads: int, log
+              ) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "bench" / "serve_ray.py"), "--port", str(port),
+         "--repository", repo, "--model", model, "--max-batch-size", str(batch),
+         "--intra-op-threads", str(threads)], cwd=REPO_ROOT, stdout=log,
+        stderr=subprocess.STDOUT, start_new_session=True)
+    for _ in range(1800):
+        try:
+            get(port, "/v2/health/ready")
+            return proc
+        except OSError:
+            if proc.poll() is not None:
+                raise SystemExit(f"bench/serve_ray.py exited during start-up; see {log.name}")
+            time.sleep(0.1)
+    stop(proc)
+    raise SystemExit("Ray Serve not ready after 180 s")
+
+
+def compare_ray(args, batch: int, scenarios: list, specula: dict) -> None:
+    """The same scenarios against the same model behind Ray Serve, then side by side."""
+    port = free_port()
+    with tempfile.NamedTemporaryFile("wb", suffix=".log", delete=False) as log:
+        t0 = time.perf_counter()
+        proc = start_ray(port, args.repository, args.model, batch, args.intra_op_threads, log)
+        print(f"\n[Ray Serve (@serve.batch, max_batch_size {batch}), started in "
+              f"{time.perf_counter() - t0:.0f} s; log {log.name}]")
+        ray = {}
+        try:
+            for name, req, rows, conc, _ in scenarios:
+                if name not in specula:
+                    continue
+                asyncio.run(load(port, req, rows, min(conc, 2), 2, 30))
+                ray[name] = r = drive(port, req, rows, conc, args)
+                print(f"  {name}: {r['requests']} requests"
+                      + (f", errors {r['errors']}" if r["errors"] else "")
+                      + f"  {line(r)}  (load avg {os.getloadavg()[0]:.1f})")
+        finally:
+            stop(proc)
+    print("\nSpecula vs Ray Serve, same model, same payloads, same client, one after the other")
+    print(f"{'scenario':44} {'Specula spectra/s':>17} {'p50':>8} {'p99':>8} | "
+          f"{'Ray spectra/s':>13} {'p50':>8} {'p99':>8} | {'thrpt ×':>7} {'p99 ÷':>6}")
+    for name, s_ in specula.items():
+        r = ray[name]
+        print(f"{name:44} {s_['spectra_per_s']:17,.0f} {s_['p50_ms']:8.1f} {s_['p99_ms']:8.1f} | "
+              f"{r['spectra_per_s']:13,.0f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} | "
+              f"{s_['spectra_per_s'] / r['spectra_per_s']:7.2f} "
+              f"{r['p99_ms'] / s_['p99_ms']:6.2f}")
+    print("(thrpt × = Specula spectra/s ÷ Ray's; p99 ÷ = Ray's p99 ÷ Specula's: > 1 means "
+          "Specula is better)")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repository", default=str(REPO_ROOT / "models"))
@@ -215,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--intra-op-threads", type=int, default=0,
                    help="ORT intra-op threads of the service (0 = its default, usable CPUs - 1)")
     p.add_argument("--only", default="", help="run only scenarios whose name contains this")
+    p.add_argument("--compare", choices=["none", "ray"], default="none",
+                   help="also drive the same model behind Ray Serve (bench/serve_ray.py; "
+                        "pip install -e .[bench])")
     args = p.parse_args(argv)
 
     mv = ModelRepository(args.repository).load(args.model)
@@ -255,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         ("single row OIP binary, c=1", oip_binary(args.model, x1[None]), 1, 1, None),
     ]
 
+    results = {}
     port = free_port()
     with tempfile.NamedTemporaryFile("wb", suffix=".log", delete=False) as log:
         proc = start_service(port, args.repository, raw["best_batch"], args.intra_op_threads,
@@ -263,41 +363,22 @@ def main(argv: list[str] | None = None) -> int:
             for name, req, rows, conc, goal in scenarios:
                 if args.only not in name:
                     continue
-                max_req = min(args.requests, 12) if rows > 1 else args.requests
                 asyncio.run(load(port, req, rows, min(conc, 2), 2, 30))  # warm this path
                 # the machine is shared: raw ORT again, right now, so the ratio compares like
                 # with like (the service is idle meanwhile)
                 raw_now = max(raw_throughput(r_, x1, raw["best_batch"], args.raw_seconds)
                               for r_ in (runner, all_cores))
                 before = scrape(port)
-                r = asyncio.run(load(port, req, rows, conc, max_req, args.duration))
+                r = drive(port, req, rows, conc, args)
                 after = scrape(port)
-                hist = histogram_delta(before, after)
-                ratio = r["spectra_per_s"] / raw_now
-                compute = (after["specula_compute_duration_seconds_sum"]
-                           - before["specula_compute_duration_seconds_sum"])
-                items = (after["specula_inference_items_total"]
-                         - before["specula_inference_items_total"])
-                print(f"\n[{name}] {r['requests']} requests in {r['wall_s']:.1f} s"
-                      + (f", errors {r['errors']}" if r["errors"] else ""))
-                print(f"  {r['spectra_per_s']:,.0f} spectra/s  p50 {r['p50_ms']:.1f} ms  "
-                      f"p95 {r['p95_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms  "
-                      f"service/raw {ratio:.2f}  client CPU {r['client_cpu']:.0%} of a core")
-                print(f"  raw ORT just before (best of service threads, all CPUs), batch "
-                      f"{raw['best_batch']}: {raw_now:,.0f} spectra/s;"
-                      f" ORT inside the service: {items / max(compute, 1e-9):,.0f} spectra/s "
-                      f"of compute time, busy {compute / r['wall_s']:.0%} of the wall time")
-                if goal is not None:
-                    print(f"  goal service/raw ≥ {goal}: {'met' if ratio >= goal else 'NOT met'}")
-                else:
-                    over = r["p50_ms"] - raw["batch1_forward_ms"]
-                    print(f"  p50 − raw batch-1 forward = {over:.2f} ms (goal ≤ 2 ms: "
-                          f"{'met' if over <= 2 else 'NOT met'})")
-                print(f"  executed batch sizes (rows): {hist}")
+                results[name] = r
+                report(name, r, raw, raw_now, goal, before, after)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(60)
-    print("\nBentoML / Ray Serve comparison: not run (not installed; see docs/service.md).")
+            stop(proc)
+    if args.compare == "ray":
+        compare_ray(args, raw["best_batch"], scenarios, results)
+    else:
+        print("\nRay Serve comparison: not run (--compare ray; needs pip install -e .[bench])")
     return 0
 
 
