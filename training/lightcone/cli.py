@@ -39,10 +39,19 @@ def train_lightcone(cfg: LightconeConfig, out_root: Path, runs_root: Path, data_
                     progress: bool = True) -> dict:
     import numpy as np
 
+    from service.lightcones.preprocess import normalise
+
     from . import dataset
     from .evaluate import evaluate, headline
     from .export_onnx import export, write_manifest
-    from .train import model_inputs, normalise_params, save_checkpoint, sigma_scale, train
+    from .train import (
+        grid_cubes,
+        noisy_inputs,
+        normalise_params,
+        save_checkpoint,
+        sigma_scale,
+        train,
+    )
 
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     run_dir = runs_root / f"{cfg.name}-v{cfg.version}-{stamp}"
@@ -61,15 +70,35 @@ def train_lightcone(cfg: LightconeConfig, out_root: Path, runs_root: Path, data_
 
     t0 = time.time()
     splits = {s: dataset.load(path, cfg, s) for s in ("train", "val", "test")}
-    xs = {s: model_inputs(d["cubes"], cfg) for s, d in splits.items()}
+    grid = cfg.grid.model_grid()
+    mks = {s: grid_cubes(d["cubes"], cfg) for s, d in splits.items()}  # model grid, mK
+    xs = {s: normalise(mk, grid, cfg.grid.preprocess_version) for s, mk in mks.items()}
     ys = {s: normalise_params(d["params"], cfg) for s, d in splits.items()}
-    log(f"preprocessed train/val/test {len(xs['train'])}/{len(xs['val'])}/{len(xs['test'])} "
-        f"cubes in {time.time() - t0:.1f} s")
+    log(f"preprocessed ({cfg.grid.preprocess_version}) train/val/test {len(xs['train'])}/"
+        f"{len(xs['val'])}/{len(xs['test'])} cubes in {time.time() - t0:.1f} s")
     if len(xs["train"]) < 2:
         raise SystemExit("fewer than 2 accepted training lightcones: build the dataset first")
 
-    net, hist = train(cfg, (xs["train"], ys["train"]), (xs["val"], ys["val"]), log)
-    scale = sigma_scale(net, xs["val"], ys["val"], cfg.train.min_sigma_scale)
+    noise = None
+    if cfg.noise.train or cfg.noise.evaluate:
+        try:
+            from .noise import ThermalNoise, uv_maps
+
+            noise = ThermalNoise(cfg, uv_maps(cfg, data_dir, log))
+        except ImportError as exc:
+            if cfg.noise.train:
+                raise SystemExit(f"noise.train needs tools21cm: {exc}") from None
+            log(f"noise not evaluated: {exc} (pip install tools21cm)")
+    if cfg.noise.train:
+        x_val, y_val = noisy_inputs(mks["val"], ys["val"], noise,
+                                    np.random.default_rng(cfg.noise.seed + 1),
+                                    cfg.noise.val_realisations, cfg)
+        net, hist = train(cfg, (mks["train"][:, None], ys["train"]), (x_val, y_val), log,
+                          noise=noise)
+    else:
+        x_val, y_val = xs["val"], ys["val"]
+        net, hist = train(cfg, (xs["train"], ys["train"]), (x_val, y_val), log)
+    scale = sigma_scale(net, x_val, y_val, cfg.train.min_sigma_scale)
     log(f"trained in {hist['seconds']:.0f} s (best epoch {hist['best_epoch']}); σ scale "
         f"{np.round(scale, 3).tolist()}")
     ckpt = run_dir / "checkpoint.pt"
@@ -87,14 +116,22 @@ def train_lightcone(cfg: LightconeConfig, out_root: Path, runs_root: Path, data_
         f"({manifest['parity']['max_diff_over_prior_width']:.1e} of a prior width)")
     theta_test = splits["test"]["params"]
     rep_extra = {k: v for k, v in extra.items() if k != "checkpoint"}
-    if cfg.noise.evaluate and len(theta_test):
-        try:
-            from .evaluate import evaluate_noisy
+    if cfg.noise.evaluate and noise is not None and len(theta_test):
+        from .evaluate import evaluate_noisy, wedge_power_kept
+        from .noise import ThermalNoise, uv_maps
 
-            rep_extra["noise"] = evaluate_noisy(cfg, model_dir, splits["test"]["cubes"],
-                                                theta_test, data_dir, log)
-        except ImportError as exc:
-            rep_extra["noise"] = f"not evaluated: {exc} (pip install tools21cm)"
+        t0 = time.time()
+        rep_extra["noise"] = evaluate_noisy(cfg, model_dir, mks["test"], theta_test, noise, log)
+        sweep = {}
+        for hours in cfg.noise.eval_obs_times_h:
+            other = ThermalNoise(cfg, uv_maps(cfg, data_dir, log), obs_time_h=hours)
+            sweep[f"{hours:g}"] = evaluate_noisy(cfg, model_dir, mks["test"], theta_test, other,
+                                                 log)
+        if sweep:
+            rep_extra["obs_time_sweep"] = sweep
+        rep_extra["wedge"] = wedge_power_kept(cfg, mks["test"])
+        log(f"noisy evaluation in {time.time() - t0:.0f} s; wedge power kept "
+            f"{rep_extra['wedge']['power_kept']}")
     report = evaluate(cfg, model_dir, xs["test"], theta_test, rep_extra, log)
     manifest["metrics"] = headline(report)
     manifest["training"]["wall_time_s"] = round(time.time() - t_start)

@@ -73,6 +73,8 @@ class GridConfig:
     nu_max_mhz: float = 200.0  # z ≈ 6.1
     scale_mk: float = 100.0
     dataset_los_refine: int = 2  # dataset stores 2× finer line of sight (exactly nested)
+    # service.lightcones.preprocess version the model is trained with (and the service runs)
+    preprocess_version: str = "lightcone-1"
 
     def model_grid(self) -> LightconeGrid:
         return LightconeGrid(self.n_xy, self.cell_mpc, self.n_los, self.nu_min_mhz,
@@ -93,7 +95,8 @@ class DataConfig:
 
 @dataclass
 class NoiseConfig:
-    """SKA1-Low thermal noise + foreground-wedge removal (tools21cm), for the noisy evaluation."""
+    """SKA1-Low thermal noise + foreground-wedge removal (tools21cm): the noisy evaluation and,
+    with ``train``, fresh noise realisations added to every training batch."""
 
     obs_time_h: float = 1000.0
     subarray: str = "AA4"
@@ -101,11 +104,17 @@ class NoiseConfig:
     int_time_s: float = 600.0  # visibility integration; coarser than tools21cm's 10 s default
     declination_deg: float = -30.0
     n_uv_redshifts: int = 12  # uv coverage computed here, nearest used per channel (the slow part)
-    # off: tools21cm's rolling wedge removal assumes cubic comoving voxels; the model grid's
-    # ~1 MHz channels are 7–15 Mpc deep for 4 Mpc sky cells, so it removes nearly everything
+    # foreground-wedge removal, done on cubic comoving cells (noise.wedge_remove); off because
+    # at this resolution it leaves almost no signal (docs/lightcones.md, "Foreground wedge")
     wedge: bool = False
+    wedge_omm: float = 0.31  # fiducial Ω_m for the channel distances (an observer's choice)
     seed: int = 1
-    evaluate: bool = True  # also report the test metrics on noisy, wedge-removed cubes
+    evaluate: bool = True  # also report the test metrics on noisy cubes
+    train: bool = False  # add fresh thermal noise to every training batch (and to validation)
+    eval_realisations: int = 4  # noise draws per test cube in the noisy evaluation
+    val_realisations: int = 4  # noise draws per validation cube (early stopping, σ calibration)
+    # R² of the trained model at other observing times (noise ∝ 1/√t); [] = skip
+    eval_obs_times_h: list[float] = field(default_factory=list)
 
 
 @dataclass

@@ -38,7 +38,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 def data_hash(cfg: LightconeConfig) -> str:
     d = config_to_dict(cfg)
-    key = json.dumps({"seed": d["seed"], "sim": d["sim"], "grid": d["grid"]}, sort_keys=True)
+    # the preprocessing a model uses does not change the simulated data
+    grid = {k: v for k, v in d["grid"].items() if k != "preprocess_version"}
+    key = json.dumps({"seed": d["seed"], "sim": d["sim"], "grid": grid}, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 

@@ -18,8 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.lightcones import PREPROCESS_VERSION
-
 from ..manifest import git_commit, sha256_file, write_manifest
 from .config import LightconeConfig, config_to_dict
 from .model import OUTPUT_NAMES, LightconeNet, PhysicalHead
@@ -37,6 +35,33 @@ NOT_MODELLED = {
     "astrophysics": "constant ionising efficiency ζ above a T_vir threshold (21cmFAST "
                     "const-zeta); no minihaloes, no inhomogeneous recombinations",
 }
+
+
+def not_modelled(cfg: LightconeConfig) -> dict[str, str]:
+    out = dict(NOT_MODELLED)
+    if cfg.noise.train:
+        out["instrument"] = (
+            "trained with SKA1-Low thermal noise only (see 'noise'): no beam, no foregrounds "
+            "(the data are assumed foreground-subtracted), no foreground-wedge removal, no "
+            "calibration errors; a noisier or cleaner observation than the stated one is out "
+            "of distribution")
+    return out
+
+
+def noise_manifest(cfg: LightconeConfig) -> dict[str, Any]:
+    nc = cfg.noise
+    if not nc.train:
+        return {"trained_with_noise": False}
+    return {"trained_with_noise": True,
+            "model": "tools21cm thermal noise (noise_map: natural weighting, Blackman-Harris "
+                     "uv taper), a fresh realisation per training cube and step",
+            "telescope": f"SKA1-Low {nc.subarray}", "obs_time_h": nc.obs_time_h,
+            "daily_track_h": nc.total_int_time_h, "visibility_int_time_s": nc.int_time_s,
+            "declination_deg": nc.declination_deg, "uv_redshifts": nc.n_uv_redshifts,
+            "channel_mean_removed": cfg.grid.preprocess_version == "lightcone-2",
+            "foreground_wedge_removed": nc.wedge,
+            "expected_input": "an observation on the model grid (mK) with this noise level; "
+                              "the service removes each channel's sky mean itself"}
 
 
 def physical_head(net: LightconeNet, cfg: LightconeConfig, scale: np.ndarray) -> PhysicalHead:
@@ -112,18 +137,21 @@ def export(net: LightconeNet, cfg: LightconeConfig, scale: np.ndarray, out_dir: 
         "outputs": [{"name": o, "dtype": "float32", "shape": [-1, n]} for o in OUTPUT_NAMES],
         "parameters": parameters_manifest(cfg),
         "grid": grid.to_manifest(),
-        "preprocess_version": PREPROCESS_VERSION,
+        "preprocess_version": cfg.grid.preprocess_version,
         "resample": {"allowed": True,
                      "note": "cubes with a line-of-sight axis and a cell size are resampled "
                              "onto the grid (overlap averaging) and cropped on the sky; cubes "
                              "without axes must have exactly the grid's shape"},
         "normalisation": {
-            "input": f"x = clip(T_b[mK] / {grid.scale_mk:g}, ±clip) on the grid",
+            "input": (f"x = clip((T_b − ⟨T_b⟩_sky per channel)[mK] / {grid.scale_mk:g}, ±clip)"
+                      if cfg.grid.preprocess_version == "lightcone-2" else
+                      f"x = clip(T_b[mK] / {grid.scale_mk:g}, ±clip) on the grid"),
             "parameters": "trained on (θ − low)/(high − low); the graph outputs physical units",
         },
         "calibration": {"sigma_scale": [float(s) for s in scale],
                         "method": "per-parameter σ multiplier s² = mean(z²) on validation"},
-        "not_modelled": NOT_MODELLED,
+        "not_modelled": not_modelled(cfg),
+        "noise": noise_manifest(cfg),
         "parity": p,
         "opset": OPSET,
         "training": {

@@ -7,6 +7,12 @@ the sky axes of a 21cmFAST box are periodic and statistically isotropic, so peri
 flips and the x↔y transpose are exact symmetries of the data distribution (16·16·8 = 2048
 variants per cube); the line of sight (time) is never touched.
 
+With ``noise.train`` every batch also gets fresh SKA1-Low thermal noise (noise.ThermalNoise)
+added in mK on the model grid, after the sky symmetry and before the preprocessing — noise
+is stationary on the sky, so it is drawn independently of the symmetry. Validation cubes get
+``val_realisations`` fixed noise draws each, so early stopping and the σ calibration see the
+same noisy data every epoch.
+
 After training, one σ scale per parameter is fitted on the validation split
 (s_k² = mean(z²), z = (θ − μ)/σ), the usual post-hoc calibration of a Gaussian regressor; it
 is folded into the exported graph. The best epoch by validation NLL is kept.
@@ -21,21 +27,39 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.lightcones import make_lightcone, preprocess
+from service.lightcones import make_lightcone, resample
+from service.lightcones.preprocess import normalise
 
 from .config import LightconeConfig, config_from_dict, config_to_dict
 from .model import LightconeNet
 
 
-def model_inputs(cubes: np.ndarray, cfg: LightconeConfig) -> np.ndarray:
-    """Dataset-grid cubes (N, n_xy, n_xy, n_los_ds) mK → model input (N, 1, ...) float32."""
+def grid_cubes(cubes: np.ndarray, cfg: LightconeConfig) -> np.ndarray:
+    """Dataset-grid cubes (N, n_xy, n_xy, n_los_ds) mK → model-grid cubes (N, n_xy, n_xy,
+    n_los) mK, by the service's resampling (noise is added on this grid, then normalised)."""
     ds, grid = cfg.grid.dataset_grid(), cfg.grid.model_grid()
-    out = np.empty((len(cubes), *grid.shape), dtype=np.float32)
+    out = np.empty((len(cubes), *grid.shape[1:]), dtype=np.float32)
     for i, c in enumerate(cubes):
         lc = make_lightcone(c.astype(np.float32), frequencies_mhz=ds.frequencies_mhz,
                             cell_mpc=ds.cell_mpc)
-        out[i] = preprocess(lc, grid).x
+        out[i] = resample(lc, grid)[0]
     return out
+
+
+def model_inputs(cubes: np.ndarray, cfg: LightconeConfig) -> np.ndarray:
+    """Dataset-grid cubes (N, n_xy, n_xy, n_los_ds) mK → model input (N, 1, ...) float32:
+    ``service.lightcones.preprocess`` (resample, then normalise by the config's version)."""
+    return normalise(grid_cubes(cubes, cfg), cfg.grid.model_grid(),
+                     cfg.grid.preprocess_version)
+
+
+def noisy_inputs(cubes_mk: np.ndarray, y: np.ndarray, noise, rng: np.random.Generator,
+                 reps: int, cfg: LightconeConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``reps`` noise draws of every model-grid cube → (model input, repeated targets)."""
+    mk = np.repeat(cubes_mk, reps, axis=0)
+    mk = mk + noise.sample(rng, len(mk))
+    return (normalise(mk, cfg.grid.model_grid(), cfg.grid.preprocess_version),
+            np.repeat(y, reps, axis=0))
 
 
 def prior_arrays(cfg: LightconeConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -89,9 +113,16 @@ def sigma_scale(net: LightconeNet, x: np.ndarray, y: np.ndarray, floor: float = 
 
 
 def train(cfg: LightconeConfig, train_xy: tuple[np.ndarray, np.ndarray],
-          val_xy: tuple[np.ndarray, np.ndarray], log=print) -> tuple[LightconeNet, dict[str, Any]]:
-    """Returns the best network (by validation NLL) and a history dict."""
+          val_xy: tuple[np.ndarray, np.ndarray], log=print, noise=None
+          ) -> tuple[LightconeNet, dict[str, Any]]:
+    """Returns the best network (by validation NLL) and a history dict.
+
+    Without ``noise`` the training inputs are model inputs; with a ``noise.ThermalNoise``
+    they are model-grid cubes in mK (N, 1, n_xy, n_xy, n_los), and each batch is made noisy
+    and normalised here (``val_xy`` is then already-noisy model input)."""
     tc = cfg.train
+    grid = cfg.grid.model_grid()
+    noise_rng = np.random.default_rng(cfg.noise.seed + 1000)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(max(tc.threads, 1))
     g = torch.Generator().manual_seed(cfg.seed)
@@ -116,6 +147,9 @@ def train(cfg: LightconeConfig, train_xy: tuple[np.ndarray, np.ndarray],
             if len(idx) < 2:  # batch norm needs two
                 continue
             xb = augment(x[idx], g) if tc.augment else x[idx]
+            if noise is not None:
+                mk = xb[:, 0].numpy() + noise.sample(noise_rng, len(idx))
+                xb = torch.from_numpy(normalise(mk, grid, cfg.grid.preprocess_version))
             mu, ls = net(xb)
             loss = gaussian_nll(mu, ls, y[idx])
             opt.zero_grad(set_to_none=True)

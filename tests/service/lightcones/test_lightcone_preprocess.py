@@ -104,3 +104,32 @@ def test_real_file_onto_a_model_grid(simrun_path):
 
 def test_manifest_roundtrip():
     assert LightconeGrid.from_manifest(GRID.to_manifest()) == GRID
+
+
+def test_version_2_removes_each_channel_sky_mean_and_version_1_is_unchanged():
+    lc, _ = fine_lightcone(GRID)
+    cube, _ = resample(lc, GRID)
+    v1 = preprocess(lc, GRID, version="lightcone-1")
+    np.testing.assert_allclose(preprocess(lc, GRID).x, v1.x)  # the default stays lightcone-1
+    np.testing.assert_allclose(v1.x[0], np.clip(cube / 100.0, -CLIP, CLIP), rtol=1e-6)
+    shifted = make_lightcone(lc.cube + 37.0, frequencies_mhz=lc.frequencies_mhz,
+                             cell_mpc=lc.cell_mpc)
+    v2, v2s = preprocess(lc, GRID, version="lightcone-2"), preprocess(shifted, GRID,
+                                                                      version="lightcone-2")
+    np.testing.assert_allclose(v2.x[0].mean(axis=(0, 1)), 0.0, atol=1e-6)
+    np.testing.assert_allclose(v2.x, v2s.x, atol=1e-5)  # a global signal leaves no trace
+    np.testing.assert_allclose(v2.x[0], (cube - cube.mean(axis=(0, 1))) / 100.0, atol=1e-6)
+    assert any("sky mean" in n for n in v2.notes)
+
+
+def test_normalise_batches_like_single_cubes_and_refuses_unknown_versions():
+    from service.lightcones.preprocess import normalise
+
+    rng = np.random.default_rng(1)
+    batch = rng.normal(0, 50, (3, GRID.n_xy, GRID.n_xy, GRID.n_los)).astype(np.float32)
+    out = normalise(batch, GRID, "lightcone-2")
+    assert out.shape == (3, 1, GRID.n_xy, GRID.n_xy, GRID.n_los)
+    for i in range(3):
+        np.testing.assert_array_equal(out[i], normalise(batch[i], GRID, "lightcone-2"))
+    with pytest.raises(ValueError, match="lightcone-9"):
+        normalise(batch, GRID, "lightcone-9")

@@ -80,9 +80,9 @@ def test_one_real_21cmfast_lightcone():
 
 
 def test_noise_option(tmp_path):
-    """SKA1-Low noise + wedge removal on a model-grid cube (tools21cm; uv coverage cached)."""
+    """SKA1-Low noise on a model-grid cube (tools21cm; uv coverage computed once, cached)."""
     pytest.importorskip("tools21cm")
-    from training.lightcone.noise import observe, uv_maps
+    from training.lightcone.noise import ThermalNoise, observe, uv_maps
 
     cfg = tiny_config()
     uvs = uv_maps(cfg, tmp_path, log=lambda m: None)
@@ -90,8 +90,10 @@ def test_noise_option(tmp_path):
     again = uv_maps(cfg, tmp_path, log=lambda m: pytest.fail("not cached"))
     np.testing.assert_array_equal(again["uv"], uvs["uv"])
     cube = np.random.default_rng(0).normal(0, 10, (4, 4, 16)).astype(np.float32)
-    a = observe(cube, cfg, uvs, np.random.default_rng(1))
-    b = observe(cube, cfg, uvs, np.random.default_rng(1))
+    noise, grid = ThermalNoise(cfg, uvs), cfg.grid.model_grid()
+    a = observe(cube, grid, noise, np.random.default_rng(1))
+    b = observe(cube, grid, noise, np.random.default_rng(1))
     assert a.shape == cube.shape and np.isfinite(a).all()
     np.testing.assert_array_equal(a, b)  # seeded
     assert not np.allclose(a, cube)
+    np.testing.assert_allclose(a.mean(axis=(0, 1)), 0.0, atol=1e-3)  # channel means removed

@@ -79,3 +79,43 @@ def test_dynamic_batch_and_physical_units(trained):
     highs = np.array([p.high for p in cfg.priors()])
     span = highs - lows  # an untrained-ish net stays within a few prior widths
     assert (np.abs(out5["theta_mean"] - (lows + highs) / 2) < 5 * span).all()
+
+
+def test_noise_trained_pipeline(tmp_path):
+    """``noise.train``: fresh thermal noise per batch, lightcone-2 preprocessing, noisy
+    evaluation, an observing-time sweep and the wedge number, all through the CLI (uv coverage
+    faked in the cache: computing it is the slow part, and is tested in test_dataset)."""
+    pytest.importorskip("tools21cm")
+    from training.lightcone.noise import _key
+
+    cfg = tiny_config(32)
+    cfg.version = 3
+    cfg.grid.preprocess_version = "lightcone-2"
+    cfg.noise.train = True
+    cfg.noise.evaluate = True
+    cfg.noise.eval_realisations = 2
+    cfg.noise.val_realisations = 2
+    cfg.noise.eval_obs_times_h = [100.0]
+    data = tmp_path / "data"
+    write_fake_dataset(cfg, data)
+    n = cfg.grid.n_xy
+    np.savez(data / f"uv-{_key(cfg)}.npz", z=np.array([6.0, 18.0]),
+             uv=np.random.default_rng(0).uniform(1, 30, (2, n, n)), n_ant=np.array(512))
+    cfg_path = tmp_path / "tiny3.json"
+    cfg_path.write_text(json.dumps(config_to_dict(cfg)))
+    assert main(["--config", str(cfg_path), "--out", str(tmp_path / "models"), "--runs",
+                 str(tmp_path / "runs"), "--data-dir", str(data), "--skip-build",
+                 "--no-progress"]) == 0
+    d = tmp_path / "models" / cfg.name / "3"
+    m = json.loads((d / "manifest.json").read_text())
+    assert m["preprocess_version"] == "lightcone-2"
+    assert m["noise"]["trained_with_noise"] and m["noise"]["obs_time_h"] == cfg.noise.obs_time_h
+    assert "thermal noise" in m["not_modelled"]["instrument"]
+    rep = json.loads((d / "report.json").read_text())
+    noisy = rep["noise"]
+    assert noisy["preprocess_version"] == "lightcone-2" and noisy["realisations_per_cube"] == 2
+    assert set(noisy["per_parameter"]) == set(cfg.param_names)
+    assert set(rep["obs_time_sweep"]) == {"100"}
+    assert all(0 <= v < 1e-3 for v in rep["wedge"]["power_kept"].values())
+    md = (d / "report.md").read_text()
+    assert "trained with noise" in md and "observing time" in md
