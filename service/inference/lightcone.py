@@ -42,6 +42,7 @@ from service.lightcones import (
 from service.metrics import ModelLoadStats, PreprocessStats, Stats
 
 from .batcher import DynamicBatcher
+from .lightcone_saliency import LightconeSaliency, load_lightcone_saliency
 from .repository import MANIFEST, Manifest, ModelError, ModelRepository, ModelVersion, sha256_hex
 from .runner import OnnxRunner, ServedVersion
 
@@ -105,7 +106,7 @@ class ByteBudget:
         if n > self.total:
             raise LightconeError("too_large", f"request needs {n} bytes of working memory; "
                                  f"the lightcone budget is {self.total} "
-                                 "(SPECULA_MAX_FILE_BYTES bounds one upload)")
+                                 "(SPECULA_LIGHTCONE_MAX_BYTES)")
         return _Reservation(self, n)
 
 
@@ -257,6 +258,8 @@ class ServedLightcone(ServedVersion):
     model: ModelVersion
     runner: OnnxRunner
     pipeline: LightconePipeline
+    saliency: LightconeSaliency | None = None  # None: no (servable) saliency.onnx, see why
+    saliency_unavailable: str | None = None
 
 
 class LightconeModels:
@@ -264,12 +267,14 @@ class LightconeModels:
 
     def __init__(self, repository_root, *, pool: Executor, on_stats: Callable[[Stats], None],
                  max_file_bytes: int, budget_bytes: int, device: str = "auto",
-                 intra_op_threads: int = 0) -> None:
+                 intra_op_threads: int = 0, saliency_max_batch_rows: int | None = None,
+                 saliency_max_queue_rows: int | None = None) -> None:
         self.repository = ModelRepository(repository_root)
         self.pool, self.on_stats = pool, on_stats
         self.max_file_bytes = max_file_bytes
         self.budget = ByteBudget(budget_bytes)
         self.device, self.threads = device, intra_op_threads
+        self.saliency_rows = (saliency_max_batch_rows, saliency_max_queue_rows)
         self._models: dict[str, dict[int, ServedLightcone]] = {}
 
     def _build(self, mv: ModelVersion) -> ServedLightcone:
@@ -288,7 +293,11 @@ class LightconeModels:
                              f" for {n} parameters")
         pipe = LightconePipeline(mv, runner, pool=self.pool, max_file_bytes=self.max_file_bytes,
                                  on_stats=self.on_stats)
-        return ServedLightcone(mv, runner, pipe)
+        saliency, why_not = load_lightcone_saliency(
+            mv, runner, pipe.batcher, device=self.device, intra_op_threads=self.threads,
+            on_stats=self.on_stats, max_batch_rows=self.saliency_rows[0],
+            max_queue_rows=self.saliency_rows[1])
+        return ServedLightcone(mv, runner, pipe, saliency, why_not)
 
     async def load(self) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -331,4 +340,6 @@ class LightconeModels:
         for versions in self._models.values():
             for s in versions.values():
                 await s.pipeline.batcher.close()
+                if s.saliency is not None:
+                    await s.saliency.close()
         self._models = {}

@@ -220,3 +220,148 @@ def activations_figure(acts: np.ndarray, layer: str, grid_wavelength: np.ndarray
     fig.suptitle(f"{model} v{version}: activations of {layer}", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     return _png(fig)
+
+
+# ---- lightcones ---------------------------------------------------------------------------
+def _eor_cmap():
+    """The usual 21cm brightness colours: absorption blue, zero black, emission orange."""
+    from matplotlib.colors import LinearSegmentedColormap
+
+    return LinearSegmentedColormap.from_list(
+        "eor", [(0.0, "#bdf3ff"), (0.3, "#1d49c9"), (0.5, "black"), (0.75, "#d2471e"),
+                (1.0, "#ffe27a")])
+
+
+def _png_of(fig) -> bytes:
+    """PNG of a pyplot-free Figure (Agg canvas, no global state to clean up)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return buf.getvalue()
+
+
+def _nice_redshifts(z_lo: float, z_hi: float) -> list[float]:
+    ticks = [6, 7, 8, 9, 10, 12, 14, 16, 18, 20, 25, 30, 40]
+    return [float(z) for z in ticks if z_lo <= z <= z_hi]
+
+
+def lightcone_saliency_figure(*, cube_mk: np.ndarray, saliency: np.ndarray,
+                              frequencies_mhz: np.ndarray, cell_mpc: float,
+                              explained: dict[str, Any], estimate: dict[str, Any],
+                              method: dict[str, Any], model: str, version: int,
+                              slice_axis: str = "x", slice_index: int | None = None,
+                              los_index: int | None = None, source: str | None = None
+                              ) -> bytes:
+    """The slide figure of a lightcone: a sky-axis × line-of-sight slice of the cube (the
+    classic lightcone plot) above the same slice of the saliency map, the line of sight
+    labelled in redshift (bottom) and frequency (top), the whole cube's saliency per channel
+    under them; with ``los_index``, the sky plane at that channel on the right.
+
+    ``cube_mk`` and ``saliency`` are (X, Y, L) on the model grid (L in increasing frequency)."""
+    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.figure import Figure
+
+    nx = cube_mk.shape[0]
+    ax_i = 0 if slice_axis == "x" else 1
+    n_ax = cube_mk.shape[ax_i]
+    idx = n_ax // 2 if slice_index is None else int(slice_index)
+    cut = (lambda a: a[idx]) if ax_i == 0 else (lambda a: a[:, idx])
+    c_sl, s_sl = cut(cube_mk), cut(saliency)  # (other sky axis, L)
+    nu = np.asarray(frequencies_mhz, dtype=np.float64)
+    dnu = float(nu[1] - nu[0]) if len(nu) > 1 else 1.0
+    nu_edges = np.concatenate([[nu[0] - dnu / 2], nu + dnu / 2])
+    sky_edges = np.arange(c_sl.shape[0] + 1) * cell_mpc
+
+    lim_c = float(np.percentile(np.abs(cube_mk), 99.5)) or 1.0
+    cnorm = TwoSlopeNorm(0.0, -max(lim_c, 1e-3), max(lim_c, 1e-3))
+    lim_s = float(np.percentile(np.abs(saliency), 99.9)) or 1.0
+    snorm = TwoSlopeNorm(0.0, -lim_s, lim_s)  # symmetric: white is "no influence"
+
+    side = los_index is not None
+    fig = Figure(figsize=(13 if side else 11, 6.6))
+    # columns: LOS panels, their colour bars, a gap, (the sky-plane panels)
+    widths = [4.6, 0.07, 0.42, 1.25] if side else [4.6, 0.07]
+    gs = fig.add_gridspec(3, len(widths), height_ratios=[1, 1, 0.55], width_ratios=widths,
+                          hspace=0.12, wspace=0.03, left=0.065, right=0.985 if side else 0.93,
+                          top=0.85, bottom=0.09)
+    ax_c = fig.add_subplot(gs[0, 0])
+    ax_s = fig.add_subplot(gs[1, 0], sharex=ax_c)
+    ax_p = fig.add_subplot(gs[2, 0], sharex=ax_c)
+    other = "y" if ax_i == 0 else "x"
+    im_c = ax_c.pcolormesh(nu_edges, sky_edges, c_sl, cmap=_eor_cmap(),
+                           norm=cnorm, shading="flat", rasterized=True)
+    im_s = ax_s.pcolormesh(nu_edges, sky_edges, s_sl, cmap="RdBu_r", norm=snorm,
+                           shading="flat", rasterized=True)
+    for a, label in ((ax_c, "cube"), (ax_s, "saliency")):
+        a.set_ylabel(f"{other} [Mpc]")
+        a.text(0.005, 0.93, label, transform=a.transAxes, fontsize=8, color="0.1", va="top",
+               bbox={"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 1.5})
+    cb = fig.colorbar(im_c, cax=fig.add_subplot(gs[0, 1]))
+    cb.set_label("T_b [mK]", fontsize=8)
+    cb.ax.tick_params(labelsize=7)
+    unit = explained.get("unit") or ""
+    cb = fig.colorbar(im_s, cax=fig.add_subplot(gs[1, 1]))
+    kind = method.get("name", "gradient")
+    cb.set_label(("∂θ/∂x  (x = T_b / scale)" if kind in ("gradient", "smoothgrad")
+                  else "attribution") + (f" [{unit}]" if unit else ""), fontsize=8)
+    cb.ax.tick_params(labelsize=7)
+
+    # the whole cube's influence per channel: where along the line of sight it looked
+    prof_abs = np.abs(saliency).sum(axis=(0, 1))
+    prof = saliency.sum(axis=(0, 1))
+    ax_p.fill_between(nu, 0, prof_abs, step="mid", color="0.75", lw=0, label="Σ|S| (sky)")
+    ax_p.step(nu, prof, where="mid", color="tab:red", lw=0.9, label="Σ S (sky)")
+    ax_p.axhline(0, color="0.5", lw=0.5)
+    ax_p.set_ylabel("per channel", fontsize=8)
+    ax_p.legend(loc="upper left", fontsize=7, frameon=False, ncol=2)
+
+    # line of sight: redshift on the bottom axis, frequency on top of the cube panel
+    z_of = 1420.405751768 / nu - 1.0
+    zt = _nice_redshifts(float(z_of.min()), float(z_of.max()))
+    ax_p.set_xticks([1420.405751768 / (1 + z) for z in zt])
+    ax_p.set_xticklabels([f"{z:g}" for z in zt])
+    ax_p.set_xlabel("redshift z  (line of sight; frequency increases to the right)")
+    ax_p.set_xlim(nu_edges[0], nu_edges[-1])
+    for a in (ax_c, ax_s):
+        a.tick_params(labelbottom=False)
+    top = ax_c.secondary_xaxis("top")
+    top.set_xlabel("frequency [MHz]", fontsize=8)
+    top.tick_params(labelsize=8)
+    if side:
+        nu0 = nu[int(los_index)]
+        for a in (ax_c, ax_s, ax_p):
+            a.axvline(nu0, color="0.4", lw=0.8, ls="--")
+        sky = np.arange(nx + 1) * cell_mpc
+        ax_c2 = fig.add_subplot(gs[0, 3])
+        ax_s2 = fig.add_subplot(gs[1, 3])
+        ax_c2.pcolormesh(sky, sky, cube_mk[:, :, los_index].T, cmap=_eor_cmap(), norm=cnorm,
+                         shading="flat", rasterized=True)
+        ax_s2.pcolormesh(sky, sky, saliency[:, :, los_index].T, cmap="RdBu_r", norm=snorm,
+                         shading="flat", rasterized=True)
+        for a in (ax_c2, ax_s2):
+            a.set_aspect("equal")
+            a.set_ylabel("y [Mpc]", fontsize=8)
+            a.tick_params(labelsize=7)
+            pos = (idx + 0.5) * cell_mpc
+            (a.axvline if ax_i == 0 else a.axhline)(pos, color="0.4", lw=0.8, ls="--")
+        ax_c2.set_title(f"sky at z = {z_of[int(los_index)]:.2f}\n({nu0:.1f} MHz)", fontsize=8)
+        ax_s2.set_xlabel("x [Mpc]", fontsize=8)
+
+    est = estimate
+    name = explained.get("parameter", "?")
+    what = "σ of " if explained.get("output") == "sigma" else ""
+    prior = est.get("prior")
+    title = (f"{name} = {est.get('mean', float('nan')):.4g} ± {est.get('sigma', float('nan')):.3g}"
+             f"{(' ' + unit) if unit else ''}" + (f"   (prior [{prior[0]:g}, {prior[1]:g}])"
+                                                   if prior else ""))
+    extra = {"smoothgrad": f", n={method.get('samples')}, σ={method.get('sigma')}",
+             "integrated_gradients": f", m={method.get('steps')}, baseline "
+                                     f"{method.get('baseline')}"}.get(kind, "")
+    fig.suptitle(title, fontsize=13, x=0.07, ha="left", y=0.975)
+    fig.text(0.07, 0.915, f"saliency of {what}{name} = {explained.get('value', float('nan')):.4g}"
+             f" ({kind}{extra})  ·  slice {slice_axis} = {idx} ({(idx + 0.5) * cell_mpc:g} Mpc)"
+             f"  ·  {model} v{version}" + (f"  ·  {source}" if source else ""),
+             fontsize=8.5, color="0.3")
+    return _png_of(fig)

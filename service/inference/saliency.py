@@ -113,7 +113,7 @@ def setting_default(name: str) -> Any:
     return Settings.model_fields[name].default
 
 
-def _stats_as(endpoint: str, on_stats: Callable[[Stats], None]) -> Callable[[Stats], None]:
+def stats_as(endpoint: str, on_stats: Callable[[Stats], None]) -> Callable[[Stats], None]:
     def record(stats: Stats) -> None:
         on_stats(dataclasses.replace(stats, endpoint=endpoint)
                  if hasattr(stats, "endpoint") else stats)
@@ -217,12 +217,12 @@ class SaliencyPipeline:
         self.batcher: DynamicBatcher[Item, dict[str, Any]] = DynamicBatcher(
             self.predict, max_batch_size=rows, max_queue_delay_s=max_queue_delay_s,
             max_queue_rows=queue, labels=spectra.stat_labels,
-            on_stats=_stats_as(ENDPOINT, on_stats))
+            on_stats=stats_as(ENDPOINT, on_stats))
         # introspection: its own queue too (own label), batched like saliency
         self.introspect_batcher: DynamicBatcher[np.ndarray, dict[str, np.ndarray]] = \
             DynamicBatcher(self.predict_introspect, max_batch_size=rows,
                            max_queue_delay_s=max_queue_delay_s, max_queue_rows=queue,
-                           labels=spectra.stat_labels, on_stats=_stats_as(INTROSPECT, on_stats))
+                           labels=spectra.stat_labels, on_stats=stats_as(INTROSPECT, on_stats))
 
     # ---- targets --------------------------------------------------------------------------
     def parse_target(self, target: str, scale: str | None) -> Target:

@@ -31,14 +31,24 @@ import numpy as np
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 
-from service.inference.lightcone import Axes, LightconeModels, ServedLightcone, check_declared_shape
+from service.inference.lightcone import (
+    Axes,
+    Decoded,
+    LightconeModels,
+    ServedLightcone,
+    check_declared_shape,
+)
+from service.inference.lightcone_saliency import LightconeSaliency, check_params
+from service.inference.plots import lightcone_saliency_figure
 from service.inference.repository import ModelError
+from service.inference.saliency import MethodParams, SaliencyError
 from service.lightcones import LightconeError
 
 from ..deps import DeadlineDep, MetricsDep, ServerDep, observe
 from ..errors import ApiError
 from ..oip import HEADER_LENGTH, decode_infer_request, encode_infer_response
 from . import models as spectrum_oip
+from .saliency import JSON, NPY, PNG, _npy, wants
 
 BUDGET_FILES = 4  # working memory per upload ≈ body + its copy + float32 cube + resampled cube
 
@@ -49,8 +59,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     s = app.state.settings
     models = LightconeModels(s.model_repository, pool=app.state.server.pool,
                              on_stats=app.state.metrics.record, max_file_bytes=s.max_file_bytes,
-                             budget_bytes=BUDGET_FILES * s.max_file_bytes, device=s.device,
-                             intra_op_threads=s.intra_op_threads)
+                             budget_bytes=s.lightcone_max_bytes, device=s.device,
+                             intra_op_threads=s.intra_op_threads,
+                             saliency_max_batch_rows=s.lightcone_saliency_max_batch_rows,
+                             saliency_max_queue_rows=s.saliency_max_queue_rows)
     app.state.lightcones = models
     await models.load()
     try:
@@ -105,6 +117,29 @@ def content_length(request: Request, limit: int) -> int:
     return n
 
 
+async def read_cube(request: Request, lightcones: LightconeModels, pipe, shape: str | None,
+                    fmt: str | None, axes: Axes, name: str) -> Decoded:
+    """The request body → the model input, under a reservation of the lightcone byte budget
+    held while the body is read and decoded."""
+    n = content_length(request, pipe.max_file_bytes)
+    if shape is not None:  # raw float32: everything is known before one byte is read
+        dims = parse_shape(shape)
+        check_declared_shape(dims, pipe.grid, axes.given, pipe.max_file_bytes // 4, name)
+        if n != math.prod(dims) * 4:
+            raise LightconeError("bad_shape", f"Content-Length {n} != {math.prod(dims)} "
+                                 "float32 values of shape " + str(dims), source=name)
+        async with lightcones.budget.reserve(3 * n):
+            cube = np.empty(dims, dtype="<f4")
+            await read_body_into(request, memoryview(cube).cast("B"), name)
+            return await pipe.run_decode(pipe.cube_and_preprocess, cube, name, axes)
+    async with lightcones.budget.reserve(BUDGET_FILES * n):
+        buf = bytearray(n)
+        await read_body_into(request, memoryview(buf), name)
+        data = bytes(buf)
+        del buf
+        return await pipe.run_decode(pipe.decode_and_preprocess, data, name, fmt, axes)
+
+
 @router.post("/v1/lightcones:infer", responses={c: {"description": "error"} for c in
                                                  (400, 404, 411, 413, 415, 422, 429, 503)})
 async def infer_lightcone(
@@ -125,31 +160,124 @@ async def infer_lightcone(
     axes = Axes(z_first, z_last, nu_first_mhz, nu_last_mhz, cell_mpc)
     name = request.headers.get("x-filename") or "body"
     async with observe(metrics, served) as obs:
-        n = content_length(request, pipe.max_file_bytes)
-        if shape is not None:  # raw float32: everything is known before one byte is read
-            dims = parse_shape(shape)
-            check_declared_shape(dims, pipe.grid, axes.given, pipe.max_file_bytes // 4, name)
-            if n != math.prod(dims) * 4:
-                raise LightconeError("bad_shape", f"Content-Length {n} != {math.prod(dims)} "
-                                     "float32 values of shape " + str(dims), source=name)
-            async with lightcones.budget.reserve(3 * n):
-                cube = np.empty(dims, dtype="<f4")
-                await read_body_into(request, memoryview(cube).cast("B"), name)
-                decoded = await pipe.run_decode(pipe.cube_and_preprocess, cube, name, axes)
-                del cube
-        else:
-            async with lightcones.budget.reserve(BUDGET_FILES * n):
-                buf = bytearray(n)
-                await read_body_into(request, memoryview(buf), name)
-                data = bytes(buf)
-                del buf
-                decoded = await pipe.run_decode(pipe.decode_and_preprocess, data, name,
-                                                format, axes)
-                del data
+        decoded = await read_cube(request, lightcones, pipe, shape, format, axes, name)
         outputs = await pipe.infer(decoded.x, deadline)
         obs.items = 1
         body = pipe.encode_response(decoded, outputs)
     return Response(orjson.dumps(body), media_type="application/json")
+
+
+# ---- saliency -------------------------------------------------------------------------------
+JSON_MAX_VOXELS = 1 << 15  # the whole map in JSON up to the v2 grid (16·16·128); else npy
+
+
+def lightcone_explainer(served: ServedLightcone) -> LightconeSaliency:
+    if served.saliency is None:
+        raise ApiError(409, "saliency_unavailable", served.saliency_unavailable
+                       or f"{served.name} v{served.version} has no saliency graph")
+    return served.saliency
+
+
+@router.post("/v1/lightcones:saliency", responses={c: {"description": "error"} for c in
+                                                    (400, 404, 409, 411, 413, 415, 422, 429,
+                                                     503, 504)})
+async def lightcone_saliency(
+    request: Request, lightcones: LightconesDep, metrics: MetricsDep, deadline: DeadlineDep,
+    target: Annotated[str | None, Query(description="a parameter name (its mean), or "
+                                        "'<name>:sigma'; default HII_EFF_FACTOR (ζ)")] = None,
+    method: Annotated[str, Query(description="gradient | gradient_x_input | smoothgrad | "
+                                 "integrated_gradients")] = "gradient",
+    samples: Annotated[int, Query(description="smoothgrad: noisy copies n")] = 5,
+    sigma: Annotated[float, Query(description="smoothgrad: noise σ / (p99 − p1) of the cube")]
+    = 0.2,
+    steps: Annotated[int, Query(description="integrated gradients: path steps m")] = 16,
+    baseline: Annotated[str, Query(description="integrated gradients: zeros | sky_mean")]
+    = "zeros",
+    seed: Annotated[int, Query(description="smoothgrad noise seed")] = 0,
+    out: Annotated[str | None, Query(description="json | npy | png (overrides Accept)")] = None,
+    slice_axis: Annotated[str, Query(description="png: the sky axis held fixed, x | y")] = "x",
+    slice_index: Annotated[int | None, Query(description="png: its index (default: middle)")]
+    = None,
+    los_index: Annotated[int | None, Query(description="png: also show the sky plane at "
+                                           "this line-of-sight channel")] = None,
+    model: Annotated[str | None, Query(description="lightcone model (default: the only/first)")] = None,
+    version: Annotated[int | None, Query()] = None,
+    format: Annotated[str | None, Query(description="force a reader")] = None,
+    shape: Annotated[str | None, Query(description="raw float32 body: n_x,n_y,n_los")] = None,
+    z_first: float | None = None, z_last: float | None = None,
+    nu_first_mhz: float | None = None, nu_last_mhz: float | None = None,
+    cell_mpc: float | None = None,
+) -> Response:
+    """Which voxels of the cube drove a parameter estimate: the map on the model grid
+    (X, Y, L; L in increasing frequency), the prediction it explains, the model version.
+    Same bodies as ``/v1/lightcones:infer``; ``Accept`` application/json, application/x-npy
+    (the map, float32) or image/png (a slice through cube and map)."""
+    names = lightcones.names()
+    if model is None and not names:
+        raise ModelError("model_not_found", "no lightcone model is being served")
+    served = lightcones.get(model or names[0], version)
+    pipe = served.pipeline
+    axes = Axes(z_first, z_last, nu_first_mhz, nu_last_mhz, cell_mpc)
+    name = request.headers.get("x-filename") or "body"
+    media = wants(request, out)
+    params = MethodParams(method=method, samples=samples, sigma=sigma,  # type: ignore[arg-type]
+                          steps=steps, baseline=baseline, seed=seed)  # type: ignore[arg-type]
+    async with observe(metrics, served, "saliency") as obs:
+        try:
+            sal = lightcone_explainer(served)
+            check_params(params)
+            tgt = sal.parse_target(target)
+            if media == PNG:
+                check_slice(pipe.grid, slice_axis, slice_index, los_index)
+            decoded = await read_cube(request, lightcones, pipe, shape, format, axes, name)
+            # rows in flight: inputs, their gradients, the expansion's own copy
+            async with lightcones.budget.reserve(3 * (params.rows + 2) * decoded.x.nbytes):
+                res = await sal.explain(decoded.x[0], tgt, params, deadline)
+        except SaliencyError as exc:
+            raise ApiError(exc.status, exc.code, exc.detail) from None
+        obs.items = 1
+    prediction = pipe.encode_response(decoded, {k: np.asarray(v)[None]
+                                                for k, v in res["outputs"].items()})
+    grid = pipe.grid
+    if media == NPY:
+        return Response(_npy(res["map"]), media_type=NPY, headers={
+            "x-specula-model": served.name, "x-specula-version": str(served.version),
+            "x-specula-explained": res["explained"]["target"],
+            "x-specula-value": repr(res["explained"]["value"])})
+    if media == PNG:
+        est = prediction["parameters"][tgt.name]
+        kw = {"cube_mk": decoded.x[0, 0] * grid.scale_mk, "saliency": res["map"],
+              "frequencies_mhz": grid.frequencies_mhz, "cell_mpc": grid.cell_mpc,
+              "explained": res["explained"], "estimate": est, "method": res["method"],
+              "model": served.name, "version": served.version, "slice_axis": slice_axis,
+              "slice_index": slice_index, "los_index": los_index, "source": name}
+        png = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: lightcone_saliency_figure(**kw))
+        return Response(png, media_type=PNG)
+    m = res["map"]
+    body = {**prediction, "explained": res["explained"], "method": res["method"],
+            "grid": {"shape": list(m.shape), "axes": ["x", "y", "los (increasing frequency)"],
+                     "cell_mpc": grid.cell_mpc,
+                     "frequencies_mhz": grid.frequencies_mhz.astype(np.float32),
+                     "redshifts": grid.redshifts.astype(np.float32)},
+            # where along the line of sight (i.e. when) the estimate was read from
+            "los_profile": {"sum": m.sum(axis=(0, 1)), "sum_abs": np.abs(m).sum(axis=(0, 1))}}
+    if m.size <= JSON_MAX_VOXELS:
+        body["saliency"] = m
+    else:
+        body["saliency"] = None
+        body["note"] = (f"the map has {m.size} voxels > {JSON_MAX_VOXELS}: ask for "
+                        "Accept: application/x-npy to get it")
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type=JSON)
+
+
+def check_slice(grid, axis: str, index: int | None, los_index: int | None) -> None:
+    if axis not in ("x", "y"):
+        raise SaliencyError(400, "bad_request", "slice_axis must be x or y")
+    if index is not None and not 0 <= index < grid.n_xy:
+        raise SaliencyError(400, "bad_request", f"slice_index must be in [0, {grid.n_xy})")
+    if los_index is not None and not 0 <= los_index < grid.n_los:
+        raise SaliencyError(400, "bad_request", f"los_index must be in [0, {grid.n_los})")
 
 
 # ---- OIP v2 for lightcone models (everything else defers to the spectrum router) ------------

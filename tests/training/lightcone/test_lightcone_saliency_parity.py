@@ -1,0 +1,114 @@
+"""Lightcone saliency.onnx vs PyTorch autograd.
+
+1. The shipped v2 graph, on held-out cubes (fixtures/saliency_cubes.npz) and on synthetic
+   cubes with exactly-zero ionised regions (max-pool ties): the network rebuilt from
+   model.onnx's initializers reproduces model.onnx, and the ONNX gradient matches autograd
+   through that network to 1e-5 relative — against float32 autograd on every cube, against
+   float64 autograd on every cube where float32 and float64 autograd themselves agree (a
+   window tied to within float32 rounding makes the max-pool gradient discontinuous there).
+2. A fresh export of a small random network with randomised BatchNorm statistics (so BN
+   folding is really exercised) through the shipped exporter path (dynamo + the pool-offset
+   rewrite) matches float64 autograd to 1e-5.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training.export_saliency import ort_session
+from training.lightcone.config import load_config
+from training.lightcone.export_onnx import physical_head
+from training.lightcone.export_saliency import (
+    export_saliency,
+    forward_parity,
+    head_from_onnx,
+    parity_inputs,
+    rel_l2,
+    saliency_parity,
+    target_rows,
+    torch_gradient,
+)
+from training.lightcone.model import LightconeNet
+from training.manifest import sha256_file
+
+REPO = Path(__file__).resolve().parents[3]
+V2 = REPO / "models" / "lightcone_regressor" / "2"
+CUBES = Path(__file__).with_name("fixtures") / "saliency_cubes.npz"
+TINY = REPO / "training" / "lightcone" / "configs" / "lightcone_tiny.json"
+
+
+@pytest.fixture(scope="module")
+def v2():
+    torch.set_num_threads(1)
+    return head_from_onnx(V2)[1]
+
+
+def test_manifest_entry_names_the_shipped_graph():
+    m = json.loads((V2 / "manifest.json").read_text())
+    entry = m["saliency"]
+    assert sha256_file(V2 / entry["file"]) == entry["sha256"]
+    assert sha256_file(V2 / m["file"]) == m["sha256"]  # model.onnx untouched
+    assert [i["name"] for i in entry["inputs"]] == ["lightcone", "target"]
+
+
+def test_rebuilt_network_is_model_onnx(v2):
+    x = np.load(CUBES)["x"].astype(np.float32)
+    assert forward_parity(v2, V2 / "model.onnx", x) < 1e-5
+
+
+@pytest.mark.parametrize("source", ["held-out", "synthetic"])
+def test_shipped_gradient_matches_autograd(v2, source):
+    x = (np.load(CUBES)["x"].astype(np.float32) if source == "held-out"
+         else parity_inputs((1, 16, 16, 128), 4, seed=3))
+    par = saliency_parity(v2, V2 / "saliency.onnx", x)
+    for kind in ("mean", "sigma"):
+        assert par[kind]["vs_float32_autograd"] < 1e-5, par
+        assert par[kind]["well_conditioned"] >= len(x) - 1, par
+        assert par[kind]["vs_float64_autograd"] < 1e-5, par
+
+
+def test_every_parameter_and_a_mixed_target(v2):
+    x = parity_inputs((1, 16, 16, 128), 2, seed=5)
+    sess = ort_session(V2 / "saliency.onnx")
+    for k in range(5):
+        t = target_rows(5, [(k, False), (k, True)])
+        g = sess.run(["saliency"], {"lightcone": x, "target": t})[0]
+        ref = torch_gradient(v2, x, t, torch.float32)
+        assert rel_l2(g, ref).max() < 1e-5
+    t = np.linspace(-1, 1, 20, dtype=np.float32).reshape(2, 10)  # any linear functional
+    g, mean, sigma = sess.run(None, {"lightcone": x, "target": t})
+    assert rel_l2(g, torch_gradient(v2, x, t, torch.float32)).max() < 1e-5
+    with torch.no_grad():
+        m_ref, s_ref = v2(torch.from_numpy(x))
+    np.testing.assert_allclose(mean, m_ref.numpy(), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(sigma, s_ref.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_fresh_export_with_batchnorm(tmp_path):
+    torch.manual_seed(0)
+    cfg = load_config(TINY)
+    grid = cfg.grid.model_grid()
+    net = LightconeNet(cfg.model, grid, len(cfg.param_names)).eval()
+    for mod in net.modules():
+        if isinstance(mod, torch.nn.BatchNorm3d):
+            mod.running_mean.uniform_(-0.3, 0.3)
+            mod.running_var.uniform_(0.5, 2.0)
+            mod.weight.data.uniform_(0.5, 1.5)
+            mod.bias.data.uniform_(-0.2, 0.2)
+    head = physical_head(net, cfg, np.full(5, 1.3, np.float32))
+    x = parity_inputs(grid.shape, 4, seed=1)
+    entry = export_saliency(head, tmp_path, grid.shape, x)
+    for kind in ("mean", "sigma"):
+        assert entry["parity"]["max_rel_l2"][kind]["vs_float32_autograd"] < 1e-5
+        assert entry["parity"]["max_rel_l2"][kind]["vs_float64_autograd"] < 1e-5
+    import onnx
+
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "saliency.onnx")).graph.node]
+    # the kernel-1 MaxPool that only computed index offsets is gone: one MaxPool per pool
+    assert ops.count("MaxPool") == sum(1 for b in net.features
+                                       if isinstance(b.pool, torch.nn.MaxPool3d))
