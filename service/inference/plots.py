@@ -346,7 +346,9 @@ def lightcone_saliency_figure(*, cube_mk: np.ndarray, saliency: np.ndarray,
             a.tick_params(labelsize=7)
             pos = (idx + 0.5) * cell_mpc
             (a.axvline if ax_i == 0 else a.axhline)(pos, color="0.4", lw=0.8, ls="--")
-        ax_c2.set_title(f"sky at z = {z_of[int(los_index)]:.2f}\n({nu0:.1f} MHz)", fontsize=8)
+        ax_c2.set_title(f"sky at z = {z_of[int(los_index)]:.2f} ({nu0:.1f} MHz)", fontsize=8)
+        ax_s2.text(0.02, 0.97, "saliency", transform=ax_s2.transAxes, fontsize=7, va="top",
+                   bbox={"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 1.5})
         ax_s2.set_xlabel("x [Mpc]", fontsize=8)
 
     est = estimate
