@@ -132,12 +132,40 @@ def train_lightcone(cfg: LightconeConfig, out_root: Path, runs_root: Path, data_
         rep_extra["wedge"] = wedge_power_kept(cfg, mks["test"])
         log(f"noisy evaluation in {time.time() - t0:.0f} s; wedge power kept "
             f"{rep_extra['wedge']['power_kept']}")
+    if cfg.compare and len(theta_test):
+        rep_extra["compare"] = compare(cfg, mks["test"], theta_test, noise, log)
     report = evaluate(cfg, model_dir, xs["test"], theta_test, rep_extra, log)
     manifest["metrics"] = headline(report)
     manifest["training"]["wall_time_s"] = round(time.time() - t_start)
     write_manifest(model_dir, manifest)
     log(f"done in {time.time() - t_start:.0f} s: {model_dir}")
     return manifest
+
+
+def compare(cfg: LightconeConfig, cubes_mk, theta, noise, log) -> dict:
+    """Other shipped models on this run's test cubes (and the same noise draws), each through
+    its own manifest's preprocessing: e.g. v2 (noiseless-trained) next to v3."""
+    from service.lightcones.preprocess import normalise
+
+    from .evaluate import evaluate_noisy, metrics, model_contract
+    from .export_onnx import run_onnx
+
+    out = {}
+    for rel in cfg.compare:
+        d = REPO / rel
+        m = json.loads((d / "manifest.json").read_text())
+        grid, version = model_contract(d)
+        if grid != cfg.grid.model_grid():
+            log(f"compare: {rel} has another grid; skipped")
+            continue
+        o = run_onnx(d / "model.onnx", normalise(cubes_mk, grid, version))
+        label = f"v{m['version']} ({version})"
+        out[f"{label}, noiseless test cubes"] = {
+            "per_parameter": metrics(theta, o["theta_mean"], o["theta_sigma"], cfg)}
+        if noise is not None:
+            out[f"{label}, noisy test cubes ({noise.obs_time_h:g} h)"] = evaluate_noisy(
+                cfg, d, cubes_mk, theta, noise, log)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -150,6 +150,9 @@ class LightconeConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
+    # shipped model directories (relative to the repository) evaluated on the same test cubes
+    # and noise draws, each with its own preprocessing, for the report's comparison tables
+    compare: list[str] = field(default_factory=list)
 
     @property
     def param_names(self) -> list[str]:

@@ -7,13 +7,15 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from lc_training_helpers import tiny_config, write_fake_dataset
 
 from service.lightcones import PREPROCESS_VERSION, LightconeGrid
 from training.lightcone import dataset
 from training.lightcone.cli import main
 from training.lightcone.config import config_to_dict
-from training.lightcone.export_onnx import run_onnx, sha256_file
+from training.lightcone.export_onnx import export, run_onnx, sha256_file
+from training.lightcone.model import LightconeNet
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +101,11 @@ def test_noise_trained_pipeline(tmp_path):
     data = tmp_path / "data"
     write_fake_dataset(cfg, data)
     n = cfg.grid.n_xy
+    old = tiny_config()  # an untrained lightcone-1 model on the same grid, to compare with
+    torch.manual_seed(0)
+    export(LightconeNet(old.model, old.grid.model_grid(), 5).eval(), old, np.ones(5, np.float32),
+           tmp_path / "old", parity_x=np.zeros((2, *old.grid.model_grid().shape), np.float32))
+    cfg.compare = [str(tmp_path / "old")]
     np.savez(data / f"uv-{_key(cfg)}.npz", z=np.array([6.0, 18.0]),
              uv=np.random.default_rng(0).uniform(1, 30, (2, n, n)), n_ant=np.array(512))
     cfg_path = tmp_path / "tiny3.json"
@@ -117,5 +124,7 @@ def test_noise_trained_pipeline(tmp_path):
     assert set(noisy["per_parameter"]) == set(cfg.param_names)
     assert set(rep["obs_time_sweep"]) == {"100"}
     assert all(0 <= v < 1e-3 for v in rep["wedge"]["power_kept"].values())
+    assert set(rep["compare"]) == {"v1 (lightcone-1), noiseless test cubes",
+                                   f"v1 (lightcone-1), noisy test cubes ({cfg.noise.obs_time_h:g} h)"}
     md = (d / "report.md").read_text()
-    assert "trained with noise" in md and "observing time" in md
+    assert "trained with noise" in md and "observing time" in md and "v1 (lightcone-1)" in md
