@@ -94,8 +94,8 @@ class Settings(BaseSettings):
         4096, ge=1, description="queued saliency (or introspection) rows per model before "
         "rejecting")
     lightcone_saliency_max_batch_rows: int = Field(
-        4, ge=1, description="lightcone gradient rows per executed batch (one row keeps ~10 "
-        "activation cubes alive in ONNX Runtime)")
+        4, ge=1, description="lightcone gradient rows per executed batch (each row keeps "
+        "several full-size activation cubes alive inside ONNX Runtime)")
 
     # lightcones
     lightcone_max_bytes: int = Field(
