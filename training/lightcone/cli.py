@@ -107,6 +107,8 @@ def train_lightcone(cfg: LightconeConfig, out_root: Path, runs_root: Path, data_
     extra = {"dataset": {k: v for k, v in info.items()}, "n_train": len(xs["train"]),
              "n_val": len(xs["val"]), "n_test": len(xs["test"]),
              "train_seconds": round(hist["seconds"], 1), "best_epoch": hist["best_epoch"],
+             "epochs_run": len(hist["val_nll"]),
+             "stopped_on_time": hist.get("stopped_on_time", 0),
              "steps": hist["steps"], "threads": cfg.train.threads, "checkpoint": str(ckpt)}
     model_dir = out_root / cfg.name / str(cfg.version)
     parity_x = np.concatenate([xs["test"], xs["val"], xs["train"]])[:8]

@@ -132,6 +132,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     augment: bool = True  # periodic rolls, flips and transposes of the two sky axes
     max_steps: int = 0  # > 0: stop after this many steps (CI)
+    # > 0: stop after this many seconds of training (a time box on a shared machine; the best
+    # epoch so far is kept, the history records it) — makes the run depend on machine speed
+    max_seconds: float = 0.0
     threads: int = 2
     patience: int = 15  # epochs without val improvement before stopping
     # the σ calibration may only widen σ: with a handful of validation cubes a fitted shrink

@@ -187,8 +187,10 @@ def markdown(report: dict[str, Any], cfg: LightconeConfig) -> str:
         for name, m in other["per_parameter"].items():
             lines.append(f"| {name} | {m['r2']:.3f} | {m['coverage_68']:.2f} | "
                          f"{m['coverage_95']:.2f} | {m['nll_norm']:.2f} |")
+    instrument = ("instrument effects beyond thermal noise (foregrounds, beam, calibration)"
+                  if cfg.noise.train else "instrument effects")
     lines += ["",
               ("Not modelled: m_WDM (21cmFAST v4 has no variable WDM mass; all training data "
-               "are cold dark matter), instrument effects, minihaloes. See docs/lightcones.md."),
+               f"are cold dark matter), {instrument}, minihaloes. See docs/lightcones.md."),
               ""]
     return "\n".join(lines)

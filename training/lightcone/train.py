@@ -136,7 +136,7 @@ def train(cfg: LightconeConfig, train_xy: tuple[np.ndarray, np.ndarray],
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=total,
                                                 pct_start=0.1)
     best = (np.inf, None, -1)
-    hist: dict[str, list] = {"train_nll": [], "val_nll": []}
+    hist: dict[str, Any] = {"train_nll": [], "val_nll": []}
     step, t0, since_best = 0, time.time(), 0
     for epoch in range(tc.epochs):
         net.train()
@@ -176,6 +176,10 @@ def train(cfg: LightconeConfig, train_xy: tuple[np.ndarray, np.ndarray],
         log(f"epoch {epoch + 1}/{tc.epochs} step {step} train nll {hist['train_nll'][-1]:.3f} "
             f"val nll {val_nll:.3f} ({time.time() - t0:.0f} s)")
         if step >= total or since_best >= tc.patience:
+            break
+        if tc.max_seconds and time.time() - t0 > tc.max_seconds:
+            log(f"stopping after {time.time() - t0:.0f} s (train.max_seconds)")
+            hist["stopped_on_time"] = epoch + 1
             break
     if best[1] is not None:
         net.load_state_dict(best[1])

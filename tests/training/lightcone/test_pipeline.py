@@ -128,3 +128,16 @@ def test_noise_trained_pipeline(tmp_path):
                                    f"v1 (lightcone-1), noisy test cubes ({cfg.noise.obs_time_h:g} h)"}
     md = (d / "report.md").read_text()
     assert "trained with noise" in md and "observing time" in md and "v1 (lightcone-1)" in md
+
+
+def test_time_box_stops_after_the_first_epoch_and_keeps_the_best():
+    from training.lightcone.train import train
+
+    cfg = tiny_config()
+    cfg.train.epochs, cfg.train.max_steps, cfg.train.max_seconds = 5, 0, 1e-9
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 0.1, (8, *cfg.grid.model_grid().shape)).astype(np.float32)
+    y = rng.uniform(0, 1, (8, 5)).astype(np.float32)
+    net, hist = train(cfg, (x, y), (x[:4], y[:4]), log=lambda m: None)
+    assert hist["stopped_on_time"] == 1 and len(hist["val_nll"]) == 1
+    assert hist["best_epoch"] == 1
