@@ -138,6 +138,6 @@ def test_time_box_stops_after_the_first_epoch_and_keeps_the_best():
     rng = np.random.default_rng(0)
     x = rng.normal(0, 0.1, (8, *cfg.grid.model_grid().shape)).astype(np.float32)
     y = rng.uniform(0, 1, (8, 5)).astype(np.float32)
-    net, hist = train(cfg, (x, y), (x[:4], y[:4]), log=lambda m: None)
+    _, hist = train(cfg, (x, y), (x[:4], y[:4]), log=lambda m: None)
     assert hist["stopped_on_time"] == 1 and len(hist["val_nll"]) == 1
     assert hist["best_epoch"] == 1
