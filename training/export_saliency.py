@@ -37,6 +37,7 @@ import json
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -280,18 +281,27 @@ def target_matrix(n_labels: int, rows: list[int | str]) -> np.ndarray:
     return t
 
 
+def autograd_gradient(module: nn.Module, x: np.ndarray, target: np.ndarray,
+                      explained: Callable[[Any, torch.Tensor], torch.Tensor],
+                      dtype: torch.dtype = torch.float64) -> np.ndarray:
+    """The reference of every saliency graph: PyTorch autograd of the scalar
+    ``explained(module(x), target)`` w.r.t. x, through the unmodified model in ``dtype``."""
+    module = module.eval().to(dtype)
+    xt = torch.tensor(x, dtype=dtype, requires_grad=True)
+    (g,) = torch.autograd.grad(explained(module(xt), torch.tensor(target, dtype=dtype)), xt)
+    module.to(torch.float32)
+    return g.detach().numpy()
+
+
 def torch_gradient(ens: Ensemble, x: np.ndarray, target: np.ndarray,
                    dtype: torch.dtype = torch.float64) -> np.ndarray:
-    """The reference: PyTorch autograd through the unmodified ensemble."""
-    ens = ens.eval().to(dtype)
-    xt = torch.tensor(x, dtype=dtype, requires_grad=True)
-    tt = torch.tensor(target, dtype=dtype)
-    k = tt.shape[1] - 1
-    probs, _, _, z, _ = ens(xt)
-    s = (probs * tt[:, :k]).sum() + (z * tt[:, k]).sum()
-    (g,) = torch.autograd.grad(s, xt)
-    ens.to(torch.float32)
-    return g.detach().numpy()
+    """Autograd through the unmodified ensemble of s = target · (probs, z)."""
+    def explained(out, tt: torch.Tensor) -> torch.Tensor:
+        k = tt.shape[1] - 1
+        probs, _, _, z, _ = out
+        return (probs * tt[:, :k]).sum() + (z * tt[:, k]).sum()
+
+    return autograd_gradient(ens, x, target, explained, dtype)
 
 
 def ort_session(path: Path, threads: int = 1):

@@ -16,8 +16,6 @@ alive inside ONNX Runtime.
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,21 +26,21 @@ from service.metrics import Stats
 
 from .batcher import DynamicBatcher
 from .pipeline import check_deadline
-from .repository import ModelError, ModelVersion, read_verified
+from .repository import ModelError, ModelVersion
 from .runner import OnnxRunner
 from .saliency import (
     ENDPOINT,
-    YIELD_MAX_S,
     MethodParams,
     SaliencyError,
     combine,
     completeness,
     expand_rows,
+    open_graph,
+    run_rows,
     setting_default,
     stats_as,
+    yield_to,
 )
-
-log = logging.getLogger("specula.saliency")
 
 BASELINES = ("zeros", "sky_mean")
 MAX_ROWS_PER_CUBE = 64  # samples or steps: a cube row is ~100x a spectrum row
@@ -128,23 +126,8 @@ class LightconeSaliency:
     def predict(self, items: list[Item]) -> list[dict[str, np.ndarray]]:
         """Forward rows through model.onnx, gradient rows through saliency.onnx, after
         letting the inference queue drain (bounded wait)."""
-        end = time.monotonic() + YIELD_MAX_S
-        while self.inference_queue.depth > 0 and time.monotonic() < end:
-            time.sleep(0.002)
-        out: list[dict[str, np.ndarray] | None] = [None] * len(items)
-        fwd = [i for i, (_, w) in enumerate(items) if w is None]
-        grad = [i for i, (_, w) in enumerate(items) if w is not None]
-        if fwd:
-            o = self.forward_runner.run({"lightcone": np.stack([items[i][0] for i in fwd])})
-            for j, i in enumerate(fwd):
-                out[i] = {k: v[j] for k, v in o.items()}
-        if grad:
-            o = self.saliency_runner.run({
-                "lightcone": np.stack([items[i][0] for i in grad]),
-                "target": np.stack([items[i][1] for i in grad]).astype(np.float32)})
-            for j, i in enumerate(grad):
-                out[i] = {k: v[j] for k, v in o.items()}
-        return out  # type: ignore[return-value]
+        yield_to(self.inference_queue)
+        return run_rows(items, self.forward_runner, self.saliency_runner, "lightcone")
 
     # ---- one cube ---------------------------------------------------------------------------
     async def explain(self, x: np.ndarray, t: LightconeTarget, p: MethodParams,
@@ -195,17 +178,10 @@ def load_lightcone_saliency(model: ModelVersion, forward: OnnxRunner,
     entry = model.manifest.saliency
     if not entry:
         return None, f"{model.name} v{model.version} ships no saliency graph (saliency.onnx)"
-    try:
-        runner = OnnxRunner(read_verified(model, entry), device=device,  # type: ignore[arg-type]
-                            intra_op_threads=intra_op_threads)
-        check_contract(model, runner)
-    except ModelError as exc:
-        log.error("saliency graph not served", extra={"model": model.name,
-                                                       "version": model.version,
-                                                       "code": exc.code, "detail": exc.detail})
-        return None, f"[{exc.code}] {exc.detail}"
-    except Exception as exc:  # noqa: BLE001 — ORT cannot parse it: same answer, not a crash
-        return None, f"[bad_model] saliency graph of {model.name} v{model.version}: {exc}"
+    runner, why = open_graph(model, entry, device=device, intra_op_threads=intra_op_threads,
+                             check=check_contract)
+    if runner is None:
+        return None, why
     return LightconeSaliency(model, runner, forward, inference_queue, on_stats=on_stats,
                              max_batch_rows=max_batch_rows,
                              max_queue_rows=max_queue_rows), None

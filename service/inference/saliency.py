@@ -120,6 +120,53 @@ def stats_as(endpoint: str, on_stats: Callable[[Stats], None]) -> Callable[[Stat
     return record
 
 
+def yield_to(queue: DynamicBatcher) -> None:
+    """Wait (worker thread) while the inference ``queue`` holds rows, at most YIELD_MAX_S:
+    explanation slows under inference load but is never starved for ever."""
+    end = time.monotonic() + YIELD_MAX_S
+    while queue.depth > 0 and time.monotonic() < end:
+        time.sleep(0.002)
+
+
+def run_rows(items: list[tuple[np.ndarray, np.ndarray | None]], forward: OnnxRunner,
+             gradient: OnnxRunner, input_name: str) -> list[dict[str, np.ndarray]]:
+    """One saliency batch: rows with weights None through the model (forward outputs), the
+    others through the gradient graph with their ``target`` weights; per-row dicts, in
+    order."""
+    out: list[dict[str, np.ndarray] | None] = [None] * len(items)
+    fwd = [i for i, (_, w) in enumerate(items) if w is None]
+    grad = [i for i, (_, w) in enumerate(items) if w is not None]
+    if fwd:
+        o = forward.run({input_name: np.stack([items[i][0] for i in fwd])})
+        for j, i in enumerate(fwd):
+            out[i] = {k: v[j] for k, v in o.items()}
+    if grad:
+        o = gradient.run({input_name: np.stack([items[i][0] for i in grad]),
+                          "target": np.stack([items[i][1] for i in grad]).astype(np.float32)})
+        for j, i in enumerate(grad):
+            out[i] = {k: v[j] for k, v in o.items()}
+    return out  # type: ignore[return-value]
+
+
+def open_graph(model: ModelVersion, entry: dict[str, Any], *, device: str,
+               intra_op_threads: int, check: Callable[[ModelVersion, OnnxRunner], None]
+               ) -> tuple[OnnxRunner | None, str | None]:
+    """A verified, contract-checked saliency graph, or (None, why not). Never raises: a
+    missing or broken gradient graph must not stop the model itself from being served."""
+    try:
+        runner = OnnxRunner(read_verified(model, entry), device=device,  # type: ignore[arg-type]
+                            intra_op_threads=intra_op_threads)
+        check(model, runner)
+    except ModelError as exc:
+        log.error("saliency graph not served", extra={"model": model.name,
+                                                       "version": model.version,
+                                                       "code": exc.code, "detail": exc.detail})
+        return None, f"[{exc.code}] {exc.detail}"
+    except Exception as exc:  # noqa: BLE001 — ORT cannot parse it: same answer, not a crash
+        return None, f"[bad_model] saliency graph of {model.name} v{model.version}: {exc}"
+    return runner, None
+
+
 def robust_range(x: np.ndarray) -> float:
     """p99 − p1 of the flux channel over pixels with weight > 0 (all pixels if none)."""
     flux, good = x[0], x[1] > 0
@@ -264,25 +311,10 @@ class SaliencyPipeline:
         """Forward rows (weights None) through model.onnx, gradient rows through saliency.onnx;
         one dict of per-row arrays per item, in order. Yields to classification first."""
         self._yield_to_classification()
-        out: list[dict[str, Any] | None] = [None] * len(items)
-        fwd = [i for i, (_, w) in enumerate(items) if w is None]
-        grad = [i for i, (_, w) in enumerate(items) if w is not None]
-        if fwd:
-            o = self.forward_runner.run({"spectrum": np.stack([items[i][0] for i in fwd])})
-            for j, i in enumerate(fwd):
-                out[i] = {k: v[j] for k, v in o.items()}
-        if grad:
-            o = self.saliency_runner.run({
-                "spectrum": np.stack([items[i][0] for i in grad]),
-                "target": np.stack([items[i][1] for i in grad]).astype(np.float32)})
-            for j, i in enumerate(grad):
-                out[i] = {k: v[j] for k, v in o.items()}
-        return out  # type: ignore[return-value]
+        return run_rows(items, self.forward_runner, self.saliency_runner, "spectrum")
 
     def _yield_to_classification(self) -> None:
-        end = time.monotonic() + YIELD_MAX_S
-        while self.spectra.batcher.depth > 0 and time.monotonic() < end:
-            time.sleep(0.002)
+        yield_to(self.spectra.batcher)
 
     # ---- one spectrum --------------------------------------------------------------------
     async def explain(self, x: np.ndarray, target: Target, params: MethodParams,
@@ -414,22 +446,16 @@ def load_saliency(model: ModelVersion, spectra: SpectrumPipeline, *, device: str
     entry = model.manifest.saliency
     if not entry:
         return None, f"{model.name} v{model.version} ships no saliency graph (saliency.onnx)"
-    try:
-        sal = OnnxRunner(read_verified(model, entry), device=device,  # type: ignore[arg-type]
-                         intra_op_threads=intra_op_threads)
-        intro_entry = entry.get("introspect")
-        intro = (OnnxRunner(read_verified(model, intro_entry), device=device,  # type: ignore[arg-type]
-                            intra_op_threads=1) if intro_entry else None)
-        fwd = OnnxRunner(model.onnx, device=device,  # type: ignore[arg-type]
-                         intra_op_threads=intra_op_threads)
-        check_saliency_contract(model, sal)
-    except ModelError as exc:
-        log.error("saliency graph not served", extra={"model": model.name,
-                                                       "version": model.version,
-                                                       "code": exc.code, "detail": exc.detail})
-        return None, f"[{exc.code}] {exc.detail}"
-    except Exception as exc:  # noqa: BLE001 — ORT cannot parse it: same answer, not a crash
-        return None, f"[bad_model] saliency graph of {model.name} v{model.version}: {exc}"
+    sal, why = open_graph(model, entry, device=device, intra_op_threads=intra_op_threads,
+                          check=check_saliency_contract)
+    intro = None
+    if sal is not None and entry.get("introspect"):
+        intro, why = open_graph(model, entry["introspect"], device=device, intra_op_threads=1,
+                                check=lambda m, r: None)
+    if sal is None or why:
+        return None, why
+    fwd = OnnxRunner(model.onnx, device=device,  # type: ignore[arg-type]
+                     intra_op_threads=intra_op_threads)
     return SaliencyPipeline(model, spectra, sal, fwd, intro, on_stats=on_stats,
                             max_queue_delay_s=max_queue_delay_s, max_batch_rows=max_batch_rows,
                             max_queue_rows=max_queue_rows), None

@@ -51,6 +51,7 @@ from ..export_saliency import (
     METHODS,
     SALIENCY_FILE,
     add_to_manifest,
+    autograd_gradient,
     checkpoint_of,
     export_module,
     fold_conv_bn,
@@ -292,15 +293,13 @@ def target_rows(n_params: int, rows: list[tuple[int, bool]]) -> np.ndarray:
 
 def torch_gradient(head: PhysicalHead, x: np.ndarray, target: np.ndarray,
                    dtype: torch.dtype = torch.float64) -> np.ndarray:
-    """The reference: autograd through the unmodified PhysicalHead(LightconeNet)."""
-    h = head.eval().to(dtype)
-    xt = torch.tensor(x, dtype=dtype, requires_grad=True)
-    tt = torch.tensor(target, dtype=dtype)
-    mean, sigma = h(xt)
-    p = mean.shape[1]
-    (g,) = torch.autograd.grad((mean * tt[:, :p]).sum() + (sigma * tt[:, p:]).sum(), xt)
-    h.to(torch.float32)
-    return g.numpy().astype(np.float64)
+    """Autograd through the unmodified PhysicalHead(LightconeNet) of target · (mean, σ)."""
+    def explained(out, tt: torch.Tensor) -> torch.Tensor:
+        mean, sigma = out
+        p = mean.shape[1]
+        return (mean * tt[:, :p]).sum() + (sigma * tt[:, p:]).sum()
+
+    return autograd_gradient(head, x, target, explained, dtype).astype(np.float64)
 
 
 def rel_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:

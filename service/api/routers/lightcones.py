@@ -25,6 +25,7 @@ import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated
 
 import numpy as np
@@ -117,13 +118,48 @@ def content_length(request: Request, limit: int) -> int:
     return n
 
 
-async def read_cube(request: Request, lightcones: LightconeModels, pipe, shape: str | None,
-                    fmt: str | None, axes: Axes, name: str) -> Decoded:
+@dataclass
+class CubeQuery:
+    """The query of every endpoint that takes a cube as its body: which model reads it, and
+    how to read it (reader, raw shape, axes)."""
+
+    model: Annotated[str | None, Query(description="lightcone model (default: the only/first)")] = None
+    version: Annotated[int | None, Query()] = None
+    format: Annotated[str | None, Query(description="force a reader: 21cmfast-h5, hdf5-cube, npy, fits-cube")] = None
+    shape: Annotated[str | None, Query(description="raw float32 body: n_x,n_y,n_los")] = None
+    z_first: float | None = None
+    z_last: float | None = None
+    nu_first_mhz: float | None = None
+    nu_last_mhz: float | None = None
+    cell_mpc: float | None = None
+
+    def served(self, lightcones: LightconeModels) -> ServedLightcone:
+        names = lightcones.names()
+        if self.model is None and not names:
+            raise ModelError("model_not_found", "no lightcone model is being served")
+        return lightcones.get(self.model or names[0], self.version)
+
+    @property
+    def axes(self) -> Axes:
+        return Axes(self.z_first, self.z_last, self.nu_first_mhz, self.nu_last_mhz,
+                    self.cell_mpc)
+
+
+CubeDep = Annotated[CubeQuery, Depends()]
+
+
+def source_name(request: Request) -> str:
+    return request.headers.get("x-filename") or "body"
+
+
+async def read_cube(request: Request, lightcones: LightconeModels, pipe, q: CubeQuery
+                    ) -> Decoded:
     """The request body → the model input, under a reservation of the lightcone byte budget
     held while the body is read and decoded."""
+    name, axes = source_name(request), q.axes
     n = content_length(request, pipe.max_file_bytes)
-    if shape is not None:  # raw float32: everything is known before one byte is read
-        dims = parse_shape(shape)
+    if q.shape is not None:  # raw float32: everything is known before one byte is read
+        dims = parse_shape(q.shape)
         check_declared_shape(dims, pipe.grid, axes.given, pipe.max_file_bytes // 4, name)
         if n != math.prod(dims) * 4:
             raise LightconeError("bad_shape", f"Content-Length {n} != {math.prod(dims)} "
@@ -137,30 +173,19 @@ async def read_cube(request: Request, lightcones: LightconeModels, pipe, shape: 
         await read_body_into(request, memoryview(buf), name)
         data = bytes(buf)
         del buf
-        return await pipe.run_decode(pipe.decode_and_preprocess, data, name, fmt, axes)
+        return await pipe.run_decode(pipe.decode_and_preprocess, data, name, q.format, axes)
 
 
 @router.post("/v1/lightcones:infer", responses={c: {"description": "error"} for c in
                                                  (400, 404, 411, 413, 415, 422, 429, 503)})
 async def infer_lightcone(
     request: Request, lightcones: LightconesDep, metrics: MetricsDep, deadline: DeadlineDep,
-    model: Annotated[str | None, Query(description="lightcone model (default: the only/first)")] = None,
-    version: Annotated[int | None, Query()] = None,
-    format: Annotated[str | None, Query(description="force a reader: 21cmfast-h5, hdf5-cube, npy, fits-cube")] = None,
-    shape: Annotated[str | None, Query(description="raw float32 body: n_x,n_y,n_los")] = None,
-    z_first: float | None = None, z_last: float | None = None,
-    nu_first_mhz: float | None = None, nu_last_mhz: float | None = None,
-    cell_mpc: float | None = None,
+    q: CubeDep,
 ) -> Response:
-    names = lightcones.names()
-    if model is None and not names:
-        raise ModelError("model_not_found", "no lightcone model is being served")
-    served = lightcones.get(model or names[0], version)
+    served = q.served(lightcones)
     pipe = served.pipeline
-    axes = Axes(z_first, z_last, nu_first_mhz, nu_last_mhz, cell_mpc)
-    name = request.headers.get("x-filename") or "body"
     async with observe(metrics, served) as obs:
-        decoded = await read_cube(request, lightcones, pipe, shape, format, axes, name)
+        decoded = await read_cube(request, lightcones, pipe, q)
         outputs = await pipe.infer(decoded.x, deadline)
         obs.items = 1
         body = pipe.encode_response(decoded, outputs)
@@ -183,6 +208,7 @@ def lightcone_explainer(served: ServedLightcone) -> LightconeSaliency:
                                                      503, 504)})
 async def lightcone_saliency(
     request: Request, lightcones: LightconesDep, metrics: MetricsDep, deadline: DeadlineDep,
+    q: CubeDep,
     target: Annotated[str | None, Query(description="a parameter name (its mean), or "
                                         "'<name>:sigma'; default HII_EFF_FACTOR (ζ)")] = None,
     method: Annotated[str, Query(description="gradient | gradient_x_input | smoothgrad | "
@@ -200,25 +226,14 @@ async def lightcone_saliency(
     = None,
     los_index: Annotated[int | None, Query(description="png: also show the sky plane at "
                                            "this line-of-sight channel")] = None,
-    model: Annotated[str | None, Query(description="lightcone model (default: the only/first)")] = None,
-    version: Annotated[int | None, Query()] = None,
-    format: Annotated[str | None, Query(description="force a reader")] = None,
-    shape: Annotated[str | None, Query(description="raw float32 body: n_x,n_y,n_los")] = None,
-    z_first: float | None = None, z_last: float | None = None,
-    nu_first_mhz: float | None = None, nu_last_mhz: float | None = None,
-    cell_mpc: float | None = None,
 ) -> Response:
     """Which voxels of the cube drove a parameter estimate: the map on the model grid
     (X, Y, L; L in increasing frequency), the prediction it explains, the model version.
     Same bodies as ``/v1/lightcones:infer``; ``Accept`` application/json, application/x-npy
     (the map, float32) or image/png (a slice through cube and map)."""
-    names = lightcones.names()
-    if model is None and not names:
-        raise ModelError("model_not_found", "no lightcone model is being served")
-    served = lightcones.get(model or names[0], version)
+    served = q.served(lightcones)
     pipe = served.pipeline
-    axes = Axes(z_first, z_last, nu_first_mhz, nu_last_mhz, cell_mpc)
-    name = request.headers.get("x-filename") or "body"
+    name = source_name(request)
     media = wants(request, out)
     params = MethodParams(method=method, samples=samples, sigma=sigma,  # type: ignore[arg-type]
                           steps=steps, baseline=baseline, seed=seed)  # type: ignore[arg-type]
@@ -229,7 +244,7 @@ async def lightcone_saliency(
             tgt = sal.parse_target(target)
             if media == PNG:
                 check_slice(pipe.grid, slice_axis, slice_index, los_index)
-            decoded = await read_cube(request, lightcones, pipe, shape, format, axes, name)
+            decoded = await read_cube(request, lightcones, pipe, q)
             # rows in flight: inputs, their gradients, the expansion's own copy
             async with lightcones.budget.reserve(3 * (params.rows + 2) * decoded.x.nbytes):
                 res = await sal.explain(decoded.x[0], tgt, params, deadline)
