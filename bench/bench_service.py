@@ -310,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--raw-seconds", type=float, default=1.0)
     p.add_argument("--intra-op-threads", type=int, default=0,
                    help="ORT intra-op threads of the service (0 = its default, usable CPUs - 1)")
+    p.add_argument("--batch", type=int, default=0,
+                   help="serve with this max batch size instead of raw ORT's best (to compare "
+                        "runs on a noisy machine like with like)")
     p.add_argument("--only", default="", help="run only scenarios whose name contains this")
     p.add_argument("--compare", choices=["none", "ray"], default="none",
                    help="also drive the same model behind Ray Serve (bench/serve_ray.py; "
@@ -332,6 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{b}: {v:,.0f}" for b, v in raw["by_batch"].items()))
     print(f"best batch {raw['best_batch']}: {raw['best']:,.0f} spectra/s; "
           f"batch-1 forward p50 {raw['batch1_forward_ms']:.2f} ms")
+    if args.batch:
+        raw["best_batch"] = args.batch
+        print(f"served (and raw re-measured) at --batch {args.batch}")
 
     rng = np.random.default_rng(0)
     sdss_bytes = SDSS.read_bytes()

@@ -84,6 +84,7 @@ class Metrics:
                  queue_capacity_rows: int = 0) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.queue_capacity_rows = queue_capacity_rows
+        self._children: dict[tuple[int, tuple[str, ...]], object] = {}
         r = self.registry
         self.requests = Counter(
             "specula_requests_total",
@@ -148,27 +149,38 @@ class Metrics:
             "specula_model", "Loaded model versions: execution provider and sha256 of the "
             "ONNX file.", LABELS, registry=r)
 
+    def _child(self, metric, labels: tuple[str, ...]):
+        """``metric.labels(*labels)``, remembered: prometheus_client validates and locks on
+        every ``labels()`` call, and a request records about ten of them. Only families whose
+        children are never removed go through here."""
+        key = (id(metric), labels)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = metric.labels(*labels)
+        return c
+
     def record(self, stats: Stats) -> None:
         labels = (stats.model, stats.version)
         if getattr(stats, "endpoint", "infer") != "infer":
             self._record_explain(stats)
             return
+        child = self._child
         match stats:
             case RequestStats():
-                self.requests.labels(*labels, stats.outcome).inc()
-                self.request_latency.labels(*labels).observe(stats.latency_s)
+                child(self.requests, (*labels, stats.outcome)).inc()
+                child(self.request_latency, labels).observe(stats.latency_s)
             case PreprocessStats():
-                self.preprocess.labels(*labels).observe(stats.seconds)
+                child(self.preprocess, labels).observe(stats.seconds)
             case BatchStats():
-                self.batch_size.labels(*labels).observe(stats.size)
-                self.compute.labels(*labels).observe(stats.compute_s)
-                self.items.labels(*labels).inc(stats.size)
-                self.batches.labels(*labels).inc()
-                wait = self.queue_wait.labels(*labels)
+                child(self.batch_size, labels).observe(stats.size)
+                child(self.compute, labels).observe(stats.compute_s)
+                child(self.items, labels).inc(stats.size)
+                child(self.batches, labels).inc()
+                wait = child(self.queue_wait, labels)
                 for w in stats.queue_waits_s:
                     wait.observe(w)
             case QueueStats():
-                self.queue_depth.labels(*labels).set(stats.depth)
+                child(self.queue_depth, labels).set(stats.depth)
             case ModelLoadStats(loaded=True):
                 self.model_info.labels(*labels).info(
                     {"provider": stats.provider, "sha256": stats.sha256})

@@ -58,9 +58,13 @@ async def sighup_reload(server: ModelServer) -> None:
 
 def create_app(settings: Settings | None = None, metrics_: Metrics | None = None) -> FastAPI:
     settings = settings or Settings()
+    # FastAPI's OpenTelemetry hooks off: Specula exports its own Prometheus metrics and W3C
+    # trace context, and the hooks cost a provider lookup and span wrappers per request
     app = FastAPI(title="Specula", version="1", lifespan=lifespan,
                   description="Spectrum classification with uncertainty; Open Inference "
-                              "Protocol v2 compatible. See docs/service.md.")
+                              "Protocol v2 compatible. See docs/service.md.",
+                  telemetry={"tracing": False, "metrics": False, "logs": False,
+                             "operation_spans": False})
     app.state.settings = settings
     app.state.metrics = metrics_ or Metrics(queue_capacity_rows=settings.max_queue_rows)
     app.state.server = ModelServer(settings, app.state.metrics.record)

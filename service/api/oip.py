@@ -110,15 +110,17 @@ def encode_infer_response(model: str, version: int, req: InferRequest,
                           outputs: dict[str, np.ndarray]) -> tuple[bytes, dict[str, str]]:
     """(body, extra headers); binary when the request asked for any binary output."""
     binary_default = bool(req.parameters.get("binary_data_output", False))
-    wanted = req.outputs or [RequestedOutput(name=k) for k in outputs]
+    # (name, parameters) pairs: no pydantic object per output on the hot path
+    wanted = ([(o.name, o.parameters) for o in req.outputs] if req.outputs
+              else [(k, {}) for k in outputs])
     header_outputs, chunks = [], []
-    for o in wanted:
-        if o.name not in outputs:
-            raise bad(f"unknown output {o.name!r}; model has {sorted(outputs)}", "bad_request")
-        arr = np.ascontiguousarray(outputs[o.name])
+    for name, params in wanted:
+        if name not in outputs:
+            raise bad(f"unknown output {name!r}; model has {sorted(outputs)}", "bad_request")
+        arr = np.ascontiguousarray(outputs[name])
         datatype = NUMPY_TO_OIP[arr.dtype.newbyteorder("<")]
-        entry: dict[str, Any] = {"name": o.name, "datatype": datatype, "shape": list(arr.shape)}
-        if o.parameters.get("binary_data", binary_default):
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
+        if params.get("binary_data", binary_default):
             raw = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)

@@ -7,6 +7,12 @@ in order. A loop takes up to ``max_batch_size`` rows, first-come first-served, w
 ``fn(list) -> list`` in its own thread. So a request bigger than a batch is split across
 batches and reassembled, and small requests share one.
 
+Up to ``max_concurrent_batches`` batches run at once (Triton's model instances; one ORT
+session is safe to call from several threads). Only the first may be partial: another starts
+alongside a running one only when a *full* batch is queued. So a backlog (an exposure of
+2,436 rows) keeps every core busy with full batches, while a trickle of small requests still
+forms one large batch at a time instead of being spread thin over idle cores.
+
 Protection, in the order it applies:
 - the queue is bounded in rows: a submit that would overflow it raises :class:`QueueFull`
   (the API answers 429/503 with Retry-After) — memory stays bounded under any load;
@@ -83,9 +89,11 @@ class DynamicBatcher(Generic[T, R]):
         max_queue_rows: int = 16384,
         labels: tuple[str, str] = ("", ""),
         on_stats: Callable[[Stats], None] | None = None,
+        max_concurrent_batches: int = 1,
     ) -> None:
-        if max_batch_size < 1 or max_queue_rows < 1:
-            raise ValueError("max_batch_size and max_queue_rows must be >= 1")
+        if max_batch_size < 1 or max_queue_rows < 1 or max_concurrent_batches < 1:
+            raise ValueError("max_batch_size, max_queue_rows and max_concurrent_batches must "
+                             "be >= 1")
         self.fn = fn
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_s
@@ -96,8 +104,10 @@ class DynamicBatcher(Generic[T, R]):
         self._rows = 0  # rows queued, not yet dispatched
         self._wakeup = asyncio.Event()
         self._closing = False
-        # one thread: at most one batch in flight, so the session's own threads get the cores
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"batch-{labels[0]}")
+        self.max_concurrent_batches = max_concurrent_batches
+        self._running: set[asyncio.Task] = set()  # batches in flight
+        self._executor = ThreadPoolExecutor(max_concurrent_batches,
+                                            thread_name_prefix=f"batch-{labels[0]}")
         self._task: asyncio.Task | None = None
 
     @property
@@ -154,15 +164,29 @@ class DynamicBatcher(Generic[T, R]):
         while True:
             self._drop_dead()
             if not self._queue:
-                if self._closing:
+                if self._closing and not self._running:
                     return
-                self._wakeup.clear()
-                await self._wakeup.wait()
+                await self._sleep()
                 continue
-            await self._fill()
+            if self._running and (len(self._running) >= self.max_concurrent_batches
+                                  or self._rows < self.max_batch_size):
+                await self._sleep()  # woken by a new request or a finished batch
+                continue
+            if not self._running:
+                await self._fill()
             batch, waits = self._take()
             if batch:
-                await self._run(batch, waits)
+                task = asyncio.get_running_loop().create_task(self._run(batch, waits))
+                self._running.add(task)
+                task.add_done_callback(self._finished)
+
+    async def _sleep(self) -> None:
+        self._wakeup.clear()
+        await self._wakeup.wait()
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._running.discard(task)
+        self._wakeup.set()
 
     async def _fill(self) -> None:
         """Wait until a full batch is queued or the oldest row has waited max_queue_delay."""

@@ -92,6 +92,13 @@ class SpectrumPipeline:
                 out.append(exc)
         return out
 
+    def _decode_small(self, upload: Upload, step: int) -> tuple[list[Spectrum], list[Prep] | None]:
+        """decode_request, and preprocess too when the file fits one batch: a single spectrum
+        then costs one hop to the pool, not two. Bigger files come back unprocessed, to be
+        preprocessed in parallel chunks."""
+        spectra = self.decode_request(upload)
+        return spectra, (self.preprocess(spectra) if len(spectra) <= step else None)
+
     # ---- 3. batch / 4. predict (batcher thread) / 5. unbatch ------------------------------
     async def batch(self, x: np.ndarray, deadline: float | None) -> list[Row]:
         """Queue the rows of ``x`` (N, ...) for the model; one Row per input row."""
@@ -112,6 +119,9 @@ class SpectrumPipeline:
                 runs[-1] = (outputs, runs[-1][1], i + 1)
             else:
                 runs.append((outputs, i, i + 1))
+        if len(runs) == 1:  # the usual case: one batch held the whole request; views, no copy
+            outputs, a, b = runs[0]
+            return {k: v[a:b] for k, v in outputs.items()}
         names = runs[0][0].keys()
         return {k: np.concatenate([o[k][a:b] for o, a, b in runs]) for k in names}
 
@@ -152,22 +162,29 @@ class SpectrumPipeline:
         loop = asyncio.get_running_loop()
         check_deadline(deadline, "decoding")
         self.batcher.check_room(1)  # a full queue refuses before decoding, not after
-        t0 = time.perf_counter()
-        spectra = await loop.run_in_executor(self.pool, self.decode_request, upload)
-        busy = [time.perf_counter() - t0]
         step = self.batcher.max_batch_size
+        t0 = time.perf_counter()
+        spectra, prepared = await loop.run_in_executor(self.pool, self._decode_small, upload,
+                                                       step)
+        busy = [time.perf_counter() - t0]
+
+        async def finish(part: list[Spectrum], prepared: list[Prep]) -> list[dict[str, Any]]:
+            good = [p.x for p in prepared if isinstance(p, Prepared)]
+            outputs = await self.infer(np.stack(good), deadline) if good else None
+            return self.encode_response(upload, part, prepared, outputs)
 
         async def chunk(part: list[Spectrum]) -> list[dict[str, Any]]:
             check_deadline(deadline, "preprocessing")
             t = time.perf_counter()
             prepared = await loop.run_in_executor(self.pool, self.preprocess, part)
             busy.append(time.perf_counter() - t)
-            good = [p.x for p in prepared if isinstance(p, Prepared)]
-            outputs = await self.infer(np.stack(good), deadline) if good else None
-            return self.encode_response(upload, part, prepared, outputs)
+            return await finish(part, prepared)
 
-        parts = await asyncio.gather(*(chunk(spectra[i:i + step])
-                                       for i in range(0, len(spectra), step)))
+        if prepared is not None:
+            parts = [await finish(spectra, prepared)]
+        else:
+            parts = await asyncio.gather(*(chunk(spectra[i:i + step])
+                                           for i in range(0, len(spectra), step)))
         self.on_stats(PreprocessStats(*self.stat_labels, seconds=sum(busy)))
         results = [r for part in parts for r in part]
         if all("error" in r for r in results):

@@ -5,8 +5,8 @@ outputs bound with IOBinding, so the batch is copied to the device once and noth
 re-allocated per call), CPU otherwise. ``provider`` reports what the session really uses —
 ORT silently falls back to CPU when CUDA cannot initialise, so asking is the only truth.
 
-Thread choices (one session per model version, fed by exactly one batcher, so at most one
-``run`` is in flight per session):
+Thread choices (one session per model version, fed by exactly one batcher, which runs up to
+``max_concurrent_batches`` at once — see :func:`auto_concurrent_batches`):
 - ``intra_op_num_threads``: 0 = auto = one per CPU this process may use, minus one left to
   the event loop and the decode/preprocess pool (at least 1). ORT's parallel-for waits for
   its slowest thread, so a pool that claims every core stalls whenever the HTTP side needs
@@ -34,6 +34,16 @@ Device = Literal["auto", "cpu", "cuda"]
 
 def auto_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) - 1)
+
+
+def auto_concurrent_batches(runner: OnnxRunner) -> int:
+    """As many single-session runs at once as the CPUs hold at the session's intra-op
+    threads: one ORT run is a parallel-for that waits for its slowest thread, and a small
+    model scales poorly across threads, so two one-thread runs on two cores beat one
+    two-thread run (bench/bench_service.py). A GPU runs one batch at a time."""
+    if runner.provider == "CUDAExecutionProvider":
+        return 1
+    return max(1, len(os.sched_getaffinity(0)) // runner.intra_op_threads)
 
 
 def session_options(intra_op_threads: int = 0) -> ort.SessionOptions:
@@ -68,9 +78,11 @@ class OnnxRunner:
 
     def __init__(self, onnx: bytes, *, device: Device = "auto", intra_op_threads: int = 0) -> None:
         providers = choose_providers(device)
+        options = session_options(intra_op_threads)
+        self.intra_op_threads: int = options.intra_op_num_threads
         try:
             self.session = ort.InferenceSession(
-                onnx, sess_options=session_options(intra_op_threads), providers=providers)
+                onnx, sess_options=options, providers=providers)
         except Exception as exc:
             raise ModelError("bad_model", "ONNX Runtime cannot load the graph: "
                              f"{type(exc).__name__}: {str(exc)[:500]}") from exc

@@ -25,7 +25,7 @@ from service.settings import Settings
 
 from .pipeline import SpectrumPipeline
 from .repository import ModelError, ModelRepository, ModelVersion
-from .runner import OnnxRunner, ServedVersion
+from .runner import OnnxRunner, ServedVersion, auto_concurrent_batches
 from .saliency import SaliencyPipeline, load_saliency
 
 log = logging.getLogger("specula.serving")
@@ -129,7 +129,8 @@ class ModelServer:
         pipeline = SpectrumPipeline(
             model, runner, pool=self.pool, max_file_bytes=s.max_file_bytes,
             on_stats=self.on_stats, max_batch_size=s.max_batch_size,
-            max_queue_delay_s=s.max_queue_delay_ms / 1000.0, max_queue_rows=s.max_queue_rows)
+            max_queue_delay_s=s.max_queue_delay_ms / 1000.0, max_queue_rows=s.max_queue_rows,
+            max_concurrent_batches=s.max_concurrent_batches or auto_concurrent_batches(runner))
         saliency, why_not = load_saliency(
             model, pipeline, device=s.device, intra_op_threads=s.intra_op_threads,
             on_stats=self.on_stats, max_queue_delay_s=s.max_queue_delay_ms / 1000.0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -161,3 +162,67 @@ def test_failure_in_function_fails_only_its_batch():
 
     bad, good = run(main())
     assert isinstance(bad, ValueError) and good == [7]
+
+
+class Gate(Recorder):
+    """A batch function that holds every batch until released, so a test sees which batches
+    are in flight at the same time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def __call__(self, items: list[int]) -> list[int]:
+        out = super().__call__(items)
+        self.release.wait(30)
+        return out
+
+
+async def until(predicate, what: str) -> None:
+    for _ in range(3000):
+        if predicate():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"never happened: {what}")
+
+
+def test_a_second_batch_runs_alongside_only_when_it_is_full():
+    async def main():
+        fn = Gate()
+        b = DynamicBatcher(fn, max_batch_size=4, max_queue_delay_s=0.0,
+                           max_concurrent_batches=2)
+        first = asyncio.create_task(b.submit([1]))
+        await until(lambda: len(fn.calls) == 1, "the first batch started")
+        partial = asyncio.create_task(b.submit([2, 3]))
+        for _ in range(20):  # let the loop see the partial batch: it must keep waiting
+            await asyncio.sleep(0)
+        calls_with_partial_queued = len(fn.calls)
+        full = asyncio.create_task(b.submit([4, 5]))  # now 4 rows queued: a full batch
+        await until(lambda: len(fn.calls) == 2, "a full batch started beside the first")
+        fn.release.set()
+        outs = await asyncio.gather(first, partial, full)
+        await b.close()
+        return fn, calls_with_partial_queued, outs
+
+    fn, calls_with_partial_queued, outs = run(main())
+    assert calls_with_partial_queued == 1
+    assert fn.calls == [[1], [2, 3, 4, 5]]
+    assert outs == [[10], [20, 30], [40, 50]]
+
+
+def test_concurrent_batches_drain_on_close():
+    async def main():
+        fn = Recorder()
+        b = DynamicBatcher(fn, max_batch_size=3, max_queue_delay_s=0.0,
+                           max_concurrent_batches=2)
+        pending = [asyncio.create_task(b.submit(list(range(i * 10, i * 10 + 5))))
+                   for i in range(4)]
+        await asyncio.sleep(0)
+        await b.close()  # everything accepted is answered before close returns
+        return fn, [p.result() for p in pending]
+
+    fn, outs = run(main())
+    assert outs == [[x * 10 for x in range(i * 10, i * 10 + 5)] for i in range(4)]
+    assert sorted(x for c in fn.calls for x in c) == sorted(
+        x for i in range(4) for x in range(i * 10, i * 10 + 5))
+    assert all(len(c) <= 3 for c in fn.calls)
