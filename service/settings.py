@@ -98,10 +98,10 @@ class Settings(BaseSettings):
         "several full-size activation cubes alive inside ONNX Runtime)")
 
     # lightcones
-    lightcone_max_bytes: int = Field(
-        512 * 1024 * 1024, ge=1, description="working memory all lightcone requests in flight "
-        "may reserve (bodies, decoded and resampled cubes, saliency rows); a request waits "
-        "for room, one larger than this gets 413")
+    lightcone_max_bytes: int | None = Field(
+        None, ge=1, description="working memory all lightcone requests in flight may reserve "
+        "(bodies, decoded and resampled cubes, saliency rows); a request waits for room, one "
+        "larger than this gets 413; unset = 4 × SPECULA_MAX_FILE_BYTES")
 
     # runtime
     device: Literal["auto", "cpu", "cuda"] = Field(

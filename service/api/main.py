@@ -71,7 +71,8 @@ def create_app(settings: Settings | None = None, metrics_: Metrics | None = None
     app.state.api_keys = settings.api_key_values()  # read once: a key file is not re-read
     # inference routers need an API key when keys are configured; health, metrics and the
     # repository router (admin token on its own routes) do not
-    keyed = [Depends(require_api_key)]
+    # (keys are read once, so with none configured the check is left out, not run per request)
+    keyed = [Depends(require_api_key)] if app.state.api_keys else []
     app.include_router(lightcones.router, dependencies=keyed)  # before models.router
     for router in (models.router, spectra.router, saliency.router):
         app.include_router(router, dependencies=keyed)
