@@ -299,7 +299,7 @@ def lightcone_saliency_figure(*, cube_mk: np.ndarray, saliency: np.ndarray,
         a.text(0.005, 0.93, label, transform=a.transAxes, fontsize=8, color="0.1", va="top",
                bbox={"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 1.5})
     cb = fig.colorbar(im_c, cax=fig.add_subplot(gs[0, 1]))
-    cb.set_label("T_b [mK]", fontsize=8)
+    cb.set_label("T_b [mK], as preprocessed", fontsize=8)
     cb.ax.tick_params(labelsize=7)
     unit = explained.get("unit") or ""
     cb = fig.colorbar(im_s, cax=fig.add_subplot(gs[1, 1]))

@@ -60,7 +60,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     s = app.state.settings
     models = LightconeModels(s.model_repository, pool=app.state.server.pool,
                              on_stats=app.state.metrics.record, max_file_bytes=s.max_file_bytes,
-                             budget_bytes=s.lightcone_max_bytes, device=s.device,
+                             budget_bytes=s.lightcone_max_bytes or BUDGET_FILES * s.max_file_bytes,
+                             device=s.device,
                              intra_op_threads=s.intra_op_threads,
                              saliency_max_batch_rows=s.lightcone_saliency_max_batch_rows,
                              saliency_max_queue_rows=s.saliency_max_queue_rows)
@@ -123,9 +124,11 @@ class CubeQuery:
     """The query of every endpoint that takes a cube as its body: which model reads it, and
     how to read it (reader, raw shape, axes)."""
 
-    model: Annotated[str | None, Query(description="lightcone model (default: the only/first)")] = None
+    model: Annotated[str | None, Query(description="lightcone model (default: the only/"
+                                       "first)")] = None
     version: Annotated[int | None, Query()] = None
-    format: Annotated[str | None, Query(description="force a reader: 21cmfast-h5, hdf5-cube, npy, fits-cube")] = None
+    format: Annotated[str | None, Query(description="force a reader: 21cmfast-h5, hdf5-cube, "
+                                        "npy, fits-cube")] = None
     shape: Annotated[str | None, Query(description="raw float32 body: n_x,n_y,n_los")] = None
     z_first: float | None = None
     z_last: float | None = None
