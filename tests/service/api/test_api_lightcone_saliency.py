@@ -2,7 +2,8 @@
 
 The repository holds the tiny spectrum classifier and the shipped lightcone_regressor v2
 (with its saliency.onnx) as version 2, and the same regressor without a saliency graph as
-version 1. Maps are checked against saliency.onnx run directly on ONNX Runtime.
+version 1. Maps are checked against saliency.onnx run directly on ONNX Runtime. The service
+runs with SPECULA_LIGHTCONE_SALIENCY_MAX_BATCH_ROWS=2, and the batch-size histogram shows it.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def svc(repo, tmp_path_factory):
     from http_service import Service
 
     s = Service(repo, tmp_path_factory.mktemp("lcsal-logs") / "service.log",
-                max_file_bytes=8 * 1024 * 1024)
+                max_file_bytes=8 * 1024 * 1024, lightcone_saliency_max_batch_rows=2)
     yield s
     s.stop()
 
@@ -75,7 +76,7 @@ def test_gradient_json_is_the_graph_output(svc, cube):
     r = post(svc, cube, target="HII_EFF_FACTOR")
     assert r.status_code == 200, r.text
     body = r.json()
-    g, mean, sigma = direct(cube, 4)
+    g, mean, _ = direct(cube, 4)
     assert body["model"] == NAME and body["version"] == 2
     m = np.array(body["saliency"], dtype=np.float32)
     assert m.shape == (16, 16, 128)
@@ -158,3 +159,11 @@ def test_metered_as_saliency(svc, cube):
     svc.wait_for_metric("specula_explain_requests_total", before + 1, model=NAME,
                         endpoint="saliency")
     assert svc.metric("specula_explain_rows_total", model=NAME, endpoint="saliency") >= 2
+
+
+def test_batch_rows_setting_bounds_every_batch(svc, cube):
+    assert post(svc, cube, method="smoothgrad", samples=7).status_code == 200  # 8 rows
+    labels = {"model": NAME, "version": "2", "endpoint": "saliency"}
+    svc.wait_for_metric("specula_explain_batch_size_rows_count", 4, **labels)
+    total = svc.metric("specula_explain_batch_size_rows_count", **labels)
+    assert svc.metric("specula_explain_batch_size_rows_bucket", le="2.0", **labels) == total

@@ -13,6 +13,7 @@ import json
 import shutil
 import warnings
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -174,6 +175,28 @@ def test_introspection_filters_and_activations(svc, sdss_bytes):
     r = svc.client.post("/v1/spectra:introspect", params={"version": 1, "layer": "fc"},
                         content=sdss_bytes)
     assert r.status_code == 400 and r.json()["code"] == "bad_layer"
+
+
+def test_introspection_runs_through_its_own_batched_queue(svc, sdss_bytes):
+    """Concurrent activation requests are rows of the introspect queue (endpoint label
+    'introspect'), each answered with its own spectrum's activations."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rows_before = svc.metric("specula_explain_rows_total", endpoint="introspect")
+
+    def one(layer: str):
+        with httpx.Client(base_url=svc.url, timeout=60) as c:
+            return c.post("/v1/spectra:introspect", params={"version": 1, "layer": layer},
+                          content=sdss_bytes)
+
+    with ThreadPoolExecutor(4) as ex:
+        rs = list(ex.map(one, ["stem", "block1", "block2", "block3"]))
+    assert all(r.status_code == 200 for r in rs), [r.text for r in rs]
+    assert [r.json()["layer"] for r in rs] == ["stem", "block1", "block2", "block3"]
+    stem = np.array(rs[0].json()["activations"])
+    again = np.array(one("stem").json()["activations"])
+    np.testing.assert_allclose(stem, again, rtol=1e-6)  # batching does not mix rows up
+    svc.wait_for_metric("specula_explain_rows_total", rows_before + 5, endpoint="introspect")
 
 
 def test_saliency_is_metered_apart_from_classification(svc, sdss_bytes):
