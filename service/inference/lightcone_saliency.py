@@ -10,8 +10,8 @@ mean: the global signal kept, every fluctuation removed).
 
 Scheduling as for spectra: an own :class:`DynamicBatcher` (own bound, ``endpoint="saliency"``
 metrics) whose worker yields while the model's inference queue holds rows, so inference is
-never starved; batches are a few rows, because one gradient row keeps ~10 activation cubes
-alive inside ONNX Runtime.
+never starved; batches are a few rows (``SPECULA_LIGHTCONE_SALIENCY_MAX_BATCH_ROWS``), because
+each gradient row keeps several full-size activation cubes alive inside ONNX Runtime.
 """
 
 from __future__ import annotations
