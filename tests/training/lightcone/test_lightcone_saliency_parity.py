@@ -112,3 +112,32 @@ def test_fresh_export_with_batchnorm(tmp_path):
     # the kernel-1 MaxPool that only computed index offsets is gone: one MaxPool per pool
     assert ops.count("MaxPool") == sum(1 for b in net.features
                                        if isinstance(b.pool, torch.nn.MaxPool3d))
+
+
+def test_command_on_a_freshly_exported_model(tmp_path):
+    """What `specula train saliency --model-dir models/lightcone_regressor/<v>` does to a newly
+    trained version: rebuild from its model.onnx (BN-trained, so folded there), check, export,
+    add the manifest entry; model.onnx untouched."""
+    from training.cli import main
+    from training.lightcone.export_onnx import export
+
+    torch.manual_seed(1)
+    cfg = load_config(TINY)
+    grid = cfg.grid.model_grid()
+    net = LightconeNet(cfg.model, grid, len(cfg.param_names)).eval()
+    for mod in net.modules():
+        if isinstance(mod, torch.nn.BatchNorm3d):
+            mod.running_var.uniform_(0.5, 2.0)
+            mod.bias.data.uniform_(-0.2, 0.2)
+    vdir = tmp_path / "lightcone_regressor" / "1"
+    export(net, cfg, np.full(5, 1.1, np.float32), vdir,
+           parity_x=parity_inputs(grid.shape, 2, seed=2))
+    before = sha256_file(vdir / "model.onnx")
+    assert main(["saliency", "--model-dir", str(vdir), "--parity-n", "3"]) == 0
+    m = json.loads((vdir / "manifest.json").read_text())
+    assert sha256_file(vdir / "model.onnx") == before == m["sha256"]
+    entry = m["saliency"]
+    assert sha256_file(vdir / "saliency.onnx") == entry["sha256"]
+    assert entry["forward_parity_vs_model_onnx"]["max_diff_over_prior_width"] < 1e-5
+    assert entry["parity"]["max_rel_l2"]["mean"]["vs_float32_autograd"] < 1e-5
+    assert entry["weights_from"].startswith("model.onnx initializers")
