@@ -111,6 +111,9 @@ class NoiseConfig:
     seed: int = 1
     evaluate: bool = True  # also report the test metrics on noisy cubes
     train: bool = False  # add fresh thermal noise to every training batch (and to validation)
+    # [lo, hi] hours: each training/validation cube's observing time drawn log-uniform in it
+    # (noise ∝ 1/√t), so the model is not tied to one noise level; [] = always obs_time_h
+    train_obs_time_range_h: list[float] = field(default_factory=list)
     eval_realisations: int = 4  # noise draws per test cube in the noisy evaluation
     val_realisations: int = 4  # noise draws per validation cube (early stopping, σ calibration)
     # R² of the trained model at other observing times (noise ∝ 1/√t); [] = skip

@@ -56,12 +56,14 @@ def noise_manifest(cfg: LightconeConfig) -> dict[str, Any]:
             "model": "tools21cm thermal noise (noise_map: natural weighting, Blackman-Harris "
                      "uv taper), a fresh realisation per training cube and step",
             "telescope": f"SKA1-Low {nc.subarray}", "obs_time_h": nc.obs_time_h,
+            "train_obs_time_range_h": nc.train_obs_time_range_h or [nc.obs_time_h] * 2,
             "daily_track_h": nc.total_int_time_h, "visibility_int_time_s": nc.int_time_s,
             "declination_deg": nc.declination_deg, "uv_redshifts": nc.n_uv_redshifts,
             "channel_mean_removed": cfg.grid.preprocess_version == "lightcone-2",
             "foreground_wedge_removed": nc.wedge,
-            "expected_input": "an observation on the model grid (mK) with this noise level; "
-                              "the service removes each channel's sky mean itself"}
+            "expected_input": "an observation on the model grid (mK) with thermal noise of an "
+                              "observing time within train_obs_time_range_h (log-uniform in "
+                              "training); the service removes each channel's sky mean itself"}
 
 
 def physical_head(net: LightconeNet, cfg: LightconeConfig, scale: np.ndarray) -> PhysicalHead:

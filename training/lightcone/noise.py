@@ -109,13 +109,26 @@ class ThermalNoise:
         taper = np.fft.fftshift(rtn.signal_window(grid.n_xy, "blackmanharris", ndim=2))
         self.response = w * taper  # (n_uv, n, n): natural weighting × taper
 
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """``n`` independent noise cubes (n, n_xy, n_xy, n_los) float32, mK."""
+    def sample(self, rng: np.random.Generator, n: int,
+               obs_time_h: np.ndarray | None = None) -> np.ndarray:
+        """``n`` independent noise cubes (n, n_xy, n_xy, n_los) float32, mK; with
+        ``obs_time_h`` (n,) each at its own observing time (thermal noise ∝ 1/√t)."""
         g = self.grid
         z = rng.normal(size=(n, g.n_los, 2, g.n_xy, g.n_xy))
         four = (z[:, :, 0] + 1j * z[:, :, 1]) * self.response[self.uv_index]
         maps = np.fft.ifft2(four).real * self.amplitude[None, :, None, None]
+        if obs_time_h is not None:
+            maps *= np.sqrt(self.obs_time_h / np.asarray(obs_time_h, dtype=np.float64)
+                            )[:, None, None, None]
         return np.ascontiguousarray(maps.transpose(0, 2, 3, 1), dtype=np.float32)
+
+    def draw_times(self, rng: np.random.Generator, n: int, time_range: list[float]
+                   ) -> np.ndarray | None:
+        """Observing times log-uniform in ``time_range`` (None: the fixed ``obs_time_h``)."""
+        if not time_range:
+            return None
+        lo, hi = np.log(time_range[0]), np.log(time_range[1])
+        return np.exp(rng.uniform(lo, hi, n))
 
     def rms(self) -> np.ndarray:
         """Expected per-pixel rms per channel (mK): Parseval on the response."""

@@ -8,7 +8,8 @@ flips and the x↔y transpose are exact symmetries of the data distribution (16�
 variants per cube); the line of sight (time) is never touched.
 
 With ``noise.train`` every batch also gets fresh SKA1-Low thermal noise (noise.ThermalNoise)
-added in mK on the model grid, after the sky symmetry and before the preprocessing — noise
+— at an observing time drawn per cube from ``train_obs_time_range_h`` if set — added in mK
+on the model grid, after the sky symmetry and before the preprocessing — noise
 is stationary on the sky, so it is drawn independently of the symmetry. Validation cubes get
 ``val_realisations`` fixed noise draws each, so early stopping and the σ calibration see the
 same noisy data every epoch.
@@ -57,7 +58,8 @@ def noisy_inputs(cubes_mk: np.ndarray, y: np.ndarray, noise, rng: np.random.Gene
                  reps: int, cfg: LightconeConfig) -> tuple[np.ndarray, np.ndarray]:
     """``reps`` noise draws of every model-grid cube → (model input, repeated targets)."""
     mk = np.repeat(cubes_mk, reps, axis=0)
-    mk = mk + noise.sample(rng, len(mk))
+    times = noise.draw_times(rng, len(mk), cfg.noise.train_obs_time_range_h)
+    mk = mk + noise.sample(rng, len(mk), times)
     return (normalise(mk, cfg.grid.model_grid(), cfg.grid.preprocess_version),
             np.repeat(y, reps, axis=0))
 
@@ -148,7 +150,8 @@ def train(cfg: LightconeConfig, train_xy: tuple[np.ndarray, np.ndarray],
                 continue
             xb = augment(x[idx], g) if tc.augment else x[idx]
             if noise is not None:
-                mk = xb[:, 0].numpy() + noise.sample(noise_rng, len(idx))
+                times = noise.draw_times(noise_rng, len(idx), cfg.noise.train_obs_time_range_h)
+                mk = xb[:, 0].numpy() + noise.sample(noise_rng, len(idx), times)
                 xb = torch.from_numpy(normalise(mk, grid, cfg.grid.preprocess_version))
             mu, ls = net(xb)
             loss = gaussian_nll(mu, ls, y[idx])

@@ -108,3 +108,16 @@ def test_wedge_removal_leaves_nothing_on_one_megahertz_channels():
     w = wedge_remove(cube, grid, 0.31)
     assert w.shape == cube.shape
     assert (w.astype(np.float64) ** 2).sum() < 1e-6 * (cube ** 2).sum()
+
+
+def test_per_cube_observing_times():
+    cfg = tiny_config()
+    noise = ThermalNoise(cfg, fake_uvs(cfg.grid.n_xy), obs_time_h=1000.0)
+    assert noise.draw_times(np.random.default_rng(0), 3, []) is None  # fixed time
+    t = noise.draw_times(np.random.default_rng(0), 500, [300.0, 1e5])
+    assert t.min() >= 300.0 and t.max() <= 1e5
+    assert 0.4 < np.mean(np.log(t) < np.log(np.sqrt(300.0 * 1e5))) < 0.6  # log-uniform
+    fixed = noise.sample(np.random.default_rng(4), 2)
+    timed = noise.sample(np.random.default_rng(4), 2, np.array([1000.0, 4000.0]))
+    np.testing.assert_allclose(timed[0], fixed[0], rtol=1e-6)
+    np.testing.assert_allclose(timed[1], fixed[1] / 2.0, rtol=1e-5, atol=1e-7)

@@ -98,6 +98,7 @@ def test_noise_trained_pipeline(tmp_path):
     cfg.noise.eval_realisations = 2
     cfg.noise.val_realisations = 2
     cfg.noise.eval_obs_times_h = [100.0]
+    cfg.noise.train_obs_time_range_h = [300.0, 3000.0]
     data = tmp_path / "data"
     write_fake_dataset(cfg, data)
     n = cfg.grid.n_xy
@@ -117,6 +118,7 @@ def test_noise_trained_pipeline(tmp_path):
     m = json.loads((d / "manifest.json").read_text())
     assert m["preprocess_version"] == "lightcone-2"
     assert m["noise"]["trained_with_noise"] and m["noise"]["obs_time_h"] == cfg.noise.obs_time_h
+    assert m["noise"]["train_obs_time_range_h"] == [300.0, 3000.0]
     assert "thermal noise" in m["not_modelled"]["instrument"]
     rep = json.loads((d / "report.json").read_text())
     noisy = rep["noise"]
