@@ -316,22 +316,6 @@ def lightcone_metadata(lightcones: LightconeModels, name: str, version: int | No
     }
 
 
-def check_input(served: ServedLightcone, arrays: dict[str, np.ndarray]) -> np.ndarray:
-    spec = served.model.manifest.inputs[0]
-    if set(arrays) != {spec.name}:
-        raise ApiError(400, "bad_tensor", f"model takes one input {spec.name!r}; got "
-                       f"{sorted(arrays)}")
-    x = arrays[spec.name]
-    if x.dtype != np.dtype("<f4"):
-        raise ApiError(400, "bad_dtype", f"{spec.name}: FP32 expected")
-    if x.ndim != len(spec.shape) or any(d >= 0 and d != k for d, k in zip(spec.shape, x.shape)):
-        raise ApiError(400, "bad_shape", f"{spec.name}: shape {list(x.shape)} does not match "
-                       f"{spec.shape}")
-    if x.shape[0] == 0:
-        raise ApiError(400, "bad_shape", f"{spec.name}: empty batch")
-    return x
-
-
 async def lightcone_oip_infer(name: str, version: int | None, request: Request,
                               lightcones: LightconeModels, metrics, deadline) -> Response:
     served = lightcones.get(name, version)
@@ -346,7 +330,7 @@ async def lightcone_oip_infer(name: str, version: int | None, request: Request,
         if isinstance(timeout_us, int) and timeout_us > 0:
             t = time.monotonic() + timeout_us / 1e6
             deadline = t if deadline is None else min(deadline, t)
-        x = check_input(served, arrays)
+        x = spectrum_oip.model_input(served.model.manifest, arrays)
         obs.items = int(x.shape[0])
         outputs = await served.pipeline.infer(np.ascontiguousarray(x), deadline)
         content, headers = encode_infer_response(name, served.version, req, outputs)

@@ -13,7 +13,7 @@ import time
 import numpy as np
 from fastapi import APIRouter, Request, Response
 
-from service.inference.serving import ServedModel
+from service.inference.repository import Manifest
 
 from ..deps import DeadlineDep, MetricsDep, ServerDep, observe
 from ..errors import ApiError
@@ -69,9 +69,10 @@ async def model_version_ready(name: str, version: int, server: ServerDep) -> dic
     return {"name": name, "version": str(version), "ready": True}
 
 
-def model_input(served: ServedModel, arrays: dict[str, np.ndarray]) -> np.ndarray:
-    """The one input the model takes, checked against its manifest (name, dtype, shape)."""
-    spec = served.model.manifest.inputs[0]
+def model_input(manifest: Manifest, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """The one input the model takes, checked against its manifest (name, dtype, shape); the
+    one check for every model kind served over OIP."""
+    spec = manifest.inputs[0]
     if set(arrays) != {spec.name}:
         raise ApiError(400, "bad_tensor", f"model takes one input {spec.name!r}; "
                        f"got {sorted(arrays)}")
@@ -100,7 +101,7 @@ async def run_infer(name: str, version: int | None, request: Request, server, me
         if isinstance(timeout_us, int) and timeout_us > 0:
             t = time.monotonic() + timeout_us / 1e6
             deadline = t if deadline is None else min(deadline, t)
-        x = model_input(served, arrays)
+        x = model_input(served.model.manifest, arrays)
         obs.items = int(x.shape[0])
         outputs = await served.pipeline.infer(x, deadline)
         content, headers = encode_infer_response(name, served.version, req, outputs)
