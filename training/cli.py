@@ -21,9 +21,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 class Logger:
+    """Timestamped lines to stdout and the run's log file (both trainers use it)."""
+
     def __init__(self, path: Path | None):
         self.t0 = time.time()
-        self.f = open(path, "a") if path else None
+        self.f = open(path, "a") if path else None  # noqa: SIM115 — lives with the run
 
     def __call__(self, msg: str) -> None:
         line = f"[{time.strftime('%H:%M:%S')} +{time.time() - self.t0:6.0f}s] {msg}"
@@ -52,7 +54,7 @@ def train_spectra(cfg: Config, out_root: Path, runs_root: Path, data_dir: Path |
     log(f"run dir {run_dir}")
     t_start = time.time()
 
-    kw = dict(workers=cfg.data.workers, cache_dir=data_dir, progress=progress)
+    kw = {"workers": cfg.data.workers, "cache_dir": data_dir, "progress": progress}
     train = generate(cfg.sim, cfg.data.n_train, cfg.seed, "train", **kw)
     val = generate(cfg.sim, cfg.data.n_val, cfg.seed, "val", **kw)
     test = generate(cfg.sim, cfg.data.n_test, cfg.seed, "test", **kw)

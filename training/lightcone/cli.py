@@ -15,23 +15,12 @@ import sys
 import time
 from pathlib import Path
 
+from training.cli import Logger  # one run log for both trainers
+
 from .config import LightconeConfig, config_to_dict, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "lightcone.json"
-
-
-class Logger:
-    def __init__(self, path: Path | None):
-        self.t0 = time.time()
-        self.f = open(path, "a") if path else None  # noqa: SIM115 — lives with the run
-
-    def __call__(self, msg: str) -> None:
-        line = f"[{time.strftime('%H:%M:%S')} +{time.time() - self.t0:6.0f}s] {msg}"
-        print(line, flush=True)
-        if self.f:
-            self.f.write(line + "\n")
-            self.f.flush()
 
 
 def train_lightcone(cfg: LightconeConfig, out_root: Path, runs_root: Path, data_dir: Path, *,
