@@ -43,7 +43,7 @@ from service.metrics import ModelLoadStats, PreprocessStats, Stats
 
 from .batcher import DynamicBatcher
 from .lightcone_saliency import LightconeSaliency, load_lightcone_saliency
-from .repository import MANIFEST, Manifest, ModelError, ModelRepository, ModelVersion, sha256_hex
+from .repository import MANIFEST, ModelError, ModelRepository, ModelVersion
 from .runner import OnnxRunner, ServedVersion
 
 log = logging.getLogger("specula.lightcones")
@@ -54,29 +54,9 @@ Row = tuple[dict[str, np.ndarray], int]
 
 # ---- the repository side ----------------------------------------------------------------------
 def load_lightcone_model(repo: ModelRepository, name: str, version: int) -> ModelVersion:
-    """Read, validate and checksum one lightcone-regressor version (the repository's own
-    ``load`` checks the *spectrum* preprocess version, so it cannot be used as is)."""
-    vdir = repo.root / name / str(version)
-    try:
-        manifest = Manifest.model_validate(json.loads((vdir / MANIFEST).read_bytes()))
-    except (OSError, ValueError) as exc:
-        raise ModelError("bad_manifest", f"{vdir / MANIFEST}: {exc}") from None
-    if manifest.kind != KIND:
-        raise ModelError("unsupported_kind", f"{name} v{version}: kind {manifest.kind!r}")
-    if manifest.name != name or manifest.version != version:
-        raise ModelError("bad_manifest", f"{vdir}: manifest says {manifest.name!r} "
-                         f"v{manifest.version}")
-    if manifest.preprocess_version not in PREPROCESS_VERSIONS:
-        raise ModelError("preprocess_mismatch", f"{name} v{version} was trained with lightcone "
-                         f"preprocess {manifest.preprocess_version!r}; this service runs "
-                         f"{', '.join(PREPROCESS_VERSIONS)}")
-    try:
-        onnx = (vdir / manifest.file).read_bytes()
-    except OSError as exc:
-        raise ModelError("model_file_missing", f"{vdir / manifest.file}: {exc}") from None
-    if sha256_hex(onnx) != manifest.sha256.lower():
-        raise ModelError("checksum_mismatch", f"{name} v{version}: sha256 mismatch")
-    return ModelVersion(manifest=manifest, path=vdir, onnx=onnx)
+    """Read, validate and checksum one lightcone-regressor version: the repository's ``load``,
+    told the kind and the lightcone preprocessing versions this code runs."""
+    return repo.load(name, version, kind=KIND, preprocess_versions=PREPROCESS_VERSIONS)
 
 
 def lightcone_names(repo: ModelRepository) -> list[str]:

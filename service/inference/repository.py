@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,22 +134,30 @@ class ModelRepository:
                              f"(available: {available})")
         return version
 
-    def load(self, name: str, version: int | None = None) -> ModelVersion:
-        """Read, validate and checksum one version; raises ``ModelError`` if unservable."""
+    def load(self, name: str, version: int | None = None, *, kind: str | None = None,
+             preprocess_versions: Sequence[str] = (PREPROCESS_VERSION,)) -> ModelVersion:
+        """Read, validate and checksum one version; raises ``ModelError`` if unservable.
+
+        ``kind`` and ``preprocess_versions`` say what the caller can serve: the spectrum
+        preprocessing by default; the lightcone side passes its kind and its own versions.
+        """
         v = self.resolve(name, version)
         vdir = self.root / name / str(v)
         try:
             manifest = Manifest.model_validate(json.loads((vdir / MANIFEST).read_bytes()))
         except (OSError, ValueError, ValidationError) as exc:
             raise ModelError("bad_manifest", f"{vdir / MANIFEST}: {exc}") from None
+        if kind is not None and manifest.kind != kind:
+            raise ModelError("unsupported_kind", f"{name} v{v}: kind {manifest.kind!r}")
         if manifest.name != name or manifest.version != v:
             raise ModelError("bad_manifest", f"{vdir}: manifest says {manifest.name!r} "
                              f"v{manifest.version}, directory says {name!r} v{v}")
-        if manifest.preprocess_version != PREPROCESS_VERSION:
+        if manifest.preprocess_version not in preprocess_versions:
             raise ModelError(
                 "preprocess_mismatch",
                 f"{name} v{v} was trained with preprocess_version "
-                f"{manifest.preprocess_version!r}; this service runs {PREPROCESS_VERSION!r}")
+                f"{manifest.preprocess_version!r}; this service runs "
+                f"{', '.join(map(repr, preprocess_versions))}")
         try:
             onnx = (vdir / manifest.file).read_bytes()
         except OSError as exc:
