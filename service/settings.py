@@ -108,9 +108,8 @@ class Settings(BaseSettings):
         "auto", description="auto (CUDA if available), cpu, cuda")
     intra_op_threads: int = Field(0, description="ORT intra-op threads; 0 = usable CPUs - 1")
     max_concurrent_batches: int = Field(
-        0, ge=0, description="batches of one model run at once (Triton's instance count); one "
-        "beyond the first starts only when a full batch is queued; 0 = usable CPUs ÷ intra-op "
-        "threads on CPU, 1 on CUDA")
+        0, ge=0, description="batches of one model run at once (Triton's instance count: an "
+        "idle one takes what is queued); 0 = usable CPUs ÷ intra-op threads on CPU, 1 on CUDA")
     preprocess_workers: int = Field(0, description="decode/preprocess threads; 0 = CPU count")
 
     @classmethod

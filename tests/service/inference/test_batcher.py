@@ -186,28 +186,31 @@ async def until(predicate, what: str) -> None:
     raise AssertionError(f"never happened: {what}")
 
 
-def test_a_second_batch_runs_alongside_only_when_it_is_full():
+def test_an_idle_instance_takes_what_is_queued_and_a_busy_one_lets_rows_gather():
+    """Triton's instance semantics: with two batches allowed, a request arriving while one
+    runs starts the second at once; rows arriving while both run form the next batch."""
     async def main():
         fn = Gate()
         b = DynamicBatcher(fn, max_batch_size=4, max_queue_delay_s=0.0,
                            max_concurrent_batches=2)
         first = asyncio.create_task(b.submit([1]))
         await until(lambda: len(fn.calls) == 1, "the first batch started")
-        partial = asyncio.create_task(b.submit([2, 3]))
-        for _ in range(20):  # let the loop see the partial batch: it must keep waiting
+        second = asyncio.create_task(b.submit([2, 3]))
+        await until(lambda: len(fn.calls) == 2, "a partial batch started beside the first")
+        third = asyncio.create_task(b.submit([4]))
+        fourth = asyncio.create_task(b.submit([5, 6]))
+        for _ in range(20):  # both instances busy: the new rows must wait, together
             await asyncio.sleep(0)
-        calls_with_partial_queued = len(fn.calls)
-        full = asyncio.create_task(b.submit([4, 5]))  # now 4 rows queued: a full batch
-        await until(lambda: len(fn.calls) == 2, "a full batch started beside the first")
+        calls_while_busy = len(fn.calls)
         fn.release.set()
-        outs = await asyncio.gather(first, partial, full)
+        outs = await asyncio.gather(first, second, third, fourth)
         await b.close()
-        return fn, calls_with_partial_queued, outs
+        return fn, calls_while_busy, outs
 
-    fn, calls_with_partial_queued, outs = run(main())
-    assert calls_with_partial_queued == 1
-    assert fn.calls == [[1], [2, 3, 4, 5]]
-    assert outs == [[10], [20, 30], [40, 50]]
+    fn, calls_while_busy, outs = run(main())
+    assert calls_while_busy == 2
+    assert fn.calls == [[1], [2, 3], [4, 5, 6]]
+    assert outs == [[10], [20, 30], [40], [50, 60]]
 
 
 def test_concurrent_batches_drain_on_close():
