@@ -72,6 +72,9 @@ class Settings(BaseSettings):
         "[] = CORS off")
     log_level: str = Field("info", description="JSON logs on stderr")
     access_log: bool = Field(True, description="one JSON line per request")
+    hot_routes: bool = Field(
+        True, description="answer OIP infer and /v1/spectra:classify ahead of FastAPI's router "
+        "(same handlers; ~250 µs less event-loop time per request); false = FastAPI only")
 
     # batching and backpressure
     max_batch_size: int = Field(256, description="rows (spectra) per executed batch")

@@ -110,15 +110,21 @@ def failure_of(exc: BaseException, *, queue_full_status: int = 429, retry_after_
     return Failure(500, "internal", f"{type(exc).__name__}: internal error", "error")
 
 
+def error_response(exc: BaseException, settings) -> Response:
+    """The response for any exception a handler raised: FastAPI's handlers and the hot routes
+    (service.api.hotpath) both answer through this, so they cannot drift apart."""
+    failure = failure_of(exc, queue_full_status=settings.queue_full_status,
+                         retry_after_s=settings.retry_after_s)
+    if failure.status >= 500 and failure.code in ("internal", "inference_failed"):
+        log.error("unhandled error", exc_info=exc)
+    return failure.response()
+
+
 def install_error_handlers(app: FastAPI) -> None:
     settings = app.state.settings
 
     async def handle(request: Request, exc: Exception) -> Response:
-        failure = failure_of(exc, queue_full_status=settings.queue_full_status,
-                             retry_after_s=settings.retry_after_s)
-        if failure.status >= 500 and failure.code in ("internal", "inference_failed"):
-            log.error("unhandled error", exc_info=exc)
-        return failure.response()
+        return error_response(exc, settings)
 
     # a handler for a specific class answers and keeps the connection; the one for Exception
     # is Starlette's last resort, which answers and then re-raises (the connection drops)

@@ -23,6 +23,7 @@ from service.settings import Settings, load_settings, settings_help
 
 from .deps import require_api_key
 from .errors import install_error_handlers
+from .hotpath import HotRoutes
 from .logs import configure_logging
 from .middleware import BodyLimitMiddleware, TraceMiddleware
 from .routers import health, lightcones, metrics, models, repository, saliency, spectra
@@ -79,6 +80,8 @@ def create_app(settings: Settings | None = None, metrics_: Metrics | None = None
     for router in (health.router, repository.router, metrics.router):
         app.include_router(router)
     install_error_handlers(app)
+    if settings.hot_routes:  # innermost: the limits, trace context and access log wrap it
+        app.add_middleware(HotRoutes)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes,
                        max_inflight_bytes=settings.max_inflight_bytes,
                        retry_after_s=settings.retry_after_s)

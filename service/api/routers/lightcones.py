@@ -367,15 +367,19 @@ async def model_ready(name: str, request: Request, server: ServerDep):
 @oip.post("/{name}/infer")
 async def infer(name: str, request: Request, server: ServerDep, metrics: MetricsDep,
                 deadline: DeadlineDep) -> Response:
-    lc: LightconeModels = request.app.state.lightcones
-    if lc.has(name):
-        return await lightcone_oip_infer(name, None, request, lc, metrics, deadline)
-    return await spectrum_oip.run_infer(name, None, request, server, metrics, deadline)
+    return await oip_infer(name, None, request, server, metrics, deadline)
 
 
 @oip.post("/{name}/versions/{version}/infer")
 async def infer_version(name: str, version: int, request: Request, server: ServerDep,
                         metrics: MetricsDep, deadline: DeadlineDep) -> Response:
+    return await oip_infer(name, version, request, server, metrics, deadline)
+
+
+async def oip_infer(name: str, version: int | None, request: Request, server, metrics,
+                    deadline: float | None) -> Response:
+    """OIP infer for any served model: a lightcone model here, a spectrum model in
+    routers.models (also the hot route's handler, service.api.hotpath)."""
     lc: LightconeModels = request.app.state.lightcones
     if lc.has(name):
         return await lightcone_oip_infer(name, version, request, lc, metrics, deadline)

@@ -16,6 +16,7 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
 from service.inference.pipeline import Upload
@@ -54,25 +55,35 @@ async def read_uploads(request: Request, max_files: int, fmt: str | None) -> lis
     return uploads
 
 
+class ClassifyQuery(BaseModel):
+    """The query of ``/v1/spectra:classify``: one model, validated the same way by FastAPI's
+    route and by the hot route (service.api.hotpath)."""
+
+    model: str | None = Field(None, description="default: SPECULA_DEFAULT_MODEL")
+    version: int | None = Field(None, description="pin a version (default: latest)")
+    format: str | None = Field(None, description="reader name, e.g. sdss-spec")
+    stream: bool = Field(False, description="NDJSON, one line per spectrum")
+
+
 @router.post("/spectra:classify", response_model=ClassifyResponse, openapi_extra=BODY_DOC,
              responses={c: {"model": ErrorBody} for c in (400, 404, 413, 415, 422, 429, 503,
                                                           504)})
-async def classify(
-    request: Request, server: ServerDep, metrics: MetricsDep, settings: SettingsDep,
-    deadline: DeadlineDep,
-    model: Annotated[str | None, Query(description="default: SPECULA_DEFAULT_MODEL")] = None,
-    version: Annotated[int | None, Query(description="pin a version (default: latest)")] = None,
-    format: Annotated[str | None, Query(description="reader name, e.g. sdss-spec")] = None,
-    stream: Annotated[bool, Query(description="NDJSON, one line per spectrum")] = False,
-) -> Response:
-    name = model or settings.default_model
-    if stream or NDJSON in request.headers.get("accept", ""):
-        server.get(name, version)  # unknown model: a 404 now, not an error line later
-        uploads = await read_uploads(request, settings.max_files, format)
-        return StreamingResponse(stream_results(server, metrics, name, version, uploads,
+async def classify(request: Request, server: ServerDep, metrics: MetricsDep,
+                   settings: SettingsDep, deadline: DeadlineDep,
+                   q: Annotated[ClassifyQuery, Query()]) -> Response:
+    return await classify_request(request, q, server, metrics, settings, deadline)
+
+
+async def classify_request(request: Request, q: ClassifyQuery, server, metrics, settings,
+                           deadline: float | None) -> Response:
+    name = q.model or settings.default_model
+    if q.stream or NDJSON in request.headers.get("accept", ""):
+        server.get(name, q.version)  # unknown model: a 404 now, not an error line later
+        uploads = await read_uploads(request, settings.max_files, q.format)
+        return StreamingResponse(stream_results(server, metrics, name, q.version, uploads,
                                                 deadline), media_type=NDJSON)
-    async with server.use(name, version) as served, observe(metrics, served) as obs:
-        uploads = await read_uploads(request, settings.max_files, format)
+    async with server.use(name, q.version) as served, observe(metrics, served) as obs:
+        uploads = await read_uploads(request, settings.max_files, q.format)
         results = await served.pipeline.classify(uploads, deadline)
         obs.items = len(results)
     return Response(orjson.dumps({"model": served.name, "version": served.version,
