@@ -9,6 +9,7 @@ file finishes, so a client sees the first results of a big upload early.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -17,17 +18,18 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
-from starlette.datastructures import UploadFile
 
 from service.inference.pipeline import Upload
 from service.metrics import RequestStats
 
 from ..deps import DeadlineDep, MetricsDep, ServerDep, SettingsDep, observe
 from ..errors import ApiError, failure_of
+from ..multipart import parse_multipart
 from ..schemas import ClassifyResponse, ErrorBody
 
 router = APIRouter(prefix="/v1", tags=["spectra"])
 NDJSON = "application/x-ndjson"
+OFFLOAD_BYTES = 4 << 20  # parse multipart bodies bigger than this on the worker pool
 
 BODY_DOC = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "properties": {
@@ -39,16 +41,16 @@ BODY_DOC = {"requestBody": {"required": True, "content": {
 
 async def read_uploads(request: Request, max_files: int, fmt: str | None) -> list[Upload]:
     ctype = request.headers.get("content-type", "")
+    body = await request.body()  # bounded by BodyLimitMiddleware before a byte is read
+    name = request.headers.get("x-filename") or "body"
     if ctype.startswith("multipart/form-data"):
-        form = await request.form(max_files=max_files, max_fields=max_files)
-        try:
-            uploads = [Upload(await v.read(), v.filename or k, v.content_type, fmt)
-                       for k, v in form.multi_items() if isinstance(v, UploadFile)]
-        finally:
-            await form.close()
+        if len(body) > OFFLOAD_BYTES:
+            parts = await asyncio.get_running_loop().run_in_executor(
+                request.app.state.server.pool, parse_multipart, body, ctype, max_files)
+        else:
+            parts = parse_multipart(body, ctype, max_files)
+        uploads = [Upload(p.data, p.filename or p.name, p.content_type, fmt) for p in parts]
     else:
-        body = await request.body()
-        name = request.headers.get("x-filename") or "body"
         uploads = [Upload(body, name, ctype or None, fmt)] if body else []
     if not uploads:
         raise ApiError(400, "bad_request", "no file in the request (multipart parts or a body)")
