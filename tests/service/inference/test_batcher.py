@@ -213,6 +213,24 @@ def test_an_idle_instance_takes_what_is_queued_and_a_busy_one_lets_rows_gather()
     assert outs == [[10], [20, 30], [40], [50, 60]]
 
 
+def test_idle_instances_share_the_queue():
+    """Eight rows queued, two idle instances: 4 + 4 on two cores, not 8 on one."""
+    async def main():
+        fn = Gate()
+        b = DynamicBatcher(fn, max_batch_size=8, max_queue_delay_s=0.0,
+                           max_concurrent_batches=2)
+        pending = [asyncio.create_task(b.submit([i])) for i in range(8)]
+        await until(lambda: len(fn.calls) == 2, "both instances started")
+        fn.release.set()
+        outs = await asyncio.gather(*pending)
+        await b.close()
+        return fn, outs
+
+    fn, outs = run(main())
+    assert fn.calls == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert outs == [[10 * i] for i in range(8)]
+
+
 def test_concurrent_batches_drain_on_close():
     async def main():
         fn = Recorder()
