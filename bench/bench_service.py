@@ -244,6 +244,32 @@ def line(r: dict) -> str:
             f"p95 {r['p95_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms")
 
 
+def with_cpu(measure) -> tuple[float, float]:
+    """(spectra/s, CPU seconds this process spent per spectrum) of one raw measurement."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    rate = measure()
+    return rate, (time.process_time() - c0) / (rate * (time.perf_counter() - t0))
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) the service process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_accounting(r: dict) -> str:
+    """Where the CPU went, per spectrum: the service, the client, and raw ORT. On a machine
+    the three share, service/raw cannot exceed raw ÷ (service + client) once it is saturated:
+    the ceiling this run's own costs allow, whatever the scheduling."""
+    n = r["spectra_per_s"] * r["wall_s"]
+    server = r["server_cpu"] / n
+    client = r["client_cpu"] * r["wall_s"] / n
+    raw = r["raw_cpu_per_spectrum"]
+    return (f"CPU per spectrum: service {server * 1e3:.2f} ms + client {client * 1e3:.2f} ms; "
+            f"raw ORT {raw * 1e3:.2f} ms → CPU-bound ceiling of service/raw "
+            f"{raw / (server + client):.2f}")
+
+
 def report(name: str, r: dict, raw: dict, raw_now: float, goal: float | None,
            before: dict, after: dict) -> None:
     hist = histogram_delta(before, after)
@@ -265,6 +291,7 @@ def report(name: str, r: dict, raw: dict, raw_now: float, goal: float | None,
         over = r["p50_ms"] - raw["batch1_forward_ms"]
         print(f"  p50 − raw batch-1 forward = {over:.2f} ms (goal ≤ 2 ms: "
               f"{'met' if over <= 2 else 'NOT met'})")
+    print(f"  {cpu_accounting(r)}")
     print(f"  executed batch sizes (rows): {hist}")
 
 
@@ -393,14 +420,19 @@ def main(argv: list[str] | None = None) -> int:
                 asyncio.run(load(port, req, rows, min(conc, 2), 2, 30))  # warm this path
                 # the machine is shared: raw ORT again, right now, so the ratio compares like
                 # with like (the service is idle meanwhile)
-                raw_now = max(raw_throughput(r_, x1, raw["best_batch"], args.raw_seconds)
-                              for r_ in (runner, all_cores))
-                raw_now = max(raw_now, raw_parallel(runner, x1, raw["best_batch"],
+                layouts = [lambda r_=r_: raw_throughput(r_, x1, raw["best_batch"],
+                                                         args.raw_seconds)
+                           for r_ in (runner, all_cores)]
+                layouts.append(lambda: raw_parallel(runner, x1, raw["best_batch"],
                                                     args.raw_seconds, n_cpus))
+                raw_now, raw_cpu = max(with_cpu(f) for f in layouts)
                 before = scrape(port)
+                cpu0 = process_cpu(proc.pid)
                 r = drive(port, req, rows, conc, args)
+                r["server_cpu"] = process_cpu(proc.pid) - cpu0
                 after = scrape(port)
                 results[name] = r
+                r["raw_cpu_per_spectrum"] = raw_cpu
                 report(name, r, raw, raw_now, goal, before, after)
         finally:
             stop(proc)
