@@ -76,23 +76,28 @@ def raw_ort(runner: OnnxRunner, x1: np.ndarray, sizes: list[int], seconds: float
     machine one pass per size lets a neighbour's burst pick the "best" size). The best batch
     is the smallest within 3 % of the highest median: the curve is flat above ~32 rows here,
     and a needlessly large batch only costs the service latency and tail overlap."""
-    name = runner.input_names[0]
     out = {"provider": runner.provider, "by_batch": {}}
     passes = {bs: [] for bs in sizes}
     for _ in range(rounds):
         for bs in sizes:
             passes[bs].append(raw_throughput(runner, x1, bs, seconds / rounds))
     out["by_batch"] = {bs: float(np.median(v)) for bs, v in passes.items()}
-    forward = []
-    for _ in range(200):
-        t0 = time.perf_counter()
-        runner.run({name: x1[None]})
-        forward.append(time.perf_counter() - t0)
     top = max(out["by_batch"].values())
     out["best_batch"] = min(bs for bs, v in out["by_batch"].items() if v >= 0.97 * top)
     out["best"] = out["by_batch"][out["best_batch"]]
-    out["batch1_forward_ms"] = float(np.median(forward) * 1e3)
+    out["batch1_forward_ms"] = batch1_forward_ms(runner, x1)
     return out
+
+
+def batch1_forward_ms(runner: OnnxRunner, x1: np.ndarray, n: int = 200) -> float:
+    """Median wall time of one batch-1 run: the c=1 goal's reference."""
+    name = runner.input_names[0]
+    forward = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        runner.run({name: x1[None]})
+        forward.append(time.perf_counter() - t0)
+    return float(np.median(forward) * 1e3)
 
 
 # ---- payloads -------------------------------------------------------------------------------
@@ -281,15 +286,18 @@ def report(name: str, r: dict, raw: dict, raw_now: float, goal: float | None,
           + (f", errors {r['errors']}" if r["errors"] else "")
           + f"  (load avg {os.getloadavg()[0]:.1f})")
     print(f"  {line(r)}  service/raw {ratio:.2f}  client CPU {r['client_cpu']:.0%} of a core")
-    print(f"  raw ORT just before (best of service threads, all CPUs, one run per CPU), batch "
-          f"{raw['best_batch']}: {raw_now:,.0f} spectra/s;"
+    b, a = r["raw_before_after"]
+    print(f"  raw ORT just before and after (best of service threads, all CPUs, one run per "
+          f"CPU), batch {raw['best_batch']}: {b:,.0f} and {a:,.0f}, mean {raw_now:,.0f} "
+          f"spectra/s;"
           f" ORT inside the service: {items / max(compute, 1e-9):,.0f} spectra/s "
           f"of compute time, busy {compute / r['wall_s']:.0%} of the wall time")
     if goal is not None:
         print(f"  goal service/raw ≥ {goal}: {'met' if ratio >= goal else 'NOT met'}")
     else:
-        over = r["p50_ms"] - raw["batch1_forward_ms"]
-        print(f"  p50 − raw batch-1 forward = {over:.2f} ms (goal ≤ 2 ms: "
+        over = r["p50_ms"] - r["batch1_forward_ms"]
+        print(f"  p50 − raw batch-1 forward ({r['batch1_forward_ms']:.2f} ms, mean of just "
+              f"before and after) = {over:.2f} ms (goal ≤ 2 ms: "
               f"{'met' if over <= 2 else 'NOT met'})")
     print(f"  {cpu_accounting(r)}")
     print(f"  executed batch sizes (rows): {hist}")
@@ -425,14 +433,21 @@ def main(argv: list[str] | None = None) -> int:
                            for r_ in (runner, all_cores)]
                 layouts.append(lambda: raw_parallel(runner, x1, raw["best_batch"],
                                                     args.raw_seconds, n_cpus))
-                raw_now, raw_cpu = max(with_cpu(f) for f in layouts)
+                raw_before = max(with_cpu(f) for f in layouts)
+                forward_before = batch1_forward_ms(runner, x1)
                 before = scrape(port)
                 cpu0 = process_cpu(proc.pid)
                 r = drive(port, req, rows, conc, args)
                 r["server_cpu"] = process_cpu(proc.pid) - cpu0
                 after = scrape(port)
+                # raw ORT again right after: this machine's speed drifts by ±20 % within a
+                # minute, so the scenario is compared with the mean of the two measurements
+                raw_after = max(with_cpu(f) for f in layouts)
+                r["batch1_forward_ms"] = (forward_before + batch1_forward_ms(runner, x1)) / 2
+                raw_now = (raw_before[0] + raw_after[0]) / 2
+                r["raw_cpu_per_spectrum"] = (raw_before[1] + raw_after[1]) / 2
+                r["raw_before_after"] = (raw_before[0], raw_after[0])
                 results[name] = r
-                r["raw_cpu_per_spectrum"] = raw_cpu
                 report(name, r, raw, raw_now, goal, before, after)
         finally:
             stop(proc)
