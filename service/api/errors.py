@@ -15,6 +15,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from service.inference.batcher import (
@@ -102,7 +103,7 @@ def failure_of(exc: BaseException, *, queue_full_status: int = 429, retry_after_
                            str(exc.detail), "bad_input", headers=dict(exc.headers or {}))
         case BodyTooLarge():
             return Failure(413, "too_large", "request body exceeds the limit", "bad_input")
-        case asyncio.CancelledError():
+        case asyncio.CancelledError() | ClientDisconnect():
             return Failure(499, "cancelled", "the client went away", "error")
         case InferenceError():  # the runtime failed on this request's batch
             return Failure(500, "inference_failed", "ONNX Runtime failed on this request's "

@@ -16,6 +16,13 @@ one was queued, to keep a trickle in one large batch; it left a core idle whenev
 server used 0.94 of 2 cores), and on a CPU a batch of 8 rows costs only ~1.2x per row what a
 batch of 128 does, so an idle core loses more than a smaller batch does.
 
+Balance (``balance_delay_s``): while another batch runs, an idle instance waits up to that
+long for as many rows as the running batch holds (or for a batch to finish) before it starts a
+smaller one. Closed-loop clients arrive one response at a time; taken eagerly they ran as
+strings of 1-row batches beside one large one. With 5 ms, 32 clients ran as even 16-row
+batches: 11 % less CPU per spectrum and 12 % more throughput (3 interleaved runs each), at a
+p99 some 20–40 ms higher. An idle model never waits, so batch-1 latency is untouched.
+
 Protection, in the order it applies:
 - the queue is bounded in rows: a submit that would overflow it raises :class:`QueueFull`
   (the API answers 429/503 with Retry-After) — memory stays bounded under any load;
@@ -93,6 +100,7 @@ class DynamicBatcher(Generic[T, R]):
         labels: tuple[str, str] = ("", ""),
         on_stats: Callable[[Stats], None] | None = None,
         max_concurrent_batches: int = 1,
+        balance_delay_s: float = 0.0,
     ) -> None:
         if max_batch_size < 1 or max_queue_rows < 1 or max_concurrent_batches < 1:
             raise ValueError("max_batch_size, max_queue_rows and max_concurrent_batches must "
@@ -108,7 +116,8 @@ class DynamicBatcher(Generic[T, R]):
         self._wakeup = asyncio.Event()
         self._closing = False
         self.max_concurrent_batches = max_concurrent_batches
-        self._running: set[asyncio.Task] = set()  # batches in flight
+        self.balance_delay_s = balance_delay_s
+        self._running: dict[asyncio.Task, int] = {}  # batches in flight → their rows
         self._executor = ThreadPoolExecutor(max_concurrent_batches,
                                             thread_name_prefix=f"batch-{labels[0]}")
         self._task: asyncio.Task | None = None
@@ -174,11 +183,15 @@ class DynamicBatcher(Generic[T, R]):
             if len(self._running) >= self.max_concurrent_batches:
                 await self._sleep()  # woken by a new request or a finished batch
                 continue
+            if self._running and self.balance_delay_s > 0:
+                await self._balance()
+                if len(self._running) >= self.max_concurrent_batches:
+                    continue
             await self._fill()
             batch, waits = self._take()
             if batch:
                 task = asyncio.get_running_loop().create_task(self._run(batch, waits))
-                self._running.add(task)
+                self._running[task] = sum(count for _, _, count in batch)
                 task.add_done_callback(self._finished)
 
     async def _sleep(self) -> None:
@@ -186,8 +199,25 @@ class DynamicBatcher(Generic[T, R]):
         await self._wakeup.wait()
 
     def _finished(self, task: asyncio.Task) -> None:
-        self._running.discard(task)
+        self._running.pop(task, None)
         self._wakeup.set()
+
+    async def _balance(self) -> None:
+        """With another batch running, wait (up to balance_delay_s) until as many rows are
+        queued as the smallest running batch holds, or a batch finishes."""
+        target = min(self.max_batch_size, min(self._running.values()))
+        running = len(self._running)
+        end = time.monotonic() + self.balance_delay_s
+        while self._rows < target and len(self._running) == running and not self._closing:
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return
+            self._drop_dead()
 
     async def _fill(self) -> None:
         """Wait until a full batch is queued or the oldest row has waited max_queue_delay."""

@@ -209,7 +209,9 @@ def test_an_idle_instance_takes_what_is_queued_and_a_busy_one_lets_rows_gather()
 
     fn, calls_while_busy, outs = run(main())
     assert calls_while_busy == 2
-    assert fn.calls == [[1], [2, 3], [4, 5, 6]]
+    assert fn.calls[:2] == [[1], [2, 3]]
+    # the gathered rows run once instances free up, in order (one batch, or shared by both)
+    assert [x for call in fn.calls[2:] for x in call] == [4, 5, 6]
     assert outs == [[10], [20, 30], [40], [50, 60]]
 
 
@@ -229,6 +231,78 @@ def test_idle_instances_share_the_queue():
     fn, outs = run(main())
     assert fn.calls == [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert outs == [[10 * i] for i in range(8)]
+
+
+class Gates(Recorder):
+    """Holds call i until ``release(i)``: a test finishes one running batch, not all."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events = [threading.Event() for _ in range(8)]
+
+    def __call__(self, items: list[int]) -> list[int]:
+        i = len(self.calls)
+        out = super().__call__(items)
+        self.events[i].wait(30)
+        return out
+
+    def release(self, *calls: int) -> None:
+        for i in calls or range(len(self.events)):
+            self.events[i].set()
+
+
+async def one_batch_running(b: DynamicBatcher, fn: Gates) -> asyncio.Task:
+    """[0, 1, 2, 3] splits over the two idle instances; the second half finishes, so a
+    2-row batch is left running beside an idle instance."""
+    task = asyncio.create_task(b.submit([0, 1, 2, 3]))
+    await until(lambda: len(fn.calls) == 2, "both halves started")
+    fn.release(1)
+    await until(lambda: len(b._running) == 1, "the second half finished")
+    return task
+
+
+def test_beside_a_running_batch_an_idle_instance_waits_for_as_many_rows():
+    async def main():
+        fn = Gates()
+        b = DynamicBatcher(fn, max_batch_size=8, max_queue_delay_s=0.0,
+                           max_concurrent_batches=2, balance_delay_s=30.0)
+        first = await one_batch_running(b, fn)
+        lone = asyncio.create_task(b.submit([4]))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        calls_with_one_row_queued = len(fn.calls)
+        other = asyncio.create_task(b.submit([5]))
+        await until(lambda: len(fn.calls) == 3, "the balanced batch started")
+        fn.release()
+        outs = await asyncio.gather(first, lone, other)
+        await b.close()
+        return fn, calls_with_one_row_queued, outs
+
+    fn, calls_with_one_row_queued, outs = run(main())
+    assert calls_with_one_row_queued == 2
+    assert fn.calls == [[0, 1], [2, 3], [4, 5]]
+    assert outs == [[0, 10, 20, 30], [40], [50]]
+
+
+def test_balance_waits_no_longer_than_its_delay():
+    async def main():
+        fn = Gates()
+        b = DynamicBatcher(fn, max_batch_size=8, max_queue_delay_s=0.0,
+                           max_concurrent_batches=2, balance_delay_s=0.05)
+        first = await one_batch_running(b, fn)
+        t0 = time.monotonic()
+        lone = asyncio.create_task(b.submit([4]))
+        await until(lambda: len(fn.calls) == 3, "the lone row started after the delay")
+        waited = time.monotonic() - t0
+        fn.release()
+        outs = await asyncio.gather(first, lone)
+        await b.close()
+        return fn, waited, outs
+
+    fn, waited, outs = run(main())
+    assert fn.calls == [[0, 1], [2, 3], [4]]
+    assert 0.04 <= waited < 5
+    assert outs == [[0, 10, 20, 30], [40]]
 
 
 def test_concurrent_batches_drain_on_close():
