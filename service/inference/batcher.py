@@ -208,21 +208,19 @@ class DynamicBatcher(Generic[T, R]):
         target = min(self.max_batch_size, min(self._running.values()))
         running = len(self._running)
         end = time.monotonic() + self.balance_delay_s
-        while self._rows < target and len(self._running) == running and not self._closing:
-            remaining = end - time.monotonic()
-            if remaining <= 0:
-                return
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except TimeoutError:
-                return
-            self._drop_dead()
+        await self._wait(lambda: self._rows >= target or len(self._running) != running,
+                         lambda: end)
 
     async def _fill(self) -> None:
         """Wait until a full batch is queued or the oldest row has waited max_queue_delay."""
-        while self._queue and self._rows < self.max_batch_size and not self._closing:
-            remaining = self._queue[0].enqueued + self.max_queue_delay_s - time.monotonic()
+        await self._wait(lambda: not self._queue or self._rows >= self.max_batch_size,
+                         lambda: self._queue[0].enqueued + self.max_queue_delay_s)
+
+    async def _wait(self, done: Callable[[], bool], deadline: Callable[[], float]) -> None:
+        """Sleep on new requests and finished batches until ``done()``, the (monotonic)
+        ``deadline()`` or shutdown; dead requests are dropped at every wake-up."""
+        while not done() and not self._closing:
+            remaining = deadline() - time.monotonic()
             if remaining <= 0:
                 return
             self._wakeup.clear()
