@@ -255,10 +255,9 @@ class DynamicBatcher(Generic[T, R]):
         self._drop_dead()
         now = time.monotonic()
         idle = self.max_concurrent_batches - len(self._running)  # ≥ 1, this one included
-        room = min(self.max_batch_size, -(-self._rows // idle))  # a fair share each
+        share = room = min(self.max_batch_size, -(-self._rows // idle))  # a fair share each
         slices = []
         waits = []
-        taken = 0
         while room and self._queue:
             req = self._queue[0]
             count = min(room, len(req.items) - req.next)
@@ -268,10 +267,9 @@ class DynamicBatcher(Generic[T, R]):
                 waits.append(now - req.enqueued)
             req.next += count
             room -= count
-            taken += count
             if req.next == len(req.items):
                 self._queue.popleft()
-        self._rows -= taken
+        self._rows -= share - room
         self._report_depth()
         return slices, tuple(waits)
 

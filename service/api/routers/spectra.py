@@ -42,7 +42,6 @@ BODY_DOC = {"requestBody": {"required": True, "content": {
 async def read_uploads(request: Request, max_files: int, fmt: str | None) -> list[Upload]:
     ctype = request.headers.get("content-type", "")
     body = await request.body()  # bounded by BodyLimitMiddleware before a byte is read
-    name = request.headers.get("x-filename") or "body"
     if ctype.startswith("multipart/form-data"):
         if len(body) > OFFLOAD_BYTES:
             parts = await asyncio.get_running_loop().run_in_executor(
@@ -51,6 +50,7 @@ async def read_uploads(request: Request, max_files: int, fmt: str | None) -> lis
             parts = parse_multipart(body, ctype, max_files)
         uploads = [Upload(p.data, p.filename or p.name, p.content_type, fmt) for p in parts]
     else:
+        name = request.headers.get("x-filename") or "body"
         uploads = [Upload(body, name, ctype or None, fmt)] if body else []
     if not uploads:
         raise ApiError(400, "bad_request", "no file in the request (multipart parts or a body)")
