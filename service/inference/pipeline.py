@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from service.metrics import PreprocessStats, Stats
-from service.spectra import Prepared, Source, Spectrum, SpectrumError, preprocess, read_spectra
+from service.spectra import Prepared, Source, Spectrum, SpectrumError, read_spectra
+from service.spectra.preprocess import preprocess_many
 
 from .batcher import BatcherError, DeadlineExceeded, DynamicBatcher
 from .postprocess import LabelMap, summarise
@@ -84,13 +85,7 @@ class SpectrumPipeline:
     def preprocess(self, spectra: list[Spectrum]) -> list[Prep]:
         """Each spectrum onto the model grid. A hopeless spectrum (a dead fibre) becomes its
         error in place, so one bad fibre does not fail the other 2,435 of an exposure."""
-        out: list[Prep] = []
-        for s in spectra:
-            try:
-                out.append(preprocess(s, self.grid))
-            except SpectrumError as exc:
-                out.append(exc)
-        return out
+        return preprocess_many(spectra, self.grid)
 
     def _decode_small(self, upload: Upload, step: int) -> tuple[list[Spectrum], list[Prep] | None]:
         """decode_request, and preprocess too when the file fits one batch: a single spectrum

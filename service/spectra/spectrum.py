@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .errors import SpectrumError
+from .select import zero_where_not
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -91,15 +92,84 @@ def make_spectrum(
         if mk.shape[0] != n:
             raise SpectrumError("bad_shape", f"mask has {mk.shape[0]} pixels, expected {n}",
                                 source=source)
+    _check_wavelength(wave, source)
+    fl, iv, bad = _clean(fl, iv, mk)
+    return Spectrum(wavelength=wave, flux=fl, ivar=iv, mask=bad, meta=dict(meta or {}))
+
+
+# fibres cleaned together in make_spectra: temporaries of a few MB, not of the whole table
+_BLOCK_ROWS = 64
+
+
+def make_spectra(
+    wavelength: Any,
+    flux: Any,
+    ivar: Any | None,
+    mask: Any | None,
+    metas: list[dict[str, Any]],
+    *,
+    source: str | None = None,
+) -> list[Spectrum]:
+    """Validate the rows of ``flux`` (and ``ivar``, ``mask``), all on one shared
+    ``wavelength`` (an exposure's fibres), and build one :class:`Spectrum` per row.
+
+    The same checks, codes and numbers as :func:`make_spectrum` row by row; the grid is
+    checked once rather than per fibre, the pixels are cleaned a block of rows at a time,
+    and every spectrum shares the one wavelength array, which is what lets
+    ``preprocess_many`` resample them as blocks.
+    """
+    wave = np.asarray(wavelength)
+    fl = np.asarray(flux)
+    for name, arr in (("wavelength", wave), ("flux", fl)):
+        if arr.dtype.kind not in "fiu":
+            raise SpectrumError("bad_dtype", f"{name} has dtype {arr.dtype}", source=source)
+    if wave.ndim != 1 or fl.ndim != 2:
+        raise SpectrumError("bad_shape", f"wavelength {wave.shape} and flux {fl.shape}: "
+                            "need (npix,) and (rows, npix)", source=source)
+    n = wave.shape[0]
+    if n == 0:
+        raise SpectrumError("empty_spectrum", "no pixels", source=source)
+    for name, arr, kinds in (("flux", fl, "fiu"), ("ivar", ivar, "fiu"), ("mask", mask, "biu")):
+        if arr is None:
+            continue
+        arr = np.asarray(arr)
+        if arr.dtype.kind not in kinds:
+            raise SpectrumError("bad_dtype", f"{name} has dtype {arr.dtype}", source=source)
+        if arr.shape != (len(metas), n):
+            raise SpectrumError("bad_shape", f"{name} has shape {arr.shape}, expected "
+                                f"{(len(metas), n)}", source=source)
+    wave = wave.astype(np.float64, copy=False)
+    _check_wavelength(wave, source)
+    out = []
+    for b in range(0, len(metas), _BLOCK_ROWS):
+        rows = slice(b, b + _BLOCK_ROWS)
+        f = fl[rows]  # views: _clean converts (and copies) each once
+        iv = np.ones(f.shape) if ivar is None else np.asarray(ivar)[rows]
+        mk = (np.zeros(f.shape, dtype=bool) if mask is None
+              else np.asarray(mask)[rows].astype(bool))
+        f, iv, bad = _clean(f, iv, mk)
+        out.extend(Spectrum(wavelength=wave, flux=f[j], ivar=iv[j], mask=bad[j],
+                            meta=dict(metas[b + j])) for j in range(f.shape[0]))
+    return out
+
+
+def _check_wavelength(wave: np.ndarray, source: str | None) -> None:
     if not np.all(np.isfinite(wave)):
         raise SpectrumError("non_finite", "wavelength contains NaN or inf", source=source)
-    if n > 1 and not np.all(np.diff(wave) > 0):
+    if wave.shape[0] > 1 and not np.all(np.diff(wave) > 0):
         raise SpectrumError(
             "wavelength_not_increasing", "wavelength must be strictly increasing", source=source
         )
     if wave[0] <= 0:
         raise SpectrumError("bad_units", "wavelength must be positive (Å)", source=source)
+
+
+def _clean(fl: np.ndarray, iv: np.ndarray, mk: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mask non-finite flux or ivar and ivar ≤ 0 (real spectra have them; not an error), and
+    zero flux and ivar there: new arrays, the caller's are never written."""
     bad = mk | ~np.isfinite(fl) | ~np.isfinite(iv) | (iv <= 0)
-    fl = np.where(bad, 0.0, fl)
-    iv = np.where(bad, 0.0, iv)
-    return Spectrum(wavelength=wave, flux=fl, ivar=iv, mask=bad, meta=dict(meta or {}))
+    keep = ~bad
+    fl = zero_where_not(np.array(fl, dtype=np.float64), keep)
+    iv = zero_where_not(np.array(iv, dtype=np.float64), keep)
+    return fl, iv, bad
