@@ -392,8 +392,8 @@ def preprocess(spectrum: Spectrum, grid: LogLambdaGrid = DEFAULT_GRID) -> Prepar
 
 
 # rows resampled together: large enough to amortise the per-call work, small enough that a
-# block's ~10 temporaries stay in cache (bench/bench_preprocess.py)
-BLOCK_ROWS = 32
+# block's temporaries stay small: larger blocks page-faulted more than they saved here
+BLOCK_ROWS = 8
 
 
 def preprocess_many(spectra: Sequence[Spectrum], grid: LogLambdaGrid = DEFAULT_GRID
