@@ -90,7 +90,11 @@ DEFAULT_GRID = LogLambdaGrid.from_range(3600.0, 9200.0, 1e-4)
 
 @dataclass(frozen=True, slots=True)
 class Resampled:
-    """Resampled rows: ``(..., npix)`` arrays (one spectrum, or a block sharing one grid)."""
+    """Resampled rows: ``(..., npix)`` arrays (one spectrum, or a block sharing one grid).
+
+    Flux and ivar are exactly +0.0 wherever ``mask`` is True (:func:`resample_rows` makes them
+    so); :func:`normalise` relies on it instead of masking again.
+    """
 
     flux: np.ndarray  # (..., npix) float64, 0 where masked
     ivar: np.ndarray  # (..., npix) float64, 0 where masked
@@ -311,7 +315,7 @@ def normalise(resampled: Resampled) -> np.ndarray:
     np.minimum(np.maximum(flux / s, -CLIP), CLIP, out=x[..., 0, :], casting="same_kind")
     snr2 = ivar * s * s
     np.divide(snr2, 1.0 + snr2, out=x[..., 1, :], casting="same_kind")
-    return zero_where_not(x, ~mask[..., None, :])
+    return x  # 0 where masked already: flux and ivar are 0 there (see Resampled)
 
 
 def _scale(flux: np.ndarray, mask: np.ndarray) -> float:
@@ -346,16 +350,16 @@ def _row_scales(flux: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """:func:`_scale` for every row of a block, the medians from one sort of the block.
 
     ``np.median(np.abs(f[good]))`` bit for bit (numpy's SIMD sort of the block beat one
-    ``partition`` per row 1.7x here): masked pixels become +0.0, which sorts first, so a
-    row's good values take its sorted places n_masked … npix − 1. Rows whose median is not
+    ``partition`` per row 1.7x here): masked pixels are +0.0, which sorts first, so a row's
+    good values take its sorted places n_masked … npix − 1. Rows whose median is not
     a positive finite number (NaN pixels, all zeros, no good pixel) take :func:`_scale`.
     """
     n_rows, npix = flux.shape
     n_masked = np.count_nonzero(mask, axis=1)
     n_good = npix - n_masked
-    a = zero_where_not(np.abs(flux), ~mask)
-    nan_rows = np.isnan(a).any(axis=1)
+    a = np.abs(flux)  # masked pixels are +0.0 already (see Resampled)
     a.sort(axis=1)
+    nan_rows = np.isnan(a[:, -1])  # the sort puts NaN last
     rows = np.arange(n_rows)
     h = n_good // 2
     hi = a[rows, np.minimum(n_masked + h, npix - 1)]
