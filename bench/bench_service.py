@@ -195,6 +195,19 @@ async def load(port: int, raw: bytes, rows: int, concurrency: int, max_requests:
             "client_cpu": (time.process_time() - cpu0) / wall}
 
 
+def run_client(coro):
+    """The client's event loop: uvloop (installed with uvicorn[standard]) when present — the
+    client shares the two cores with the service, so every µs it spends is one the service
+    cannot. BENCH_CLIENT_LOOP=asyncio forces the standard loop."""
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None
+    if uvloop is None or os.environ.get("BENCH_CLIENT_LOOP") == "asyncio":
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
 # ---- 3. the service -------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as s:
@@ -249,7 +262,7 @@ def histogram_delta(before: dict, after: dict) -> str:
 
 def drive(port: int, req: bytes, rows: int, conc: int, args) -> dict:
     max_req = min(args.requests, 12) if rows > 1 else args.requests
-    return asyncio.run(load(port, req, rows, conc, max_req, args.duration))
+    return run_client(load(port, req, rows, conc, max_req, args.duration))
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -369,7 +382,7 @@ def compare_ray(args, batch: int, scenarios: list, specula: dict) -> None:
             for name, req, rows, conc, _ in scenarios:
                 if name not in specula:
                     continue
-                asyncio.run(load(port, req, rows, min(conc, 2), 2, 30))
+                run_client(load(port, req, rows, min(conc, 2), 2, 30))
                 ray[name] = r = drive(port, req, rows, conc, args)
                 print(f"  {name}: {r['requests']} requests"
                       + (f", errors {r['errors']}" if r["errors"] else "")
@@ -463,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                          scenarios):
                 if args.only not in name:
                     continue
-                asyncio.run(load(port, req, rows, min(conc, 2), 2, 30))  # warm this path
+                run_client(load(port, req, rows, min(conc, 2), 2, 30))  # warm this path
                 # the machine is shared: raw ORT again, right now, so the ratio compares like
                 # with like (the service is idle meanwhile)
                 layouts = [lambda r_=r_: raw_throughput(r_, x1, raw["best_batch"],
