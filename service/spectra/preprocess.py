@@ -294,8 +294,8 @@ def _direct_bin(a: float, b: float, ka: int, kb: int, e_in: np.ndarray, good: np
 def normalise(resampled: Resampled) -> np.ndarray:
     """The two-channel model input, ``(..., 2, npix)`` float32 (see module docstring).
 
-    Computed densely (masked pixels zeroed after): the same numbers as boolean-indexed
-    arithmetic and ``np.median``, several times cheaper.
+    Computed densely (masked pixels come out 0 because flux and ivar are 0 there): the same
+    numbers as boolean-indexed arithmetic and ``np.median``, several times cheaper.
     """
     flux, ivar, mask = resampled.flux, resampled.ivar, resampled.mask
     x = np.zeros(flux.shape[:-1] + (2, flux.shape[-1]), dtype=np.float32)
@@ -406,9 +406,9 @@ def preprocess_many(spectra: Sequence[Spectrum], grid: LogLambdaGrid = DEFAULT_G
 
     Spectra that share one wavelength array (the fibres of an exposure, the targets of a
     DESI coadd) are resampled and normalised as blocks of rows: the same arithmetic, row by
-    row, as one at a time (a fibre gets bit for bit the numbers it would get alone), ~5x
-    cheaper per fibre. A hopeless spectrum becomes its error in place, so one dead fibre does
-    not fail the other 2,435 of an exposure.
+    row, as one at a time (a fibre gets bit for bit the numbers it would get alone), 2–2.5x
+    cheaper per fibre here (docs/ingestion.md). A hopeless spectrum becomes its error in
+    place, so one dead fibre does not fail the other 2,435 of an exposure.
     """
     out: list[Prepared | SpectrumError | None] = [None] * len(spectra)
     groups: dict[int, list[int]] = {}
