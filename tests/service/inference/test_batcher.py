@@ -251,22 +251,23 @@ class Gates(Recorder):
             self.events[i].set()
 
 
-async def one_batch_running(b: DynamicBatcher, fn: Gates) -> asyncio.Task:
-    """[0, 1, 2, 3] splits over the two idle instances; the second half finishes, so a
-    2-row batch is left running beside an idle instance."""
+async def one_batch_running(balance_delay_s: float
+                            ) -> tuple[Gates, DynamicBatcher, asyncio.Task]:
+    """A two-instance batcher where [0, 1, 2, 3] split over both idle instances and the
+    second half finished, so a 2-row batch is left running beside an idle instance."""
+    fn = Gates()
+    b = DynamicBatcher(fn, max_batch_size=8, max_queue_delay_s=0.0,
+                       max_concurrent_batches=2, balance_delay_s=balance_delay_s)
     task = asyncio.create_task(b.submit([0, 1, 2, 3]))
     await until(lambda: len(fn.calls) == 2, "both halves started")
     fn.release(1)
     await until(lambda: len(b._running) == 1, "the second half finished")
-    return task
+    return fn, b, task
 
 
 def test_beside_a_running_batch_an_idle_instance_waits_for_as_many_rows():
     async def main():
-        fn = Gates()
-        b = DynamicBatcher(fn, max_batch_size=8, max_queue_delay_s=0.0,
-                           max_concurrent_batches=2, balance_delay_s=30.0)
-        first = await one_batch_running(b, fn)
+        fn, b, first = await one_batch_running(balance_delay_s=30.0)
         lone = asyncio.create_task(b.submit([4]))
         for _ in range(50):
             await asyncio.sleep(0)
@@ -286,10 +287,7 @@ def test_beside_a_running_batch_an_idle_instance_waits_for_as_many_rows():
 
 def test_balance_waits_no_longer_than_its_delay():
     async def main():
-        fn = Gates()
-        b = DynamicBatcher(fn, max_batch_size=8, max_queue_delay_s=0.0,
-                           max_concurrent_batches=2, balance_delay_s=0.05)
-        first = await one_batch_running(b, fn)
+        fn, b, first = await one_batch_running(balance_delay_s=0.05)
         t0 = time.monotonic()
         lone = asyncio.create_task(b.submit([4]))
         await until(lambda: len(fn.calls) == 3, "the lone row started after the delay")
