@@ -119,3 +119,32 @@ def test_exposure_container_decodes_to_what_make_spectrum_gives(tmp_path):
             assert a.tobytes() == b.tobytes()
         assert d.object_id == f.object_id
     assert_same(preprocess_many(decoded), one_at_a_time(decoded))
+
+
+@pytest.mark.parametrize("case, code", [
+    ("nan_grid", "non_finite"), ("decreasing_grid", "wavelength_not_increasing"),
+    ("negative_grid", "bad_units"), ("rows_mismatch", "bad_shape"),
+    ("text_flux", "bad_dtype"), ("float_mask", "bad_dtype"), ("empty_grid", "empty_spectrum"),
+])
+def test_make_spectra_refuses_what_make_spectrum_refuses(case, code):
+    from service.spectra.spectrum import make_spectra
+
+    wave, flux = np.linspace(4000.0, 8000.0, 50), np.ones((3, 50))
+    ivar, mask, metas = np.ones((3, 50)), np.zeros((3, 50), bool), [{}, {}, {}]
+    if case == "nan_grid":
+        wave[7] = np.nan
+    elif case == "decreasing_grid":
+        wave = wave[::-1].copy()
+    elif case == "negative_grid":
+        wave = wave - 5000.0
+    elif case == "rows_mismatch":
+        metas = [{}, {}]
+    elif case == "text_flux":
+        flux = flux.astype(str)
+    elif case == "float_mask":
+        mask = mask.astype(float)
+    elif case == "empty_grid":
+        wave, flux, ivar, mask = wave[:0], flux[:, :0], ivar[:, :0], mask[:, :0]
+    with pytest.raises(SpectrumError) as exc:
+        make_spectra(wave, flux, ivar, mask, metas, source="exp.fits")
+    assert exc.value.code == code and exc.value.source == "exp.fits"
