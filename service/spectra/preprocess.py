@@ -17,9 +17,10 @@ rather than imputed.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -42,13 +43,13 @@ class LogLambdaGrid:
     npix: int
 
     @classmethod
-    def from_range(cls, lam_min: float, lam_max: float, dloglam: float) -> "LogLambdaGrid":
+    def from_range(cls, lam_min: float, lam_max: float, dloglam: float) -> LogLambdaGrid:
         start = math.log10(lam_min)
         npix = int(math.ceil((math.log10(lam_max) - start) / dloglam - 1e-9)) + 1
         return cls(loglam_start=start, dloglam=dloglam, npix=npix)
 
     @classmethod
-    def from_manifest(cls, d: dict[str, Any]) -> "LogLambdaGrid":
+    def from_manifest(cls, d: dict[str, Any]) -> LogLambdaGrid:
         if d.get("kind", "log10-linear") != "log10-linear":
             raise ValueError(f"unsupported grid kind {d.get('kind')!r}")
         return cls(float(d["loglam_start"]), float(d["dloglam"]), int(d["npix"]))
