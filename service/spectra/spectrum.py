@@ -120,6 +120,8 @@ def make_spectra(
     """
     wave = np.asarray(wavelength)
     fl = np.asarray(flux)
+    iv_all = None if ivar is None else np.asarray(ivar)
+    mk_all = None if mask is None else np.asarray(mask)
     if wave.dtype.kind not in "fiu":
         raise SpectrumError("bad_dtype", f"wavelength has dtype {wave.dtype}", source=source)
     if wave.ndim != 1:
@@ -127,10 +129,10 @@ def make_spectra(
     n = wave.shape[0]
     if n == 0:
         raise SpectrumError("empty_spectrum", "no pixels", source=source)
-    for name, arr, kinds in (("flux", fl, "fiu"), ("ivar", ivar, "fiu"), ("mask", mask, "biu")):
+    for name, arr, kinds in (("flux", fl, "fiu"), ("ivar", iv_all, "fiu"),
+                             ("mask", mk_all, "biu")):
         if arr is None:
             continue
-        arr = np.asarray(arr)
         if arr.dtype.kind not in kinds:
             raise SpectrumError("bad_dtype", f"{name} has dtype {arr.dtype}", source=source)
         if arr.shape != (len(metas), n):
@@ -142,9 +144,8 @@ def make_spectra(
     for b in range(0, len(metas), _BLOCK_ROWS):
         rows = slice(b, b + _BLOCK_ROWS)
         f = fl[rows]  # views: _clean converts (and copies) each once
-        iv = np.ones(f.shape) if ivar is None else np.asarray(ivar)[rows]
-        mk = (np.zeros(f.shape, dtype=bool) if mask is None
-              else np.asarray(mask)[rows].astype(bool))
+        iv = np.ones(f.shape) if iv_all is None else iv_all[rows]
+        mk = np.zeros(f.shape, dtype=bool) if mk_all is None else mk_all[rows].astype(bool)
         f, iv, bad = _clean(f, iv, mk)
         out.extend(Spectrum(wavelength=wave, flux=f[j], ivar=iv[j], mask=bad[j],
                             meta=dict(metas[b + j])) for j in range(f.shape[0]))
