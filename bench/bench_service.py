@@ -101,6 +101,33 @@ def batch1_forward_ms(runner: OnnxRunner, x1: np.ndarray, n: int = 200) -> float
     return float(np.median(forward) * 1e3)
 
 
+def raw_layouts(onnx: bytes, runner: OnnxRunner, x1: np.ndarray, bs: int, seconds: float,
+                n_cpus: int) -> list:
+    """The raw baselines a scenario is compared with; the best of them counts.
+
+    On CPU: the runner's own threads, one thread per CPU (the usual setting), and one-thread
+    runs on every CPU at once (raw_parallel). On CUDA: the one session, one batch at a time,
+    inputs copied in and outputs copied out through IOBinding, which is the service's layout
+    (a GPU runs one batch at a time; a second CPU thread adds nothing but contention)."""
+    layouts = [lambda: raw_throughput(runner, x1, bs, seconds)]
+    if runner.provider != "CUDAExecutionProvider":
+        all_cores = OnnxRunner(onnx, device="cpu", intra_op_threads=n_cpus)
+        layouts.append(lambda: raw_throughput(all_cores, x1, bs, seconds))
+        layouts.append(lambda: raw_parallel(runner, x1, bs, seconds, n_cpus))
+    return layouts
+
+
+def gpu_name() -> str:
+    """', GPU name (driver)' from nvidia-smi, for the record; empty when it cannot say."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version",
+                              "--format=csv,noheader"], capture_output=True, text=True,
+                             timeout=10, check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return f", {out.splitlines()[0]}" if out else ""
+
+
 # ---- payloads -------------------------------------------------------------------------------
 def http_request(path: str, body: bytes, content_type: str, extra: dict | None = None) -> bytes:
     head = [f"POST {path} HTTP/1.1", "Host: bench", f"Content-Type: {content_type}",
@@ -220,9 +247,10 @@ def get(port: int, path: str) -> str:
         return r.read().decode()
 
 
-def start_service(port: int, repo: str, batch: int, threads: int, log) -> subprocess.Popen:
+def start_service(port: int, repo: str, batch: int, threads: int, log, device: str = "auto"
+                  ) -> subprocess.Popen:
     env = {**os.environ, "SPECULA_MODEL_REPOSITORY": repo, "SPECULA_PORT": str(port),
-           "SPECULA_INTRA_OP_THREADS": str(threads),
+           "SPECULA_INTRA_OP_THREADS": str(threads), "SPECULA_DEVICE": device,
            "SPECULA_MAX_BATCH_SIZE": str(batch), "SPECULA_ACCESS_LOG": "false",
            "SPECULA_LOG_LEVEL": "warning", "SPECULA_VERSION_POLICY": "latest",
            "SPECULA_MAX_QUEUE_ROWS": str(8 * EXPOSURE_FIBRES)}
@@ -418,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=1,
                    help="run the scenarios this many times, in turn; goals judged on medians")
     p.add_argument("--only", default="", help="run only scenarios whose name contains this")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="execution provider of raw ORT and of the service (SPECULA_DEVICE)")
     p.add_argument("--compare", choices=["none", "ray"], default="none",
                    help="also drive the same model behind Ray Serve (bench/serve_ray.py; "
                         "pip install -e .[bench])")
@@ -430,13 +460,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {mv.name} v{mv.version} sha256 {mv.manifest.sha256[:12]}…  "
           f"cpus {len(os.sched_getaffinity(0))}  load avg {os.getloadavg()[0]:.1f}")
 
-    runner = OnnxRunner(mv.onnx, device="auto", intra_op_threads=args.intra_op_threads)
-    # the baseline is raw ORT at its best: also with one thread per CPU, the usual setting,
-    # and as one-thread runs on every CPU at once (raw_parallel)
+    runner = OnnxRunner(mv.onnx, device=args.device, intra_op_threads=args.intra_op_threads)
+    on_gpu = runner.provider == "CUDAExecutionProvider"
     n_cpus = len(os.sched_getaffinity(0))
-    all_cores = OnnxRunner(mv.onnx, device="auto", intra_op_threads=n_cpus)
-    raw = raw_ort(runner, x1, [1, 8, 32, 64, 128, 256, 512, 1024], args.raw_seconds)
-    print(f"\n[raw ORT, {raw['provider']}] spectra/s by batch: " + ", ".join(
+    sizes = [1, 8, 32, 64, 128, 256, 512, 1024] + ([2048, 4096] if on_gpu else [])
+    raw = raw_ort(runner, x1, sizes, args.raw_seconds)
+    print(f"\n[raw ORT, {raw['provider']}{gpu_name() if on_gpu else ''}] spectra/s by batch: "
+          + ", ".join(
         f"{b}: {v:,.0f}" for b, v in raw["by_batch"].items()))
     print(f"best batch {raw['best_batch']}: {raw['best']:,.0f} spectra/s; "
           f"batch-1 forward p50 {raw['batch1_forward_ms']:.2f} ms")
@@ -469,7 +499,8 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     with tempfile.NamedTemporaryFile("wb", suffix=".log", delete=False) as log:
         proc = start_service(port, args.repository, raw["best_batch"], args.intra_op_threads,
-                             log)
+                             log, args.device)
+        layouts = raw_layouts(mv.onnx, runner, x1, raw["best_batch"], args.raw_seconds, n_cpus)
         judged: dict[str, list[float]] = {}
         try:
             for _rep, (name, req, rows, conc, goal) in itertools.product(range(args.repeat),
@@ -479,11 +510,6 @@ def main(argv: list[str] | None = None) -> int:
                 run_client(load(port, req, rows, min(conc, 2), 2, 30))  # warm this path
                 # the machine is shared: raw ORT again, right now, so the ratio compares like
                 # with like (the service is idle meanwhile)
-                layouts = [lambda r_=r_: raw_throughput(r_, x1, raw["best_batch"],
-                                                         args.raw_seconds)
-                           for r_ in (runner, all_cores)]
-                layouts.append(lambda: raw_parallel(runner, x1, raw["best_batch"],
-                                                    args.raw_seconds, n_cpus))
                 raw_before = max(with_cpu(f) for f in layouts)
                 forward_before = batch1_forward_ms(runner, x1)
                 before = scrape(port)

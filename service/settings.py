@@ -113,7 +113,9 @@ class Settings(BaseSettings):
     # runtime
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto (CUDA if available), cpu, cuda")
-    intra_op_threads: int = Field(0, description="ORT intra-op threads; 0 = usable CPUs - 1")
+    intra_op_threads: int = Field(0, description="ORT intra-op threads per run of a spectrum "
+                                  "model; 0 = 1, with max_concurrent_batches = usable CPUs "
+                                  "(lightcone models: usable CPUs - 1)")
     max_concurrent_batches: int = Field(
         0, ge=0, description="batches of one model run at once (Triton's instance count: an "
         "idle one takes what is queued); 0 = usable CPUs ÷ intra-op threads on CPU, 1 on CUDA")

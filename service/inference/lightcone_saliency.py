@@ -178,7 +178,13 @@ def load_lightcone_saliency(model: ModelVersion, forward: OnnxRunner,
     entry = model.manifest.saliency
     if not entry:
         return None, f"{model.name} v{model.version} ships no saliency graph (saliency.onnx)"
-    runner, why = open_graph(model, entry, device=device, intra_op_threads=intra_op_threads,
+    # the gradient graph always runs on CPU: on an H200 (onnxruntime-gpu 1.31.1, TF32 off) its
+    # CUDA session gave ~2 % of the voxels' gradients wrong by up to 100x, and two identical
+    # smoothgrad requests different maps (bench/results/2026-11-26-gpu-h200.md). A map a
+    # scientist cannot reproduce is worse than a slow one. ``device`` still places the
+    # forward pass, which agreed with the CPU's.
+    del device
+    runner, why = open_graph(model, entry, device="cpu", intra_op_threads=intra_op_threads,
                              check=check_contract)
     if runner is None:
         return None, why

@@ -5,13 +5,32 @@ outputs bound with IOBinding, so the batch is copied to the device once and noth
 re-allocated per call), CPU otherwise. ``provider`` reports what the session really uses —
 ORT silently falls back to CPU when CUDA cannot initialise, so asking is the only truth.
 
+On CUDA (checked on an H200; bench/results/2026-11-26-gpu-h200.md):
+- TF32 is off (``use_tf32=0``). With ORT's default (on), Hopper's convolutions round their
+  inputs to 10-bit mantissas: the lightcone regressor's served means moved by up to 6e-4
+  relative from the CPU's, and one spectrum's probabilities changed by 1e-5 with the size of
+  the batch it rode in. With it off, every output of the shipped classifier agreed with the
+  CPU session's to 7e-7 at batch sizes 1, 7, 64 and 300.
+- every batch is padded to a power-of-two row count, and ``warm_up`` runs each of those
+  shapes once before the version serves. ORT's CUDA EP runs cuDNN's EXHAUSTIVE algorithm
+  search (its default) the first time a convolution sees an input shape, and a dynamic
+  batcher makes a new row count almost every batch; padded, there are log2(max batch) + 1
+  shapes in all. The padding rows cost GPU time the GPU has to spare: raw ORT ran ~120k
+  spectra/s there, far more than the CPU side can feed it. Measured once each, the served
+  model's compute rate on whole exposures rose from 3.5k to 8.1k spectra/s with it. Batches of
+  single-spectrum requests at concurrency 32 still took ~0.5 s each inside ORT (raw: 2 ms);
+  the cause was not found within that machine's time.
+
 Thread choices (one session per model version, fed by exactly one batcher, which runs up to
 ``max_concurrent_batches`` at once — see :func:`auto_concurrent_batches`):
 - ``intra_op_num_threads``: 0 = auto = one per CPU this process may use, minus one left to
-  the event loop and the decode/preprocess pool (at least 1). ORT's parallel-for waits for
-  its slowest thread, so a pool that claims every core stalls whenever the HTTP side needs
-  one: on the 2-core bench machine, one ORT thread gave the service 1.6x the throughput of
-  two (bench/bench_service.py --intra-op-threads). Set it explicitly on a dedicated box.
+  the event loop and the decode/preprocess pool (at least 1): the layout for one caller
+  running one batch at a time (the offline archive path). The service passes 1 instead
+  (serving.py) and runs as many batches at once as there are CPUs. ORT's parallel-for waits
+  for its slowest thread, and this small model scales poorly across threads: on the 2-core
+  bench machine one ORT thread gave the service 1.6x the throughput of two
+  (bench/bench_service.py --intra-op-threads), and on the 16-CPU GPU host raw ORT ran 2.9k
+  spectra/s as one 15-thread session against 11.5k as 16 one-thread runs at once.
 - ``inter_op_num_threads = 1`` with sequential execution: the graph is a chain, there is no
   branch parallelism worth a second pool.
 - ``session.intra_op.allow_spinning = 0``: ORT's workers otherwise busy-wait after each run,
@@ -21,6 +40,7 @@ Thread choices (one session per model version, fed by exactly one batcher, which
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Literal
 
@@ -29,7 +49,16 @@ import onnxruntime as ort
 
 from .repository import ModelError, ModelVersion
 
+log = logging.getLogger("specula.runner")
 Device = Literal["auto", "cpu", "cuda"]
+
+CUDA = "CUDAExecutionProvider"
+# see the module docstring: fp32 convolutions as on CPU; the algorithm search stays ORT's
+# default, paid once per power-of-two batch shape at warm-up
+CUDA_OPTIONS = {"use_tf32": "0", "cudnn_conv_algo_search": "EXHAUSTIVE"}
+ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
+               "tensor(double)": np.float64, "tensor(int64)": np.int64,
+               "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
 
 
 def auto_threads() -> int:
@@ -41,7 +70,7 @@ def auto_concurrent_batches(runner: OnnxRunner) -> int:
     threads: one ORT run is a parallel-for that waits for its slowest thread, and a small
     model scales poorly across threads, so two one-thread runs on two cores beat one
     two-thread run (bench/bench_service.py). A GPU runs one batch at a time."""
-    if runner.provider == "CUDAExecutionProvider":
+    if runner.provider == CUDA:
         return 1
     return max(1, len(os.sched_getaffinity(0)) // runner.intra_op_threads)
 
@@ -58,14 +87,50 @@ def session_options(intra_op_threads: int = 0) -> ort.SessionOptions:
     return so
 
 
-def choose_providers(device: Device = "auto") -> list[str]:
+def bucket_rows(n: int) -> int:
+    """The power of two ≥ ``n`` a CUDA batch of ``n`` rows is padded to."""
+    return 1 << max(0, n - 1).bit_length()
+
+
+def pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
+    """``x`` with zero rows appended up to ``rows`` (one copy, only when needed)."""
+    if x.shape[0] == rows:
+        return x
+    out = np.empty((rows, *x.shape[1:]), x.dtype)
+    out[:x.shape[0]] = x
+    out[x.shape[0]:] = 0
+    return out
+
+
+def choose_providers(device: Device = "auto") -> list:
     available = ort.get_available_providers()
-    if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device in ("auto", "cuda") and CUDA in available:
+        preload_cuda_libraries()
+        return [(CUDA, CUDA_OPTIONS), "CPUExecutionProvider"]
     if device == "cuda":
         raise RuntimeError("device=cuda but onnxruntime has no CUDAExecutionProvider "
                            f"(available: {available})")
     return ["CPUExecutionProvider"]
+
+
+_preloaded = False
+
+
+def preload_cuda_libraries() -> None:
+    """Load CUDA, cuBLAS and cuDNN from the ``nvidia-*`` pip packages (or PyTorch's) before
+    the first CUDA session. onnxruntime-gpu's CUDA provider links against them by soname,
+    and a pip-installed CUDA is never on the loader's path: without this the session falls
+    back to CPU with only a log line, unless LD_LIBRARY_PATH was set by hand.
+    ``onnxruntime.preload_dlls`` is ORT's own facility for exactly this (1.21+)."""
+    global _preloaded
+    preload = getattr(ort, "preload_dlls", None)
+    if _preloaded or preload is None:
+        return
+    _preloaded = True
+    try:
+        preload()
+    except Exception as exc:  # noqa: BLE001 — the session then reports provider=CPU
+        log.warning("onnxruntime.preload_dlls failed: %s: %s", type(exc).__name__, exc)
 
 
 class InferenceError(RuntimeError):
@@ -76,7 +141,8 @@ class InferenceError(RuntimeError):
 class OnnxRunner:
     """``run({input: array}) -> {output: array}`` on one ONNX Runtime session."""
 
-    def __init__(self, onnx: bytes, *, device: Device = "auto", intra_op_threads: int = 0) -> None:
+    def __init__(self, onnx: bytes, *, device: Device = "auto", intra_op_threads: int = 0,
+                 warm_rows: int = 0) -> None:
         providers = choose_providers(device)
         options = session_options(intra_op_threads)
         self.intra_op_threads: int = options.intra_op_num_threads
@@ -89,7 +155,27 @@ class OnnxRunner:
         self.provider: str = self.session.get_providers()[0]
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self._cuda = self.provider == "CUDAExecutionProvider"
+        self._cuda = self.provider == CUDA
+        if self._cuda and warm_rows:
+            self.warm_up(warm_rows)
+
+    def warm_up(self, max_rows: int) -> None:
+        """Run every padded batch shape up to ``max_rows`` once, so that cuDNN's algorithm
+        search happens here (at load, before the version serves) and not inside a request.
+        Skipped for graphs with other dynamic dimensions than the batch: their shapes are
+        not known until requests arrive."""
+        shapes = []
+        for i in self.session.get_inputs():
+            rest = i.shape[1:]
+            if not all(isinstance(d, int) for d in rest) or i.type not in ONNX_DTYPES:
+                return
+            shapes.append((i.name, rest, ONNX_DTYPES[i.type]))
+        rows = 1
+        while True:
+            self.run({name: np.zeros((rows, *rest), dtype) for name, rest, dtype in shapes})
+            if rows >= max_rows:
+                return
+            rows *= 2
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
@@ -101,14 +187,21 @@ class OnnxRunner:
         return dict(zip(self.output_names, outs))
 
     def _run_iobinding(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        lead = {arr.shape[0] if arr.ndim else None for arr in inputs.values()}
+        n = lead.pop() if len(lead) == 1 else None
+        rows = bucket_rows(n) if n is not None else 0  # 0: inputs not row-aligned, as is
         binding = self.session.io_binding()
         for name, arr in inputs.items():
+            arr = pad_rows(arr, rows) if rows else arr
             value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr), "cuda", 0)
             binding.bind_ortvalue_input(name, value)
         for name in self.output_names:
             binding.bind_output(name, "cuda", 0)
         self.session.run_with_iobinding(binding)
-        return dict(zip(self.output_names, binding.copy_outputs_to_cpu()))
+        outs = binding.copy_outputs_to_cpu()
+        if rows:
+            outs = [o[:n] if o.ndim and o.shape[0] == rows else o for o in outs]
+        return dict(zip(self.output_names, outs))
 
 
 class ServedVersion:

@@ -149,13 +149,13 @@ def run_rows(items: list[tuple[np.ndarray, np.ndarray | None]], forward: OnnxRun
 
 
 def open_graph(model: ModelVersion, entry: dict[str, Any], *, device: str,
-               intra_op_threads: int, check: Callable[[ModelVersion, OnnxRunner], None]
-               ) -> tuple[OnnxRunner | None, str | None]:
+               intra_op_threads: int, check: Callable[[ModelVersion, OnnxRunner], None],
+               warm_rows: int = 0) -> tuple[OnnxRunner | None, str | None]:
     """A verified, contract-checked saliency graph, or (None, why not). Never raises: a
     missing or broken gradient graph must not stop the model itself from being served."""
     try:
         runner = OnnxRunner(read_verified(model, entry), device=device,  # type: ignore[arg-type]
-                            intra_op_threads=intra_op_threads)
+                            intra_op_threads=intra_op_threads, warm_rows=warm_rows)
         check(model, runner)
     except ModelError as exc:
         log.error("saliency graph not served", extra={"model": model.name,
@@ -446,16 +446,17 @@ def load_saliency(model: ModelVersion, spectra: SpectrumPipeline, *, device: str
     entry = model.manifest.saliency
     if not entry:
         return None, f"{model.name} v{model.version} ships no saliency graph (saliency.onnx)"
+    warm = max_batch_rows or 0  # CUDA only: see runner.OnnxRunner.warm_up
     sal, why = open_graph(model, entry, device=device, intra_op_threads=intra_op_threads,
-                          check=check_saliency_contract)
+                          check=check_saliency_contract, warm_rows=warm)
     intro = None
     if sal is not None and entry.get("introspect"):
         intro, why = open_graph(model, entry["introspect"], device=device, intra_op_threads=1,
-                                check=lambda m, r: None)
+                                check=lambda m, r: None, warm_rows=warm)
     if sal is None or why:
         return None, why
     fwd = OnnxRunner(model.onnx, device=device,  # type: ignore[arg-type]
-                     intra_op_threads=intra_op_threads)
+                     intra_op_threads=intra_op_threads, warm_rows=warm)
     return SaliencyPipeline(model, spectra, sal, fwd, intro, on_stats=on_stats,
                             max_queue_delay_s=max_queue_delay_s, max_batch_rows=max_batch_rows,
                             max_queue_rows=max_queue_rows), None

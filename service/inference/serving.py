@@ -124,7 +124,9 @@ class ModelServer:
     def _build(self, model: ModelVersion) -> ServedModel:
         """Everything slow about a version, run in a worker thread."""
         s = self.settings
-        runner = OnnxRunner(model.onnx, device=s.device, intra_op_threads=s.intra_op_threads)
+        # one thread per run, as many runs as CPUs (auto_concurrent_batches): see runner.py
+        runner = OnnxRunner(model.onnx, device=s.device,
+                            intra_op_threads=s.intra_op_threads or 1, warm_rows=s.max_batch_size)
         check_contract(model, runner)
         pipeline = SpectrumPipeline(
             model, runner, pool=self.pool, max_file_bytes=s.max_file_bytes,

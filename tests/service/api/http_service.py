@@ -19,10 +19,15 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import onnxruntime as ort
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 ADMIN_TOKEN = "test-admin-token"
 MODEL = "spectrum_classifier"
+# what device=auto picks: CUDA where onnxruntime-gpu offers it (bench/gpu/device_check.sh runs
+# these tests on a GPU), CPU everywhere else
+PROVIDER = ("CUDAExecutionProvider" if "CUDAExecutionProvider" in ort.get_available_providers()
+            else "CPUExecutionProvider")
 
 
 def free_port() -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from http_service import MODEL
+from http_service import MODEL, PROVIDER
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +26,7 @@ def test_model_metadata_reports_versions_provider_and_contract(service):
     assert [o["name"] for o in meta["outputs"]] == ["probs", "entropy", "epistemic", "z",
                                                     "z_sigma"]
     p = meta["parameters"]
-    assert p["version"] == 2 and p["provider"] == "CPUExecutionProvider"
+    assert p["version"] == 2 and p["provider"] == PROVIDER
     assert len(p["sha256"]) == 64 and p["preprocess_version"] == "1"
     v1 = service.client.get(f"/v2/models/{MODEL}/versions/1").json()
     assert v1["versions"] == ["1"] and v1["parameters"]["sha256"] != p["sha256"]
@@ -48,7 +48,7 @@ def test_openapi_schema_is_served(service):
 
 def test_metrics_exposes_model_info_and_labelled_series(service):
     text = service.client.get("/metrics").text
-    assert 'specula_model_info{model="spectrum_classifier",provider="CPUExecutionProvider"' in text
+    assert f'specula_model_info{{model="spectrum_classifier",provider="{PROVIDER}"' in text
     for name in ("specula_requests_total", "specula_request_duration_seconds",
                  "specula_queue_duration_seconds", "specula_preprocess_duration_seconds",
                  "specula_compute_duration_seconds", "specula_batch_size_rows",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from http_service import ADMIN_TOKEN, MODEL
+from http_service import ADMIN_TOKEN, MODEL, PROVIDER
 from tritonclient.utils import InferenceServerException
 
 from service.spectra import DEFAULT_GRID, Source, preprocess, read_spectra
@@ -45,7 +45,7 @@ def test_server_and_model_endpoints(client):
     assert client.get_server_metadata()["name"] == "specula"
     meta = client.get_model_metadata(MODEL)
     assert meta["inputs"][0]["shape"] == [-1, 2, 4076]
-    assert meta["parameters"]["provider"] == "CPUExecutionProvider"
+    assert meta["parameters"]["provider"] == PROVIDER
     index = client.get_model_repository_index()
     assert {(m["name"], m["version"], m["state"]) for m in index} == {
         (MODEL, "1", "READY"), (MODEL, "2", "READY")}

@@ -29,3 +29,16 @@ def test_spinning_is_off():
     so = session_options()
     assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert so.inter_op_num_threads == 1
+
+
+def test_cuda_batches_are_padded_to_powers_of_two():
+    """Row counts a CUDA batch is padded to (see runner's docstring: one cuDNN algorithm
+    search per shape, so the shapes must be few)."""
+    from service.inference.runner import bucket_rows, pad_rows
+
+    assert [bucket_rows(n) for n in (0, 1, 2, 3, 4, 5, 300, 1024, 1025)] == \
+        [1, 1, 2, 4, 4, 8, 512, 1024, 2048]
+    x = np.arange(6, dtype=np.float32).reshape(3, 2)
+    assert pad_rows(x, 3) is x
+    padded = pad_rows(x, 4)
+    np.testing.assert_array_equal(padded, [[0, 1], [2, 3], [4, 5], [0, 0]])
