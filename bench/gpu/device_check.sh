@@ -9,7 +9,7 @@
 # own time limit so one failure does not cost the others:
 #   1. which providers ORT offers and which one a Specula runner really gets;
 #   2. tests/service/api/test_api_cuda.py (CUDA vs CPU outputs, the service on CUDA);
-#   3. bench/bench_service.py --device cuda;
+#   3. bench/bench_batching.py (batcher + ORT, no HTTP), bench/bench_service.py --device cuda;
 #   4. the HTTP API tests with the GPU as the default device;
 #   5. bench/bench_service.py --device cpu on the same machine (16 CPUs), one-thread runs.
 # Usage there: PARTS=/tmp/parts bash bench/gpu/device_check.sh   (results under $OUT)
@@ -77,6 +77,12 @@ fi
 step "CUDA tests"
 timeout 180 python3 -m pytest -q -p no:cacheprovider tests/service/api/test_api_cuda.py -rA \
   2>&1 | tee "$OUT/pytest_cuda.txt" | tail -25
+
+step "batcher and ORT in one process, no HTTP (bench/bench_batching.py)"
+timeout 60 python3 bench/bench_batching.py --device cuda --concurrency 32 --duration 3 \
+  2>&1 | tee "$OUT/batching.txt"
+timeout 60 python3 bench/bench_batching.py --device cuda --concurrency 2 --rows 2436 \
+  --duration 3 2>&1 | tee -a "$OUT/batching.txt"
 
 step "bench, CUDA"
 timeout 200 python3 bench/bench_service.py --device cuda --duration ${DURATION:-4} \

@@ -20,6 +20,11 @@ On CUDA (checked on an H200; bench/results/2026-11-26-gpu-h200.md):
   model's compute rate on whole exposures rose from 3.5k to 8.1k spectra/s with it. Batches of
   single-spectrum requests at concurrency 32 still took ~0.5 s each inside ORT (raw: 2 ms);
   the cause was not found within that machine's time.
+- inputs and outputs live in device buffers kept per padded shape (``_run_bound``), not
+  allocated per batch: ORT's documented IOBinding use, and the first suspect for the slow
+  batches above (every batch then read and wrote fresh device addresses, while raw ORT's
+  back-to-back runs reused the same ones). Written after the GPU session; checked on CPU
+  only (tests/service/inference/test_runner.py), not yet on a GPU.
 
 Thread choices (one session per model version, fed by exactly one batcher, which runs up to
 ``max_concurrent_batches`` at once — see :func:`auto_concurrent_batches`):
@@ -42,6 +47,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Literal
 
 import numpy as np
@@ -142,7 +148,7 @@ class OnnxRunner:
     """``run({input: array}) -> {output: array}`` on one ONNX Runtime session."""
 
     def __init__(self, onnx: bytes, *, device: Device = "auto", intra_op_threads: int = 0,
-                 warm_rows: int = 0) -> None:
+                 warm_rows: int = 0, iobinding: bool | None = None) -> None:
         providers = choose_providers(device)
         options = session_options(intra_op_threads)
         self.intra_op_threads: int = options.intra_op_num_threads
@@ -156,6 +162,14 @@ class OnnxRunner:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._cuda = self.provider == CUDA
+        # IOBinding: on CUDA always; elsewhere only when asked (the tests run the CUDA path's
+        # padding and buffer logic on CPU, where CI has no GPU)
+        self._bound = self._cuda if iobinding is None else iobinding
+        self._io_device = "cuda" if self._cuda else "cpu"
+        self._buffers: dict[tuple, ort.OrtValue] = {}
+        self._bound_lock = threading.Lock()
+        self._output_specs = {o.name: (o.shape[1:], ONNX_DTYPES.get(o.type))
+                              for o in self.session.get_outputs()}
         if self._cuda and warm_rows:
             self.warm_up(warm_rows)
 
@@ -179,29 +193,57 @@ class OnnxRunner:
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
-            if self._cuda:
-                return self._run_iobinding(inputs)
+            if self._bound:
+                return self._run_bound(inputs)
             outs = self.session.run(self.output_names, inputs)
         except Exception as exc:
             raise InferenceError(f"{type(exc).__name__}: {exc}") from exc
         return dict(zip(self.output_names, outs))
 
-    def _run_iobinding(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _run_bound(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One run through IOBinding, into device buffers kept per padded shape.
+
+        Each input and output of a shape gets one device buffer, allocated on first use and
+        reused after: no device allocation per batch, and every run of a shape reads and
+        writes the same addresses (what IOBinding is meant for, and what CUDA graphs would
+        need). The input is copied in (``update_inplace``), the outputs out. The buffers are
+        the runner's, so runs are serialised; a GPU runs one batch at a time anyway.
+        Inputs that are not row-aligned (different leading dimensions) run unpadded, with
+        buffers made for that one call."""
         lead = {arr.shape[0] if arr.ndim else None for arr in inputs.values()}
         n = lead.pop() if len(lead) == 1 else None
-        rows = bucket_rows(n) if n is not None else 0  # 0: inputs not row-aligned, as is
-        binding = self.session.io_binding()
-        for name, arr in inputs.items():
-            arr = pad_rows(arr, rows) if rows else arr
-            value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr), "cuda", 0)
-            binding.bind_ortvalue_input(name, value)
-        for name in self.output_names:
-            binding.bind_output(name, "cuda", 0)
-        self.session.run_with_iobinding(binding)
-        outs = binding.copy_outputs_to_cpu()
+        rows = bucket_rows(n) if n is not None else 0
+        with self._bound_lock:
+            binding = self.session.io_binding()
+            for name, arr in inputs.items():
+                arr = np.ascontiguousarray(pad_rows(arr, rows) if rows else arr)
+                value = (self._buffer(("in", name, arr.shape, arr.dtype.str)) if rows
+                         else ort.OrtValue.ortvalue_from_shape_and_type(
+                             arr.shape, arr.dtype, self._io_device, 0))
+                value.update_inplace(arr)
+                binding.bind_ortvalue_input(name, value)
+            for name in self.output_names:
+                rest, dtype = self._output_specs[name]
+                if rows and dtype is not None and all(isinstance(d, int) for d in rest):
+                    key = ("out", name, (rows, *rest), np.dtype(dtype).str)
+                    binding.bind_ortvalue_output(name, self._buffer(key))
+                else:
+                    binding.bind_output(name, self._io_device, 0)
+            self.session.run_with_iobinding(binding)
+            outs = binding.copy_outputs_to_cpu()
         if rows:
             outs = [o[:n] if o.ndim and o.shape[0] == rows else o for o in outs]
         return dict(zip(self.output_names, outs))
+
+    def _buffer(self, key: tuple) -> ort.OrtValue:
+        """The device buffer for (direction, name, shape, dtype), made on first use."""
+        value = self._buffers.get(key)
+        if value is None:
+            _, _, shape, dtype = key
+            value = ort.OrtValue.ortvalue_from_shape_and_type(
+                list(shape), np.dtype(dtype).type, self._io_device, 0)
+            self._buffers[key] = value
+        return value
 
 
 class ServedVersion:

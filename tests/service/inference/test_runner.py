@@ -42,3 +42,31 @@ def test_cuda_batches_are_padded_to_powers_of_two():
     assert pad_rows(x, 3) is x
     padded = pad_rows(x, 4)
     np.testing.assert_array_equal(padded, [[0, 1], [2, 3], [4, 5], [0, 0]])
+
+
+def test_bound_path_gives_the_plain_path_results_at_every_batch_size(model_repo):
+    """The CUDA path's IOBinding logic (padding, per-shape buffers, slicing), run on CPU where
+    CI has no GPU: bit for bit the plain session's results on the padded batch, to rounding
+    the unpadded one's (a GEMM's blocking may depend on the row count), and no run's
+    results alias another's (the buffers are reused)."""
+    from service.inference.runner import bucket_rows, pad_rows
+
+    mv = ModelRepository(model_repo).load("spectrum_classifier", 1)
+    plain = OnnxRunner(mv.onnx, device="cpu", intra_op_threads=1)
+    bound = OnnxRunner(mv.onnx, device="cpu", intra_op_threads=1, iobinding=True)
+    x = np.random.default_rng(2).normal(size=(70, 2, 4076)).astype(np.float32)
+    kept = []
+    for n in (1, 3, 7, 64, 70, 3):
+        got = bound.run({"spectrum": x[:n]})
+        padded = plain.run({"spectrum": pad_rows(x[:n], bucket_rows(n))})
+        unpadded = plain.run({"spectrum": x[:n]})
+        for name in OUTPUTS:
+            assert got[name].shape == unpadded[name].shape
+            np.testing.assert_array_equal(got[name], padded[name][:n])
+            np.testing.assert_allclose(got[name], unpadded[name], rtol=1e-5, atol=1e-6)
+        kept.append((got, {k: v.copy() for k, v in got.items()}))
+    for got, copy in kept:
+        for name in OUTPUTS:
+            np.testing.assert_array_equal(got[name], copy[name])
+    shapes = sorted({key[2][0] for key in bound._buffers})
+    assert shapes == [1, 4, 8, 64, 128]
