@@ -36,6 +36,16 @@ def export_graph(ens: Ensemble, path: Path, npix: int) -> None:
             dynamic_shapes={"spectrum": {0: torch.export.Dim("batch", min=1, max=65536)}},
             opset_version=OPSET, external_data=False, dynamo=True, verbose=False,
         )
+    # 1-D Convs as 2-D ones: ~2x faster in ORT on CPU, same numbers (training/conv2d.py);
+    # the parity check against PyTorch below covers the rewritten graph
+    import onnx
+
+    from .conv2d import Unsupported, conv1d_as_conv2d
+
+    try:
+        onnx.save(conv1d_as_conv2d(onnx.load(path)), path)
+    except Unsupported as exc:
+        warnings.warn(f"kept the 1-D graph: {exc}", stacklevel=2)
 
 
 def run_onnx(path: Path, x: np.ndarray, threads: int = 2, batch: int = 512) -> dict[str, np.ndarray]:
