@@ -12,7 +12,10 @@
 #   3. bench/bench_batching.py (batcher + ORT, no HTTP), bench/bench_service.py --device cuda;
 #   4. the HTTP API tests with the GPU as the default device;
 #   5. bench/bench_service.py --device cpu on the same machine (16 CPUs), one-thread runs.
-# Usage there: PARTS=/tmp/parts bash bench/gpu/device_check.sh   (results under $OUT)
+# Usage: each call carries one part (run's carry: [".gpu/partN"]) and copies it to /tmp/parts
+# (`mkdir -p /tmp/parts && cp .gpu/partN /tmp/parts/`), the first one with .gpu/bundle.sha256,
+# calls back to back (the machine goes back after 30 s idle); the last one then runs
+#   PARTS=/tmp/parts bash bench/gpu/device_check.sh     (results under $OUT)
 set -u
 OUT=${OUT:-/tmp/device-out}
 PARTS=${PARTS:-/tmp/parts}

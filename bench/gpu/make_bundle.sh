@@ -8,9 +8,11 @@
 # (-9e: 185 MB; the wheel's deflate gets ~210), the rest of the wheel goes as a tar.xz, and
 # the service's runtime wheels that image lacks travel beside them, with the SDSS file the
 # bench reads (../shared does not travel).
-# Usage: bash bench/gpu/make_bundle.sh [parts=5]     (needs pip with network, xz, ~1 GB /tmp)
+# The parts must fit beside the working tree (tracked and untracked files travel too): with
+# the tree at ~27 MB, six parts of ~36 MB. Check `git ls-files | xargs du -cb | tail -1`.
+# Usage: bash bench/gpu/make_bundle.sh [parts=6]     (needs pip with network, xz, ~1 GB /tmp)
 set -euo pipefail
-PARTS=${1:-5}
+PARTS=${1:-6}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=${WORK:-/tmp/specula-gpu-bundle}
 PLATFORMS=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64
