@@ -11,20 +11,22 @@ On CUDA (checked on an H200; bench/results/2026-11-26-gpu-h200.md):
   relative from the CPU's, and one spectrum's probabilities changed by 1e-5 with the size of
   the batch it rode in. With it off, every output of the shipped classifier agreed with the
   CPU session's to 7e-7 at batch sizes 1, 7, 64 and 300.
-- every batch is padded to a power-of-two row count, and ``warm_up`` runs each of those
-  shapes once before the version serves. ORT's CUDA EP runs cuDNN's EXHAUSTIVE algorithm
-  search (its default) the first time a convolution sees an input shape, and a dynamic
-  batcher makes a new row count almost every batch; padded, there are log2(max batch) + 1
-  shapes in all. The padding rows cost GPU time the GPU has to spare: raw ORT ran ~120k
-  spectra/s there, far more than the CPU side can feed it. Measured once each, the served
-  model's compute rate on whole exposures rose from 3.5k to 8.1k spectra/s with it. Batches of
-  single-spectrum requests at concurrency 32 still took ~0.5 s each inside ORT (raw: 2 ms);
-  the cause was not found within that machine's time.
+- every batch is padded to a power-of-two row count, and each of those shapes has its own
+  session, made and run once by ``warm_up`` before the version serves. ORT's CUDA Conv
+  (cuDNN frontend, onnxruntime/core/providers/cuda/nn/conv.cc, ``UpdateState``) keeps the
+  execution plan of the *last* input shape only, and rebuilds every convolution's plan
+  whenever a run's shape differs from the previous run's. A dynamic batcher changes the
+  shape almost every batch: on the H200, batches of single-spectrum requests at c=32
+  alternated between 1 and ~32 rows and took ~0.5 s each inside ORT (raw ORT, one shape over
+  and over: 2 ms); at c=1, always one row, they took 1.9 ms. Padding alone did not help
+  (consecutive batches still differed); one session per shape means each session always
+  sees the same shape. The cost is log2(max batch) + 1 sessions, weights included (~5 MB
+  each for the spectrum classifier), and padding rows the GPU has to spare: raw ORT ran
+  ~120k spectra/s there, far more than the CPU side can feed it. The per-shape sessions were
+  written after the GPU session, from ORT's source and those measurements; they are tested
+  on CPU (tests/service/inference/test_runner.py), not yet on a GPU.
 - inputs and outputs live in device buffers kept per padded shape (``_run_bound``), not
-  allocated per batch: ORT's documented IOBinding use, and the first suspect for the slow
-  batches above (every batch then read and wrote fresh device addresses, while raw ORT's
-  back-to-back runs reused the same ones). Written after the GPU session; checked on CPU
-  only (tests/service/inference/test_runner.py), not yet on a GPU.
+  allocated per batch: ORT's documented IOBinding use.
 
 Thread choices (one session per model version, fed by exactly one batcher, which runs up to
 ``max_concurrent_batches`` at once — see :func:`auto_concurrent_batches`):
@@ -60,7 +62,7 @@ Device = Literal["auto", "cpu", "cuda"]
 
 CUDA = "CUDAExecutionProvider"
 # see the module docstring: fp32 convolutions as on CPU; the algorithm search stays ORT's
-# default, paid once per power-of-two batch shape at warm-up
+# default, paid by each per-shape session once, at warm-up
 CUDA_OPTIONS = {"use_tf32": "0", "cudnn_conv_algo_search": "EXHAUSTIVE"}
 ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
                "tensor(double)": np.float64, "tensor(int64)": np.int64,
@@ -148,13 +150,15 @@ class OnnxRunner:
     """``run({input: array}) -> {output: array}`` on one ONNX Runtime session."""
 
     def __init__(self, onnx: bytes, *, device: Device = "auto", intra_op_threads: int = 0,
-                 warm_rows: int = 0, iobinding: bool | None = None) -> None:
+                 warm_rows: int = 0, iobinding: bool | None = None,
+                 session_per_shape: bool | None = None) -> None:
         providers = choose_providers(device)
         options = session_options(intra_op_threads)
         self.intra_op_threads: int = options.intra_op_num_threads
+        self._new_session = lambda: ort.InferenceSession(onnx, sess_options=options,
+                                                         providers=providers)
         try:
-            self.session = ort.InferenceSession(
-                onnx, sess_options=options, providers=providers)
+            self.session = self._new_session()
         except Exception as exc:
             raise ModelError("bad_model", "ONNX Runtime cannot load the graph: "
                              f"{type(exc).__name__}: {str(exc)[:500]}") from exc
@@ -165,6 +169,10 @@ class OnnxRunner:
         # IOBinding: on CUDA always; elsewhere only when asked (the tests run the CUDA path's
         # padding and buffer logic on CPU, where CI has no GPU)
         self._bound = self._cuda if iobinding is None else iobinding
+        # one session per padded batch shape on CUDA (see the module docstring); the tests
+        # ask for it on CPU too
+        self._per_shape = self._cuda if session_per_shape is None else session_per_shape
+        self._sessions: dict[int, ort.InferenceSession] = {}
         self._io_device = "cuda" if self._cuda else "cpu"
         self._buffers: dict[tuple, ort.OrtValue] = {}
         self._bound_lock = threading.Lock()
@@ -174,10 +182,10 @@ class OnnxRunner:
             self.warm_up(warm_rows)
 
     def warm_up(self, max_rows: int) -> None:
-        """Run every padded batch shape up to ``max_rows`` once, so that cuDNN's algorithm
-        search happens here (at load, before the version serves) and not inside a request.
-        Skipped for graphs with other dynamic dimensions than the batch: their shapes are
-        not known until requests arrive."""
+        """Run every padded batch shape up to ``max_rows`` once, so that each shape's session
+        is made and its cuDNN plans built here (at load, before the version serves) and not
+        inside a request. Skipped for graphs with other dynamic dimensions than the batch:
+        their shapes are not known until requests arrive."""
         shapes = []
         for i in self.session.get_inputs():
             rest = i.shape[1:]
@@ -214,7 +222,8 @@ class OnnxRunner:
         n = lead.pop() if len(lead) == 1 else None
         rows = bucket_rows(n) if n is not None else 0
         with self._bound_lock:
-            binding = self.session.io_binding()
+            session = self._session_for(rows)
+            binding = session.io_binding()
             for name, arr in inputs.items():
                 arr = np.ascontiguousarray(pad_rows(arr, rows) if rows else arr)
                 value = (self._buffer(("in", name, arr.shape, arr.dtype.str)) if rows
@@ -229,11 +238,20 @@ class OnnxRunner:
                     binding.bind_ortvalue_output(name, self._buffer(key))
                 else:
                     binding.bind_output(name, self._io_device, 0)
-            self.session.run_with_iobinding(binding)
+            session.run_with_iobinding(binding)
             outs = binding.copy_outputs_to_cpu()
         if rows:
             outs = [o[:n] if o.ndim and o.shape[0] == rows else o for o in outs]
         return dict(zip(self.output_names, outs))
+
+    def _session_for(self, rows: int) -> ort.InferenceSession:
+        """The session that runs batches of ``rows`` padded rows (0: unpadded, the main one)."""
+        if not (self._per_shape and rows):
+            return self.session
+        session = self._sessions.get(rows)
+        if session is None:
+            session = self._sessions[rows] = self._new_session()
+        return session
 
     def _buffer(self, key: tuple) -> ort.OrtValue:
         """The device buffer for (direction, name, shape, dtype), made on first use."""

@@ -45,15 +45,16 @@ def test_cuda_batches_are_padded_to_powers_of_two():
 
 
 def test_bound_path_gives_the_plain_path_results_at_every_batch_size(model_repo):
-    """The CUDA path's IOBinding logic (padding, per-shape buffers, slicing), run on CPU where
-    CI has no GPU: bit for bit the plain session's results on the padded batch, to rounding
-    the unpadded one's (a GEMM's blocking may depend on the row count), and no run's
-    results alias another's (the buffers are reused)."""
+    """The CUDA path's IOBinding logic (padding, per-shape sessions and buffers, slicing),
+    run on CPU where CI has no GPU: bit for bit the plain session's results on the padded
+    batch, to rounding the unpadded one's (a GEMM's blocking may depend on the row count),
+    and no run's results alias another's (the buffers are reused)."""
     from service.inference.runner import bucket_rows, pad_rows
 
     mv = ModelRepository(model_repo).load("spectrum_classifier", 1)
     plain = OnnxRunner(mv.onnx, device="cpu", intra_op_threads=1)
-    bound = OnnxRunner(mv.onnx, device="cpu", intra_op_threads=1, iobinding=True)
+    bound = OnnxRunner(mv.onnx, device="cpu", intra_op_threads=1, iobinding=True,
+                       session_per_shape=True)
     x = np.random.default_rng(2).normal(size=(70, 2, 4076)).astype(np.float32)
     kept = []
     for n in (1, 3, 7, 64, 70, 3):
@@ -70,3 +71,6 @@ def test_bound_path_gives_the_plain_path_results_at_every_batch_size(model_repo)
             np.testing.assert_array_equal(got[name], copy[name])
     shapes = sorted({key[2][0] for key in bound._buffers})
     assert shapes == [1, 4, 8, 64, 128]
+    # one session per padded shape (ORT's CUDA Conv rebuilds its cuDNN plans whenever a
+    # session's input shape changes), each made once
+    assert sorted(bound._sessions) == shapes
