@@ -176,8 +176,12 @@ class OnnxRunner:
         self._io_device = "cuda" if self._cuda else "cpu"
         self._buffers: dict[tuple, ort.OrtValue] = {}
         self._bound_lock = threading.Lock()
-        self._output_specs = {o.name: (o.shape[1:], ONNX_DTYPES.get(o.type))
-                              for o in self.session.get_outputs()}
+        # (shape after the batch axis, dtype) of outputs with a dynamic batch axis; others
+        # (a fixed first dimension, a scalar) are bound by device and sized by ORT
+        self._output_specs = {
+            o.name: ((o.shape[1:], ONNX_DTYPES.get(o.type))
+                     if o.shape and not isinstance(o.shape[0], int) else ((), None))
+            for o in self.session.get_outputs()}
         if self._cuda and warm_rows:
             self.warm_up(warm_rows)
 
