@@ -41,7 +41,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from service.inference.repository import ModelRepository
-from service.inference.runner import OnnxRunner
+from service.inference.runner import CUDA, OnnxRunner
 from service.spectra import Source, make_spectrum, preprocess, read_spectra
 from service.spectra.readers.exposure import write_exposure
 
@@ -110,7 +110,7 @@ def raw_layouts(onnx: bytes, runner: OnnxRunner, x1: np.ndarray, bs: int, second
     inputs copied in and outputs copied out through IOBinding, which is the service's layout
     (a GPU runs one batch at a time; a second CPU thread adds nothing but contention)."""
     layouts = [lambda: raw_throughput(runner, x1, bs, seconds)]
-    if runner.provider != "CUDAExecutionProvider":
+    if runner.provider != CUDA:
         all_cores = OnnxRunner(onnx, device="cpu", intra_op_threads=n_cpus)
         layouts.append(lambda: raw_throughput(all_cores, x1, bs, seconds))
         layouts.append(lambda: raw_parallel(runner, x1, bs, seconds, n_cpus))
@@ -344,8 +344,9 @@ def report(name: str, r: dict, raw: dict, raw_now: float, goal: float | None,
           + f"  (load avg {os.getloadavg()[0]:.1f})")
     print(f"  {line(r)}  service/raw {ratio:.2f}  client CPU {r['client_cpu']:.0%} of a core")
     b, a = r["raw_before_after"]
-    print(f"  raw ORT just before and after (best of service threads, all CPUs, one run per "
-          f"CPU), batch {raw['best_batch']}: {b:,.0f} and {a:,.0f}, mean {raw_now:,.0f} "
+    print(f"  raw ORT just before and after (best of raw_layouts: on CPU the service's "
+          f"threads, all CPUs, one run per CPU; on CUDA one session), batch "
+          f"{raw['best_batch']}: {b:,.0f} and {a:,.0f}, mean {raw_now:,.0f} "
           f"spectra/s;"
           f" ORT inside the service: {items / max(compute, 1e-9):,.0f} spectra/s "
           f"of compute time, busy {compute / r['wall_s']:.0%} of the wall time")
@@ -461,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
           f"cpus {len(os.sched_getaffinity(0))}  load avg {os.getloadavg()[0]:.1f}")
 
     runner = OnnxRunner(mv.onnx, device=args.device, intra_op_threads=args.intra_op_threads)
-    on_gpu = runner.provider == "CUDAExecutionProvider"
+    on_gpu = runner.provider == CUDA
     n_cpus = len(os.sched_getaffinity(0))
     sizes = [1, 8, 32, 64, 128, 256, 512, 1024] + ([2048, 4096] if on_gpu else [])
     raw = raw_ort(runner, x1, sizes, args.raw_seconds)
