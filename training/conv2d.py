@@ -6,13 +6,18 @@ Why: ORT's CPU provider runs 2-D convolutions through MLAS's blocked (NCHWc) ker
 runs with one thread: 1,026 → 2,075 spectra/s at batch 128, 625 → 1,131 at batch 1, with
 every output within 1e-6 of the 1-D graph's (docs/training.md). PyTorch's exporter writes
 ``nn.Conv1d`` as a 1-D ONNX Conv, so the rewrite is a pass on the exported graph rather than a
-change to the model code, and training, checkpoints and the saliency graph stay 1-D.
+change to the model code, and training and checkpoints stay 1-D. ``derive`` also rewrites a
+version's saliency graph (~1.4x there); the introspection graph stacks layer activations in a
+way the pass refuses, and is copied.
 
-The pass is deliberately narrow. It unsqueezes the graph input once, gives every Conv a
+The pass is deliberately narrow. It unsqueezes each 3-D graph input that feeds a
+convolution once, gives every Conv a
 ``(O, I, 1, k)`` kernel, and then follows the 4-D tensors: only elementwise ops between two
 such tensors (or a tensor and a scalar) and a ``Reshape`` to ``(-1, K)`` or a ``Flatten``
 from axis 1 (the flatten before the heads, whose element order is the same in 3-D and 4-D)
-may consume them. Anything
+may consume them. The saliency graph's backward pass also needs ``ConvTranspose`` (rewritten
+like ``Conv``) and a ``Reshape`` of a flat gradient to ``(N, C, L)``, which becomes
+``(N, C, 1, L)``; an output that ends 4-D is squeezed back to its declared shape. Anything
 else (a bias shaped ``(C, 1)``, a pooling op, a transpose) raises :class:`Unsupported`, and
 the caller keeps the 1-D graph. Callers also compare outputs numerically (``export_onnx``'s
 parity check, ``derive``'s below).
@@ -36,7 +41,8 @@ from .manifest import sha256_file
 
 ELEMENTWISE = {"Relu", "Add", "Sub", "Mul", "Div", "Clip", "Sigmoid", "Tanh", "LeakyRelu",
                "Identity"}
-INPUT_4D = "conv2d_input"
+CONVS = {"Conv", "ConvTranspose"}
+INPUT_4D = "as2d"
 
 
 class Unsupported(ValueError):
@@ -46,9 +52,10 @@ class Unsupported(ValueError):
 def _scalar_names(graph: onnx.GraphProto) -> set[str]:
     out = {i.name for i in graph.initializer if int(np.prod(i.dims)) <= 1}
     for n in graph.node:
-        if n.op_type == "Constant" and n.attribute and n.attribute[0].type == onnx.AttributeProto.TENSOR:
-            if int(np.prod(n.attribute[0].t.dims)) <= 1:
-                out.add(n.output[0])
+        value = n.attribute[0] if n.op_type == "Constant" and n.attribute else None
+        if value is not None and value.type == onnx.AttributeProto.TENSOR \
+                and int(np.prod(value.t.dims)) <= 1:
+            out.add(n.output[0])
     return out
 
 
@@ -61,28 +68,49 @@ def _flatten_shape(graph: onnx.GraphProto, name: str) -> bool:
     return False
 
 
+def _constant(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
+    for i in graph.initializer:
+        if i.name == name:
+            return numpy_helper.to_array(i)
+    return None
+
+
 def conv1d_as_conv2d(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``model`` whose 1-D Convs are 2-D; raises :class:`Unsupported`."""
+    """A copy of ``model`` whose 1-D Convs (and ConvTransposes) are 2-D; raises
+    :class:`Unsupported`. Graph inputs of rank 3 that feed a convolution get a 4-D twin; a
+    graph output that ends up 4-D is squeezed back, so the contract does not change."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     g = model.graph
-    if len(g.input) != 1 or len(g.input[0].type.tensor_type.shape.dim) != 3:
-        raise Unsupported("expects one (N, C, L) input")
-    source = g.input[0].name
+    inputs_3d = {i.name for i in g.input if len(i.type.tensor_type.shape.dim) == 3}
     inits = {i.name: i for i in g.initializer}
     scalars = _scalar_names(g)
-    four_d = {INPUT_4D}
+    twins: dict[str, str] = {}  # a 3-D graph input → its (N, C, 1, L) twin
+    four_d: set[str] = set()
     converted: set[str] = set()
+    added: list[onnx.TensorProto] = []
+    replaced: set[str] = set()  # 3-D reshape targets, dropped below once nothing uses them
     for n in g.node:
-        if source in n.input:
-            if n.op_type != "Conv" or list(n.input).index(source) != 0:
-                raise Unsupported(f"the input feeds {n.op_type} {n.name}, not a Conv")
-            n.input[0] = INPUT_4D
+        if n.op_type in CONVS and n.input[0] in inputs_3d:
+            n.input[0] = twins.setdefault(n.input[0], f"{n.input[0]}_{INPUT_4D}")
+            four_d.add(n.input[0])
         touched = [i for i in n.input if i in four_d]
-        if n.op_type == "Conv":
+        if n.op_type in CONVS:
             if n.input[0] not in four_d or n.input[1] not in inits:
-                raise Unsupported(f"Conv {n.name}: input not 1-D-trunk or weight not constant")
+                raise Unsupported(f"{n.op_type} {n.name}: input not 1-D-trunk or weight not "
+                                  "constant")
             _to_2d(n, inits[n.input[1]], converted)
             four_d.update(n.output)
+        elif n.op_type == "Reshape" and not touched:
+            target = _constant(g, n.input[1])
+            if target is not None and target.shape == (3,):
+                # a flat gradient back to (N, C, L), as the saliency graph's backward pass
+                # does: to (N, C, 1, L) instead, and follow it like any other trunk tensor
+                shape = numpy_helper.from_array(np.array([target[0], target[1], 1, target[2]],
+                                                         np.int64), f"{n.name}_{INPUT_4D}_shape")
+                added.append(shape)
+                replaced.add(n.input[1])
+                n.input[1] = shape.name
+                four_d.update(n.output)
         elif not touched:
             continue
         elif n.op_type in ELEMENTWISE:
@@ -97,14 +125,26 @@ def conv1d_as_conv2d(model: onnx.ModelProto) -> onnx.ModelProto:
             continue  # the same (N, C·L), as the legacy exporter writes it
         else:
             raise Unsupported(f"{n.op_type} {n.name} consumes a trunk tensor")
-    if any(o.name in four_d for o in g.output):
-        raise Unsupported("a graph output is a trunk tensor")
     if not converted:
         raise Unsupported("no Conv found")
-    axes = numpy_helper.from_array(np.array([2], np.int64), INPUT_4D + "_axes")
+    g.initializer.extend(added)
+    axes = numpy_helper.from_array(np.array([2], np.int64), f"{INPUT_4D}_axes")
     g.initializer.append(axes)
-    g.node.insert(0, helper.make_node("Unsqueeze", [source, axes.name], [INPUT_4D],
-                                      name=INPUT_4D + "_unsqueeze"))
+    for out in g.output:
+        if out.name in four_d:  # back to (N, C, L) under the output's own name
+            inner = f"{out.name}_{INPUT_4D}"
+            for n in g.node:
+                n.output[:] = [inner if o == out.name else o for o in n.output]
+                n.input[:] = [inner if i == out.name else i for i in n.input]
+            g.node.append(helper.make_node("Squeeze", [inner, axes.name], [out.name],
+                                           name=f"{out.name}_{INPUT_4D}_squeeze"))
+    for source, twin in twins.items():
+        g.node.insert(0, helper.make_node("Unsqueeze", [source, axes.name], [twin],
+                                          name=f"{twin}_unsqueeze"))
+    used = {i for n in g.node for i in n.input}
+    kept = [i for i in g.initializer if i.name not in replaced or i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(kept)
     del g.value_info[:]  # 3-D intermediate shapes no longer hold; ORT infers them again
     onnx.checker.check_model(model)
     return model
@@ -125,6 +165,9 @@ def _to_2d(node: onnx.NodeProto, weight: onnx.TensorProto, converted: set[str]) 
             attrs.append(helper.make_attribute(a.name, [1, *v]))
         elif a.name == "pads":
             attrs.append(helper.make_attribute("pads", [0, v[0], 0, v[1]]))
+        elif a.name in ("output_padding", "output_shape"):
+            attrs.append(helper.make_attribute(a.name, [0 if a.name == "output_padding" else 1,
+                                                        *v]))
         elif a.name == "auto_pad" and v not in (b"NOTSET", "NOTSET"):
             raise Unsupported(f"Conv {node.name}: auto_pad {v!r}")
         else:
@@ -133,19 +176,31 @@ def _to_2d(node: onnx.NodeProto, weight: onnx.TensorProto, converted: set[str]) 
     node.attribute.extend(attrs)
 
 
-def max_abs_diff(a: Path | bytes, b: Path | bytes, x: np.ndarray) -> dict[str, float]:
-    """Max |a − b| per output of two graphs with the same contract, on ``x``."""
+def compare(a: Path | bytes, b: Path | bytes, x: np.ndarray) -> dict[str, tuple[float, float]]:
+    """Per output of two graphs with the same contract: (max |a − b|, max |a|), on ``x`` as
+    the ``spectrum`` input (other inputs, e.g. the saliency graph's ``target``: seeded
+    noise). The second number scales the first: saliency maps are small numbers."""
     import onnxruntime as ort
 
-    def run(m):
+    def session(m):
         so = ort.SessionOptions()
         so.intra_op_num_threads = 1
-        s = ort.InferenceSession(m if isinstance(m, bytes) else str(m), so,
-                                 providers=["CPUExecutionProvider"])
-        return dict(zip([o.name for o in s.get_outputs()], s.run(None, {"spectrum": x})))
+        return ort.InferenceSession(m if isinstance(m, bytes) else str(m), so,
+                                    providers=["CPUExecutionProvider"])
 
-    ra, rb = run(a), run(b)
-    return {k: float(np.max(np.abs(ra[k] - rb[k]))) for k in ra}
+    sa, sb = session(a), session(b)
+    rng = np.random.default_rng(0)
+    feeds = {i.name: x if i.name == "spectrum" else rng.normal(
+        size=[len(x), *i.shape[1:]]).astype(np.float32) for i in sa.get_inputs()}
+    names = [o.name for o in sa.get_outputs()]
+    ra, rb = sa.run(names, feeds), sb.run(names, feeds)
+    return {k: (float(np.max(np.abs(u - v))), float(np.max(np.abs(u))))
+            for k, u, v in zip(names, ra, rb)}
+
+
+def max_abs_diff(a: Path | bytes, b: Path | bytes, x: np.ndarray) -> dict[str, float]:
+    """Max |a − b| per output (see :func:`compare`)."""
+    return {k: d for k, (d, _) in compare(a, b, x).items()}
 
 
 def throughput(src: Path, dst: Path, x: np.ndarray, rounds: int = 5) -> dict:
@@ -178,16 +233,14 @@ def derive(src: Path, dst: Path, x: np.ndarray, tolerance: float = 1e-5) -> dict
     if max(diffs.values()) > tolerance:
         shutil.rmtree(dst)
         raise ValueError(f"rewritten graph differs from {src} by {diffs}")
-    for f in src.iterdir():
-        if f.suffix == ".onnx" and f.name != manifest["file"]:
-            shutil.copy2(f, dst / f.name)  # saliency.onnx, introspect.onnx: same weights
+    extras = _rewrite_extras(src, dst, manifest, x, tolerance)
     version = int(dst.name)
     manifest.update(version=version, file="model.onnx", sha256=sha256_file(out))
     manifest["metrics"] = {**manifest.get("metrics", {}), **throughput(src / manifest["file"],
                                                                        out, x)}
     manifest["parity"] = {**manifest.get("parity", {}), "against_version": {
         "version": int(src.name), "max_abs_diff": max(diffs.values()), "per_output": diffs,
-        "n_spectra": len(x)}}
+        "n_spectra": len(x), "other_graphs": extras}}
     manifest["training"] = {**manifest.get("training", {}), "derived_from": {
         "version": int(src.name), "sha256": json.loads(
             (src / "manifest.json").read_text())["sha256"],
@@ -196,6 +249,40 @@ def derive(src: Path, dst: Path, x: np.ndarray, tolerance: float = 1e-5) -> dict
     (dst / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     (dst / "report.md").write_text(report(manifest, int(src.name)))
     return manifest
+
+
+def _rewrite_extras(src: Path, dst: Path, manifest: dict, x: np.ndarray,
+                    tolerance: float) -> dict[str, dict]:
+    """The version's other graphs (saliency.onnx, introspect.onnx): rewritten too where the
+    pass allows and the outputs agree (relative to their size), else copied as they are.
+    Their manifest entries get the new checksums; what happened to each is returned."""
+    entries = {}
+    sal = manifest.get("saliency") or {}
+    for entry in (sal, sal.get("introspect") or {}):
+        if entry.get("file"):
+            entries[entry["file"]] = entry
+    done: dict[str, dict] = {}
+    for f in sorted(src.iterdir()):
+        if f.suffix != ".onnx" or f.name == manifest["file"]:
+            continue
+        out = dst / f.name
+        try:
+            try:
+                graph = onnx.load(f)
+            except Exception as exc:  # not ours to judge: copied; the service checks it
+                raise Unsupported(f"not parsed: {type(exc).__name__}") from exc
+            onnx.save(conv1d_as_conv2d(graph), out)
+            cmp = compare(f, out, x[:16])
+            rel = max(d / max(scale, 1e-30) for d, scale in cmp.values())
+            if rel > tolerance:
+                raise Unsupported(f"outputs differ by {rel:.1e} of their size")
+            done[f.name] = {"rewritten": True, "max_rel_diff": rel}
+        except Unsupported as exc:
+            shutil.copy2(f, out)
+            done[f.name] = {"rewritten": False, "why": str(exc)}
+        if f.name in entries:
+            entries[f.name]["sha256"] = sha256_file(out)
+    return done
 
 
 def report(manifest: dict, source: int) -> str:
@@ -209,6 +296,10 @@ def report(manifest: dict, source: int) -> str:
             f"the numbers below are what changed.\n\n"
             f"- outputs against version {source}: max |difference| {p['max_abs_diff']:.1e} over "
             f"{p['n_spectra']} inputs ({', '.join(f'{k} {v:.1e}' for k, v in p['per_output'].items())})\n"
+            + "".join(f"- {name}: " + (f"rewritten too, outputs within {e['max_rel_diff']:.1e} of "
+                                       f"their size" if e["rewritten"] else
+                                       f"copied unchanged ({e['why']})") + "\n"
+                      for name, e in p.get("other_graphs", {}).items()) +
             f"- ONNX Runtime on CPU, batch {t['batch']}, {t['threads']} threads, alternated "
             f"rounds: {t['source_version']:,.0f} spectra/s for version {source}, "
             f"{t['this_version']:,.0f} for this one ({t['speedup']:.2f}x)\n"

@@ -14,7 +14,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from training.conv2d import Unsupported, conv1d_as_conv2d, derive, max_abs_diff
+from training.conv2d import Unsupported, compare, conv1d_as_conv2d, derive, max_abs_diff
 from training.export_onnx import export_graph, run_torch
 from training.manifest import sha256_file
 
@@ -117,8 +117,19 @@ def test_shipped_version_2_is_version_1_rewritten(sdss_spec_path):
     assert v2["training"]["derived_from"] == {**v2["training"]["derived_from"],
                                               "version": 1, "sha256": v1["sha256"]}
     assert v2["sha256"] == sha256_file(SHIPPED / "2" / "model.onnx")
-    assert {k: v2[k] for k in ("labels", "grid", "preprocess_version", "saliency")} == \
-        {k: v1[k] for k in ("labels", "grid", "preprocess_version", "saliency")}
+    assert {k: v2[k] for k in ("labels", "grid", "preprocess_version")} == \
+        {k: v1[k] for k in ("labels", "grid", "preprocess_version")}
+    # the saliency graph was rewritten too (new checksum), the introspection graph copied
+    sal1, sal2 = v1["saliency"], v2["saliency"]
+    assert {k: v for k, v in sal2.items() if k != "sha256"} == \
+        {k: v for k, v in sal1.items() if k != "sha256"}
+    assert sal2["sha256"] == sha256_file(SHIPPED / "2" / "saliency.onnx") != sal1["sha256"]
+    assert sal2["introspect"]["sha256"] == sha256_file(SHIPPED / "2" / "introspect.onnx")
     x = preprocess(read_spectra(Source.from_path(sdss_spec_path))[1][0]).x[None]
     diffs = max_abs_diff(SHIPPED / "1" / "model.onnx", SHIPPED / "2" / "model.onnx", x)
     assert max(diffs.values()) < 1e-5
+    for name, (diff, scale) in compare(SHIPPED / "1" / "saliency.onnx",
+                                       SHIPPED / "2" / "saliency.onnx", x).items():
+        assert diff <= 1e-5 * scale, name
+    kernels = conv_kernels(onnx.load(SHIPPED / "2" / "saliency.onnx"))
+    assert kernels and all(len(k) == 2 for k in kernels)
