@@ -59,20 +59,18 @@ def _scalar_names(graph: onnx.GraphProto) -> set[str]:
     return out
 
 
-def _flatten_shape(graph: onnx.GraphProto, name: str) -> bool:
-    """Whether ``name`` is a constant shape ``[-1, K]`` (or ``[0, -1]``)."""
-    for i in graph.initializer:
-        if i.name == name:
-            shape = numpy_helper.to_array(i).tolist()
-            return len(shape) == 2 and (shape[0] in (-1, 0) or shape[1] == -1)
-    return False
-
-
 def _constant(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
     for i in graph.initializer:
         if i.name == name:
             return numpy_helper.to_array(i)
     return None
+
+
+def _flatten_shape(graph: onnx.GraphProto, name: str) -> bool:
+    """Whether ``name`` is a constant shape ``[-1, K]`` (or ``[0, -1]``)."""
+    shape = _constant(graph, name)
+    return shape is not None and shape.shape == (2,) and (
+        shape[0] in (-1, 0) or shape[1] == -1)
 
 
 def conv1d_as_conv2d(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -127,6 +125,9 @@ def conv1d_as_conv2d(model: onnx.ModelProto) -> onnx.ModelProto:
             raise Unsupported(f"{n.op_type} {n.name} consumes a trunk tensor")
     if not converted:
         raise Unsupported("no Conv found")
+    shared = {i for n in g.node if n.op_type not in CONVS for i in n.input} & converted
+    if shared:
+        raise Unsupported(f"convolution weights also used elsewhere: {sorted(shared)[:3]}")
     g.initializer.extend(added)
     axes = numpy_helper.from_array(np.array([2], np.int64), f"{INPUT_4D}_axes")
     g.initializer.append(axes)
