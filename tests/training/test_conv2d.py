@@ -69,6 +69,13 @@ def test_refuses_what_it_cannot_prove_safe():
 
     with pytest.raises(Unsupported, match="AveragePool"):
         conv1d_as_conv2d(onnx.load_from_string(export_onnx(0, 4076)))
+    # a convolution weight another op reads too would change under that op
+    shared = _conv_then("Mul", np.array(2.0))
+    shared.graph.node.append(helper.make_node("Identity", ["w"], ["w_out"]))
+    shared.graph.output.append(helper.make_tensor_value_info("w_out", TensorProto.FLOAT,
+                                                             [3, 2, 3]))
+    with pytest.raises(Unsupported, match="weights also used"):
+        conv1d_as_conv2d(shared)
     # a scalar is fine, and the result is the same
     model = _conv_then("Mul", np.array(2.0))
     x = np.random.default_rng(1).normal(size=(4, 2, 16)).astype(np.float32)
