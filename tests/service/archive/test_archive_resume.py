@@ -38,6 +38,20 @@ def read_sorted(path):
     return pq.read_table(path).sort_by([("file", "ascending"), ("spectrum_index", "ascending")])
 
 
+def children(pid: int) -> set[int]:
+    """The processes ``pid`` started (any of its threads)."""
+    return {int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+            for c in (task / "children").read_text().split()}
+
+
+def alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie nobody reaped yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def wait_for_parts(out: Path, proc: subprocess.Popen, n: int, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while len(list(out.glob("part-*.parquet"))) < n:
@@ -54,12 +68,18 @@ def test_killed_run_resumes_without_loss_or_duplicates(sig, big_archive, archive
                              str(big_archive), str(out), str(archive_models)])
     try:
         wait_for_parts(out, proc, 3)
+        workers = children(proc.pid)
         proc.send_signal(sig)
         rc = proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert rc == (130 if sig == signal.SIGINT else -signal.SIGKILL)
+    assert workers  # the decode worker (and multiprocessing's resource tracker)
+    deadline = time.monotonic() + 10
+    while any(map(alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(map(alive, workers)), "a worker outlived its killed job"
     partial = pq.read_table(out)  # whatever was committed is valid Parquet
     assert 3 <= len(set(partial.column("file").to_pylist())) < N_FILES
     assert not (out / "_SUCCESS").exists()
