@@ -19,6 +19,7 @@ import torch
 
 from service.spectra import DEFAULT_GRID, PREPROCESS_VERSION
 
+from .conv2d import rewrite_in_place
 from .manifest import git_commit, sha256_file, write_manifest
 from .model import OUTPUT_NAMES, Ensemble
 from .simulate import LABELS, TOP_CLASSES
@@ -38,14 +39,7 @@ def export_graph(ens: Ensemble, path: Path, npix: int) -> None:
         )
     # 1-D Convs as 2-D ones: ~2x faster in ORT on CPU, same numbers (training/conv2d.py);
     # the parity check against PyTorch below covers the rewritten graph
-    import onnx
-
-    from .conv2d import Unsupported, conv1d_as_conv2d
-
-    try:
-        onnx.save(conv1d_as_conv2d(onnx.load(path)), path)
-    except Unsupported as exc:
-        warnings.warn(f"kept the 1-D graph: {exc}", stacklevel=2)
+    rewrite_in_place(path)
 
 
 def run_onnx(path: Path, x: np.ndarray, threads: int = 2, batch: int = 512) -> dict[str, np.ndarray]:

@@ -46,6 +46,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .conv2d import rewrite_in_place
 from .export_onnx import OPSET, sha256_file, write_manifest
 from .model import Ensemble, SpectrumNet
 
@@ -338,6 +339,7 @@ def export_saliency(ens: Ensemble, model_dir: Path, npix: int, n_labels: int,
     t = torch.zeros(2, n_labels + 1)
     sal_path, intro_path = model_dir / SALIENCY_FILE, model_dir / INTROSPECT_FILE
     export_module(sal, (x, t), sal_path, ["spectrum", "target"], SALIENCY_OUTPUTS, dynamo)
+    rewrite_in_place(sal_path)  # 2-D convolutions as in model.onnx; the parity below covers it
     names = layer_names(len(ens.members[0].blocks))
     intro = IntrospectGraph(ens).eval()
     export_module(intro, (x,), intro_path, ["spectrum"], ["filters"] + names, dynamo)
