@@ -59,16 +59,13 @@ def _scalar_names(graph: onnx.GraphProto) -> set[str]:
     return out
 
 
-def _constant(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
-    for i in graph.initializer:
-        if i.name == name:
-            return numpy_helper.to_array(i)
-    return None
+def _constant(inits: dict[str, onnx.TensorProto], name: str) -> np.ndarray | None:
+    return numpy_helper.to_array(inits[name]) if name in inits else None
 
 
-def _flatten_shape(graph: onnx.GraphProto, name: str) -> bool:
+def _flatten_shape(inits: dict[str, onnx.TensorProto], name: str) -> bool:
     """Whether ``name`` is a constant shape ``[-1, K]`` (or ``[0, -1]``)."""
-    shape = _constant(graph, name)
+    shape = _constant(inits, name)
     return shape is not None and shape.shape == (2,) and (
         shape[0] in (-1, 0) or shape[1] == -1)
 
@@ -99,7 +96,7 @@ def conv1d_as_conv2d(model: onnx.ModelProto) -> onnx.ModelProto:
             _to_2d(n, inits[n.input[1]], converted)
             four_d.update(n.output)
         elif n.op_type == "Reshape" and not touched:
-            target = _constant(g, n.input[1])
+            target = _constant(inits, n.input[1])
             if target is not None and target.shape == (3,):
                 # a flat gradient back to (N, C, L), as the saliency graph's backward pass
                 # does: to (N, C, 1, L) instead, and follow it like any other trunk tensor
@@ -116,7 +113,7 @@ def conv1d_as_conv2d(model: onnx.ModelProto) -> onnx.ModelProto:
             if any(i not in scalars for i in others):
                 raise Unsupported(f"{n.op_type} {n.name} mixes a trunk tensor with a non-scalar")
             four_d.update(n.output)
-        elif n.op_type == "Reshape" and _flatten_shape(g, n.input[1]):
+        elif n.op_type == "Reshape" and _flatten_shape(inits, n.input[1]):
             continue  # (N, C, 1, L) → (N, C·L): the same elements in the same order
         elif n.op_type == "Flatten" and all(
                 helper.get_attribute_value(a) == 1 for a in n.attribute if a.name == "axis"):

@@ -95,6 +95,17 @@ def session_options(intra_op_threads: int = 0) -> ort.SessionOptions:
     return so
 
 
+def row_spec(arg: ort.NodeArg) -> tuple[tuple[int, ...], type] | None:
+    """(shape after the batch axis, numpy dtype) of a graph input or output whose first axis
+    is the dynamic batch and whose other axes are fixed; None for any other: only those can
+    be padded, warmed and bound into per-shape buffers."""
+    shape, dtype = arg.shape, ONNX_DTYPES.get(arg.type)
+    if not shape or isinstance(shape[0], int) or dtype is None \
+            or not all(isinstance(d, int) for d in shape[1:]):
+        return None
+    return tuple(shape[1:]), dtype
+
+
 def bucket_rows(n: int) -> int:
     """The power of two ≥ ``n`` a CUDA batch of ``n`` rows is padded to."""
     return 1 << max(0, n - 1).bit_length()
@@ -176,12 +187,9 @@ class OnnxRunner:
         self._io_device = "cuda" if self._cuda else "cpu"
         self._buffers: dict[tuple, ort.OrtValue] = {}
         self._bound_lock = threading.Lock()
-        # (shape after the batch axis, dtype) of outputs with a dynamic batch axis; others
-        # (a fixed first dimension, a scalar) are bound by device and sized by ORT
-        self._output_specs = {
-            o.name: ((o.shape[1:], ONNX_DTYPES.get(o.type))
-                     if o.shape and not isinstance(o.shape[0], int) else ((), None))
-            for o in self.session.get_outputs()}
+        # outputs without a row_spec (a fixed first dimension, a scalar) are bound by device
+        # and sized by ORT
+        self._output_specs = {o.name: row_spec(o) for o in self.session.get_outputs()}
         if self._cuda and warm_rows:
             self.warm_up(warm_rows)
 
@@ -190,15 +198,13 @@ class OnnxRunner:
         is made and its cuDNN plans built here (at load, before the version serves) and not
         inside a request. Skipped for graphs with other dynamic dimensions than the batch:
         their shapes are not known until requests arrive."""
-        shapes = []
-        for i in self.session.get_inputs():
-            rest = i.shape[1:]
-            if not all(isinstance(d, int) for d in rest) or i.type not in ONNX_DTYPES:
-                return
-            shapes.append((i.name, rest, ONNX_DTYPES[i.type]))
+        specs = {i.name: row_spec(i) for i in self.session.get_inputs()}
+        if None in specs.values():
+            return
         rows = 1
         while True:
-            self.run({name: np.zeros((rows, *rest), dtype) for name, rest, dtype in shapes})
+            self.run({name: np.zeros((rows, *rest), dtype)
+                      for name, (rest, dtype) in specs.items()})
             if rows >= max_rows:
                 return
             rows *= 2
@@ -236,8 +242,9 @@ class OnnxRunner:
                 value.update_inplace(arr)
                 binding.bind_ortvalue_input(name, value)
             for name in self.output_names:
-                rest, dtype = self._output_specs[name]
-                if rows and dtype is not None and all(isinstance(d, int) for d in rest):
+                spec = self._output_specs[name]
+                if rows and spec is not None:
+                    rest, dtype = spec
                     key = ("out", name, (rows, *rest), np.dtype(dtype).str)
                     binding.bind_ortvalue_output(name, self._buffer(key))
                 else:
