@@ -90,13 +90,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="concurrent batches (0 = the service's default for the provider)")
     p.add_argument("--intra-op-threads", type=int, default=1)
     p.add_argument("--duration", type=float, default=3.0)
+    p.add_argument("--per-shape", choices=["auto", "on", "off"], default="auto",
+                   help="one ORT session per padded batch shape (auto: on CUDA only); "
+                        "'off' on CUDA reproduces the plan rebuilds the runner avoids")
     args = p.parse_args(argv)
 
     mv = ModelRepository(args.repository).load(args.model)
     x1 = np.random.default_rng(0).normal(size=mv.manifest.inputs[0].shape[1:]).astype(np.float32)
+    per_shape = {"auto": None, "on": True, "off": False}[args.per_shape]
     runner = OnnxRunner(mv.onnx, device=args.device, intra_op_threads=args.intra_op_threads,
-                        warm_rows=args.batch)
-    print(f"{mv.name} v{mv.version}, {runner.provider}, {args.intra_op_threads} intra-op "
+                        warm_rows=args.batch, session_per_shape=per_shape)
+    print(f"{mv.name} v{mv.version}, {runner.provider}, per-shape sessions "
+          f"{runner.session_per_shape}, {args.intra_op_threads} intra-op "
           f"thread(s), cpus {len(os.sched_getaffinity(0))}, concurrency {args.concurrency} × "
           f"{args.rows} row(s)")
     stats, wall, done = asyncio.run(drive(runner, x1, args))

@@ -9,8 +9,9 @@
 # own time limit so one failure does not cost the others:
 #   1. which providers ORT offers and which one a Specula runner really gets;
 #   2. tests/service/api/test_api_cuda.py (CUDA vs CPU outputs, the service on CUDA);
-#   3. bench/bench_batching.py (batcher + ORT, no HTTP), bench/bench_service.py --device cuda;
-#   4. the HTTP API tests with the GPU as the default device;
+#   3. bench/bench_batching.py (batcher + ORT, no HTTP) with and without per-shape sessions,
+#      bench/bench_service.py --device cuda;
+#   4. the lightcone and saliency HTTP tests with the GPU as the default device;
 #   5. bench/bench_service.py --device cpu on the same machine (16 CPUs), one-thread runs.
 # Usage: each call carries one part (run's carry: [".gpu/partN"]) and copies it to /tmp/parts
 # (`mkdir -p /tmp/parts && cp .gpu/partN /tmp/parts/`), the first one with .gpu/bundle.sha256,
@@ -78,24 +79,27 @@ print(':'.join(sorted({os.path.dirname(p) for d in site.getsitepackages()
 fi
 
 step "CUDA tests"
-timeout 180 python3 -m pytest -q -p no:cacheprovider tests/service/api/test_api_cuda.py -rA \
+timeout 120 python3 -m pytest -q -p no:cacheprovider tests/service/api/test_api_cuda.py -rA \
   2>&1 | tee "$OUT/pytest_cuda.txt" | tail -25
 
-step "batcher and ORT in one process, no HTTP (bench/bench_batching.py)"
-timeout 60 python3 bench/bench_batching.py --device cuda --concurrency 32 --duration 3 \
-  2>&1 | tee "$OUT/batching.txt"
+step "batcher and ORT in one process, no HTTP (bench/bench_batching.py): per-shape A/B"
+for shape in on off on; do
+  timeout 60 python3 bench/bench_batching.py --device cuda --concurrency 32 --duration 3 \
+    --per-shape $shape 2>&1 | tee -a "$OUT/batching.txt"
+done
 timeout 60 python3 bench/bench_batching.py --device cuda --concurrency 2 --rows 2436 \
   --duration 3 2>&1 | tee -a "$OUT/batching.txt"
 
 step "bench, CUDA"
-timeout 200 python3 bench/bench_service.py --device cuda --duration ${DURATION:-4} \
+timeout 180 python3 bench/bench_service.py --device cuda --duration ${DURATION:-3} \
   --raw-seconds 0.8 2>&1 | tee "$OUT/bench_cuda.txt"
 
-step "HTTP API tests, GPU the default device"
-timeout 150 python3 -m pytest -q -p no:cacheprovider -n 4 tests/service/api \
-  --ignore=tests/service/api/test_api_oip.py 2>&1 | tee "$OUT/pytest_api.txt" | tail -25
+step "lightcone and saliency HTTP tests, GPU the default device"
+timeout 90 python3 -m pytest -q -p no:cacheprovider -n 4 tests/service/api/test_lightcones.py \
+  tests/service/api/test_api_lightcone_saliency.py tests/service/api/test_api_saliency.py \
+  2>&1 | tee "$OUT/pytest_api.txt" | tail -25
 
 step "bench, CPU on the same machine, one-thread runs on every CPU"
-timeout 150 python3 bench/bench_service.py --device cpu --duration ${DURATION:-4} \
+timeout 150 python3 bench/bench_service.py --device cpu --duration ${DURATION:-3} \
   --raw-seconds 0.8 --intra-op-threads 1 2>&1 | tee "$OUT/bench_cpu.txt"
 step "done"

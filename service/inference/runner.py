@@ -182,7 +182,8 @@ class OnnxRunner:
         self._bound = self._cuda if iobinding is None else iobinding
         # one session per padded batch shape on CUDA (see the module docstring); the tests
         # ask for it on CPU too
-        self._per_shape = self._cuda if session_per_shape is None else session_per_shape
+        self.session_per_shape: bool = (self._cuda if session_per_shape is None
+                                        else session_per_shape)
         self._sessions: dict[int, ort.InferenceSession] = {}
         self._io_device = "cuda" if self._cuda else "cpu"
         self._buffers: dict[tuple, ort.OrtValue] = {}
@@ -257,7 +258,7 @@ class OnnxRunner:
 
     def _session_for(self, rows: int) -> ort.InferenceSession:
         """The session that runs batches of ``rows`` padded rows (0: unpadded, the main one)."""
-        if not (self._per_shape and rows):
+        if not (self.session_per_shape and rows):
             return self.session
         session = self._sessions.get(rows)
         if session is None:
