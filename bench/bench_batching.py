@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from service.inference.batcher import DynamicBatcher
 from service.inference.repository import ModelRepository
-from service.inference.runner import OnnxRunner, auto_concurrent_batches
+from service.inference.runner import OnnxRunner, auto_concurrent_batches, bucket_rows
 from service.metrics import BatchStats
 
 
@@ -47,14 +47,16 @@ async def drive(runner: OnnxRunner, x1: np.ndarray, args) -> tuple[list[BatchSta
         balance_delay_s=0.005,
         on_stats=lambda s: stats.append(s) if isinstance(s, BatchStats) else None)
     rows = [x1] * args.rows
+    draw = np.random.default_rng(1)
     done = 0
     end = time.perf_counter() + args.duration
 
     async def client() -> None:
         nonlocal done
         while time.perf_counter() < end:
-            await batcher.submit(rows)
-            done += args.rows
+            n = int(draw.integers(1, args.rows + 1)) if args.vary else args.rows
+            await batcher.submit(rows[:n])
+            done += n
 
     await batcher.submit(rows)  # warm
     stats.clear()
@@ -85,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--rows", type=int, default=1, help="rows per submit")
+    p.add_argument("--vary", action="store_true",
+                   help="each submit draws its row count from 1..--rows, so consecutive "
+                        "batches differ in shape (what HTTP arrivals do to the service)")
     p.add_argument("--batch", type=int, default=1024, help="max batch size")
     p.add_argument("--instances", type=int, default=0,
                    help="concurrent batches (0 = the service's default for the provider)")
@@ -103,15 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{mv.name} v{mv.version}, {runner.provider}, per-shape sessions "
           f"{runner.session_per_shape}, {args.intra_op_threads} intra-op "
           f"thread(s), cpus {len(os.sched_getaffinity(0))}, concurrency {args.concurrency} × "
-          f"{args.rows} row(s)")
+          f"{'1..' if args.vary else ''}{args.rows} row(s)")
     stats, wall, done = asyncio.run(drive(runner, x1, args))
-    sizes = Counter(s.size for s in stats)
+    # binned by the padded shape a CUDA batch runs at (bucket_rows); raw ORT at that shape
+    bins = Counter(bucket_rows(s.size) for s in stats)
     compute = sum(s.compute_s for s in stats)
     print(f"{done:,} rows in {wall:.2f} s = {done / wall:,.0f} rows/s; {len(stats)} batches, "
           f"inside the batch function {compute:.2f} s ({compute / wall:.0%} of the wall time)")
-    print(f"{'rows':>6} {'batches':>8} {'ms per batch in the batcher':>28} {'raw ORT ms':>11}")
-    for n, count in sorted(sizes.items()):
-        ms = np.median([s.compute_s for s in stats if s.size == n]) * 1e3
+    print(f"{'rows ≤':>6} {'batches':>8} {'ms per batch in the batcher':>28} {'raw ORT ms':>11}")
+    for n, count in sorted(bins.items()):
+        ms = np.median([s.compute_s for s in stats if bucket_rows(s.size) == n]) * 1e3
         print(f"{n:>6} {count:>8} {ms:>28.2f} {raw_ms(runner, x1, n):>11.2f}")
     return 0
 

@@ -9,7 +9,8 @@
 # own time limit so one failure does not cost the others:
 #   1. which providers ORT offers and which one a Specula runner really gets;
 #   2. tests/service/api/test_api_cuda.py (CUDA vs CPU outputs, the service on CUDA);
-#   3. bench/bench_batching.py (batcher + ORT, no HTTP) with and without per-shape sessions,
+#   3. bench/bench_batching.py (batcher + ORT, no HTTP) with and without per-shape sessions
+#      under batch shapes that vary, then as the service's bench runs it;
 #      bench/bench_service.py --device cuda;
 #   4. the lightcone and saliency HTTP tests with the GPU as the default device;
 #   5. bench/bench_service.py --device cpu on the same machine (16 CPUs), one-thread runs.
@@ -17,6 +18,7 @@
 # (`mkdir -p /tmp/parts && cp .gpu/partN /tmp/parts/`), the first one with .gpu/bundle.sha256,
 # calls back to back (the machine goes back after 30 s idle); the last one then runs
 #   PARTS=/tmp/parts bash bench/gpu/device_check.sh     (results under $OUT)
+# CHECKS="tests ab batching bench_cuda api bench_cpu" picks steps (default: all).
 set -u
 OUT=${OUT:-/tmp/device-out}
 PARTS=${PARTS:-/tmp/parts}
@@ -25,6 +27,8 @@ mkdir -p "$OUT"
 exec > >(tee "$OUT/device_check.log") 2>&1
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 step() { echo; echo "=== $(date -u +%T) $*"; }
+# CHECKS="tests ab" runs only those checks (a rerun on a warm machine); default all
+want() { [[ " ${CHECKS:-all} " == *" all "* || " ${CHECKS:-} " == *" $1 "* ]]; }
 
 step "machine"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
@@ -78,28 +82,44 @@ print(':'.join(sorted({os.path.dirname(p) for d in site.getsitepackages()
   probe || echo "CUDA EP did not initialise"
 fi
 
+if want tests; then
 step "CUDA tests"
 timeout 120 python3 -m pytest -q -p no:cacheprovider tests/service/api/test_api_cuda.py -rA \
   2>&1 | tee "$OUT/pytest_cuda.txt" | tail -25
+fi
 
-step "batcher and ORT in one process, no HTTP (bench/bench_batching.py): per-shape A/B"
-for shape in on off on; do
-  timeout 60 python3 bench/bench_batching.py --device cuda --concurrency 32 --duration 3 \
-    --per-shape $shape 2>&1 | tee -a "$OUT/batching.txt"
+if want ab; then
+step "batcher and ORT, no HTTP (bench/bench_batching.py): per-shape sessions on/off, alternated"
+# --vary: batch shapes change from one batch to the next, as HTTP arrivals make them
+for shape in on off on off; do
+  timeout 60 python3 bench/bench_batching.py --device cuda --concurrency 8 --rows 32 --vary \
+    --duration 3 --per-shape $shape 2>&1 | tee -a "$OUT/batching.txt"
 done
+fi
+if want batching; then
+step "batcher and ORT, no HTTP: single rows at c=32, and exposures"
+timeout 60 python3 bench/bench_batching.py --device cuda --concurrency 32 --duration 3 \
+  2>&1 | tee -a "$OUT/batching.txt"
 timeout 60 python3 bench/bench_batching.py --device cuda --concurrency 2 --rows 2436 \
   --duration 3 2>&1 | tee -a "$OUT/batching.txt"
+fi
 
+if want bench_cuda; then
 step "bench, CUDA"
 timeout 180 python3 bench/bench_service.py --device cuda --duration ${DURATION:-3} \
   --raw-seconds 0.8 2>&1 | tee "$OUT/bench_cuda.txt"
+fi
 
+if want api; then
 step "lightcone and saliency HTTP tests, GPU the default device"
 timeout 90 python3 -m pytest -q -p no:cacheprovider -n 4 tests/service/api/test_lightcones.py \
   tests/service/api/test_api_lightcone_saliency.py tests/service/api/test_api_saliency.py \
   2>&1 | tee "$OUT/pytest_api.txt" | tail -25
+fi
 
+if want bench_cpu; then
 step "bench, CPU on the same machine, one-thread runs on every CPU"
 timeout 150 python3 bench/bench_service.py --device cpu --duration ${DURATION:-3} \
   --raw-seconds 0.8 --intra-op-threads 1 2>&1 | tee "$OUT/bench_cpu.txt"
+fi
 step "done"

@@ -63,7 +63,11 @@ def test_service_serves_from_cuda(start_service, sdss_spec_path, shipped):
                         preprocess_workers=0, max_batch_size=256)
     meta = svc.client.get(f"/v2/models/{MODEL}").json()
     assert meta["parameters"]["provider"] == CUDA
-    assert svc.metric("specula_model_info", model=MODEL, provider=CUDA) == 1
+    # every served version of the model ran on CUDA, one info series each
+    versions = [d.name for d in (SHIPPED / MODEL).iterdir() if d.name.isdigit()]
+    for v in versions:
+        assert svc.metric("specula_model_info", model=MODEL, version=v, provider=CUDA) == 1, v
+    assert svc.metric("specula_model_info", model=MODEL) == len(versions)
 
     body = sdss_spec_path.read_bytes()
     r = svc.client.post("/v1/spectra:classify", files={"files": ("spec.fits", body)})
