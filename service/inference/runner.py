@@ -22,9 +22,11 @@ On CUDA (checked on an H200; bench/results/2026-11-26-gpu-h200.md):
   (consecutive batches still differed); one session per shape means each session always
   sees the same shape. The cost is log2(max batch) + 1 sessions, weights included (~5 MB
   each for the spectrum classifier), and padding rows the GPU has to spare: raw ORT ran
-  ~120k spectra/s there, far more than the CPU side can feed it. The per-shape sessions were
-  written after the GPU session, from ORT's source and those measurements; they are tested
-  on CPU (tests/service/inference/test_runner.py), not yet on a GPU.
+  ~120k spectra/s there, far more than the CPU side can feed it. Checked on the H200 in the
+  next session (bench/results/2026-11-26-gpu-h200-session6.md): under batch shapes that
+  change, one session ran 0.24-0.52 s per batch and ~365 rows/s, one session per shape
+  2.8-4.3 ms per batch and ~20k rows/s; the service's c=32 single-row rate rose 34 -> ~2.5k
+  spectra/s. The same logic runs on CPU in tests/service/inference/test_runner.py.
 - inputs and outputs live in device buffers kept per padded shape (``_run_bound``), not
   allocated per batch: ORT's documented IOBinding use.
 
