@@ -247,28 +247,35 @@ def get(port: int, path: str) -> str:
         return r.read().decode()
 
 
-def start_service(port: int, repo: str, batch: int, threads: int, log, device: str = "auto"
-                  ) -> subprocess.Popen:
+def start_service(port: int, repo: str, batch: int, threads: int, log, device: str = "auto",
+                  workers: int = 1, concurrent_batches: int = 0) -> subprocess.Popen:
     env = {**os.environ, "SPECULA_MODEL_REPOSITORY": repo, "SPECULA_PORT": str(port),
+           "SPECULA_WORKERS": str(workers),
+           "SPECULA_MAX_CONCURRENT_BATCHES": str(concurrent_batches),
            "SPECULA_INTRA_OP_THREADS": str(threads), "SPECULA_DEVICE": device,
            "SPECULA_MAX_BATCH_SIZE": str(batch), "SPECULA_ACCESS_LOG": "false",
            "SPECULA_LOG_LEVEL": "warning", "SPECULA_VERSION_POLICY": "latest",
            "SPECULA_MAX_QUEUE_ROWS": str(8 * EXPOSURE_FIBRES)}
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=REPO_ROOT,
                             env=env, stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(600):
+    for _ in range(900):
         try:
             get(port, "/v2/health/ready")
-            return proc
+            # under --workers, ready once every worker has loaded (one pid label each)
+            if len(set(re.findall(r'specula_model_info\{[^}]*pid="(\d+)"',
+                                  get(port, "/metrics")))) >= workers or workers == 1:
+                return proc
         except OSError:
-            if proc.poll() is not None:
-                raise SystemExit("service exited during start-up; see its log")
-            time.sleep(0.1)
-    raise SystemExit("service not ready after 60 s")
+            pass
+        if proc.poll() is not None:
+            raise SystemExit("service exited during start-up; see its log")
+        time.sleep(0.1)
+    raise SystemExit("service not ready after 90 s")
 
 
 def scrape(port: int) -> dict[str, float]:
-    """Batch-size buckets (by ``le``) and compute/items totals from the service's /metrics."""
+    """Batch-size buckets (by ``le``) and compute/items totals from the service's /metrics
+    (every worker's, under --workers)."""
     text = get(port, "/metrics")
     out: dict[str, float] = {}
     for m in re.finditer(r'specula_batch_size_rows_bucket\{le="([^"]+)"[^}]*\} (\S+)', text):
@@ -313,10 +320,25 @@ def with_cpu(measure) -> tuple[float, float]:
     return rate, (time.process_time() - c0) / (rate * (time.perf_counter() - t0))
 
 
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system, all threads) the service process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its children (the workers under --workers)."""
+    pids = [pid]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                pids.append(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
+def process_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system, all threads) the service processes have used so far."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_accounting(r: dict) -> str:
@@ -446,9 +468,15 @@ def main(argv: list[str] | None = None) -> int:
                         "runs on a noisy machine like with like)")
     p.add_argument("--repeat", type=int, default=1,
                    help="run the scenarios this many times, in turn; goals judged on medians")
-    p.add_argument("--only", default="", help="run only scenarios whose name contains this")
+    p.add_argument("--only", default="", help="run only scenarios whose name contains this "
+                   "(or one of several, separated by |)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="execution provider of raw ORT and of the service (SPECULA_DEVICE)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="SPECULA_WORKERS: service processes on the one port")
+    p.add_argument("--concurrent-batches", type=int, default=0,
+                   help="SPECULA_MAX_CONCURRENT_BATCHES (0: the service's default, CPUs ÷ "
+                        "workers on CPU)")
     p.add_argument("--compare", choices=["none", "ray"], default="none",
                    help="also drive the same model behind Ray Serve (bench/serve_ray.py; "
                         "pip install -e .[bench])")
@@ -500,23 +528,27 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     with tempfile.NamedTemporaryFile("wb", suffix=".log", delete=False) as log:
         proc = start_service(port, args.repository, raw["best_batch"], args.intra_op_threads,
-                             log, args.device)
+                             log, args.device, args.workers, args.concurrent_batches)
+        if args.workers > 1:
+            print(f"\nservice: {args.workers} worker processes (SPECULA_WORKERS)")
         layouts = raw_layouts(mv.onnx, runner, x1, raw["best_batch"], args.raw_seconds, n_cpus)
         judged: dict[str, list[float]] = {}
         try:
             for _rep, (name, req, rows, conc, goal) in itertools.product(range(args.repeat),
                                                                          scenarios):
-                if args.only not in name:
+                if not any(part in name for part in args.only.split("|")):
                     continue
-                run_client(load(port, req, rows, min(conc, 2), 2, 30))  # warm this path
+                warm = max(min(conc, 2), 2 * args.workers)  # warm this path in every worker
+                run_client(load(port, req, rows, warm, warm, 30))
                 # the machine is shared: raw ORT again, right now, so the ratio compares like
                 # with like (the service is idle meanwhile)
                 raw_before = max(with_cpu(f) for f in layouts)
                 forward_before = batch1_forward_ms(runner, x1)
                 before = scrape(port)
-                cpu0 = process_cpu(proc.pid)
+                pids = process_tree(proc.pid)
+                cpu0 = process_cpu(pids)
                 r = drive(port, req, rows, conc, args)
-                r["server_cpu"] = process_cpu(proc.pid) - cpu0
+                r["server_cpu"] = process_cpu(pids) - cpu0
                 after = scrape(port)
                 # raw ORT again right after: this machine's speed drifts by ±20 % within a
                 # minute, so the scenario is compared with the mean of the two measurements

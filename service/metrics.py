@@ -5,14 +5,25 @@ hand small frozen stats records to :meth:`Metrics.record`, which turns each into
 All names carry the ``specula_`` prefix and a unit suffix, every metric has a help string and
 the shared label set (model, version). Each :class:`Metrics` owns its registry, so every app
 (and every test) starts from zero. The Triton counterpart of each metric is in docs/service.md.
+
+Under ``specula serve --workers N`` (service/api/workers.py) prometheus-client runs in its
+multiprocess mode: each worker's samples go to files in ``PROMETHEUS_MULTIPROC_DIR`` and
+:meth:`Metrics.exposition` reads every worker's. Counters and histograms are summed; the queue
+gauges are summed over live workers; ``specula_model_info`` keeps a ``pid`` label, one series
+per worker, so a reload can be followed worker by worker. That is why it is a gauge and not an
+``Info`` (which the multiprocess mode cannot export), and why a retired version is set to 0
+before it is removed (a worker's file keeps a removed series' last value): dashboards count
+``specula_model_info == 1``.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 LABELS = ("model", "version")
 Outcome = Literal["success", "rejected", "bad_input", "timeout", "error"]
@@ -111,11 +122,13 @@ class Metrics:
             "Rows (spectra) per executed batch.", LABELS, buckets=BATCH_BUCKETS, registry=r)
         self.queue_depth = Gauge(
             "specula_queue_depth_rows",
-            "Rows waiting in the batcher queue.", LABELS, registry=r)
+            "Rows waiting in the batcher queue.", LABELS, registry=r,
+            multiprocess_mode="livesum")
         self.queue_capacity = Gauge(
             "specula_queue_capacity_rows",
             "Rows the batcher queue holds before rejecting (SPECULA_MAX_QUEUE_ROWS); "
-            "depth / capacity is the saturation the alerts watch.", LABELS, registry=r)
+            "depth / capacity is the saturation the alerts watch.", LABELS, registry=r,
+            multiprocess_mode="livesum")
         self.items = Counter(
             "specula_inference_items_total",
             "Spectra (rows) run through the model.", LABELS, registry=r)
@@ -144,10 +157,14 @@ class Metrics:
             registry=r)
         self.explain_queue_depth = Gauge(
             "specula_explain_queue_depth_rows", "Rows waiting in the saliency queue.", ex,
-            registry=r)
-        self.model_info = Info(
-            "specula_model", "Loaded model versions: execution provider and sha256 of the "
-            "ONNX file.", LABELS, registry=r)
+            registry=r, multiprocess_mode="livesum")
+        # label order as prometheus-client's Info wrote it, which this gauge replaced
+        self.model_info = Gauge(
+            "specula_model_info", "Loaded model versions (1): execution provider and sha256 "
+            "of the ONNX file; one series per worker process under --workers.",
+            ("model", "provider", "sha256", "version"), registry=r,
+            multiprocess_mode="liveall")
+        self._info_labels: dict[tuple[str, str], tuple[str, str, str, str]] = {}
 
     def _child(self, metric, labels: tuple[str, ...]):
         """``metric.labels(*labels)``, remembered: prometheus_client validates and locks on
@@ -182,17 +199,25 @@ class Metrics:
             case QueueStats():
                 child(self.queue_depth, labels).set(stats.depth)
             case ModelLoadStats(loaded=True):
-                self.model_info.labels(*labels).info(
-                    {"provider": stats.provider, "sha256": stats.sha256})
+                self._retire_info(labels)
+                info = (stats.model, stats.provider, stats.sha256, stats.version)
+                self._info_labels[labels] = info
+                self.model_info.labels(*info).set(1)
                 for outcome in OUTCOMES:  # export zeros so rates work from the first scrape
                     self.requests.labels(*labels, outcome)
                 self.queue_depth.labels(*labels).set(0)
                 if self.queue_capacity_rows:
                     self.queue_capacity.labels(*labels).set(self.queue_capacity_rows)
             case ModelLoadStats(loaded=False):
-                self.model_info.remove(*labels)
+                self._retire_info(labels)
                 if self.queue_capacity_rows:
                     self.queue_capacity.remove(*labels)
+
+    def _retire_info(self, labels: tuple[str, str]) -> None:
+        info = self._info_labels.pop(labels, None)
+        if info is not None:
+            self.model_info.labels(*info).set(0)  # what a multiprocess file keeps
+            self.model_info.remove(*info)
 
     def _record_explain(self, stats: Stats) -> None:
         labels = (stats.model, stats.version, stats.endpoint)  # type: ignore[union-attr]
@@ -210,4 +235,9 @@ class Metrics:
                 self.explain_queue_depth.labels(*labels).set(stats.depth)
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not path:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()  # every worker's files, this one's included
+        MultiProcessCollector(registry, path)
+        return generate_latest(registry)

@@ -120,6 +120,10 @@ class Settings(BaseSettings):
         0, ge=0, description="batches of one model run at once (Triton's instance count: an "
         "idle one takes what is queued); 0 = usable CPUs ÷ intra-op threads on CPU, 1 on CUDA")
     preprocess_workers: int = Field(0, description="decode/preprocess threads; 0 = CPU count")
+    workers: int = Field(
+        1, ge=1, le=256, description="service processes on the one port (one GIL each: "
+        "decoding and HTTP scale with them); each loads every model and has its own queue; "
+        "metrics are summed over them")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],

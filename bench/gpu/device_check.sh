@@ -18,7 +18,7 @@
 # (`mkdir -p /tmp/parts && cp .gpu/partN /tmp/parts/`), the first one with .gpu/bundle.sha256,
 # calls back to back (the machine goes back after 30 s idle); the last one then runs
 #   PARTS=/tmp/parts bash bench/gpu/device_check.sh     (results under $OUT)
-# CHECKS="tests ab batching bench_cuda api bench_cpu" picks steps (default: all).
+# CHECKS="tests ab batching bench_cuda bench_workers api bench_cpu" picks steps (default: all).
 set -u
 OUT=${OUT:-/tmp/device-out}
 PARTS=${PARTS:-/tmp/parts}
@@ -115,6 +115,12 @@ step "lightcone and saliency HTTP tests, GPU the default device"
 timeout 90 python3 -m pytest -q -p no:cacheprovider -n 4 tests/service/api/test_lightcones.py \
   tests/service/api/test_api_lightcone_saliency.py tests/service/api/test_api_saliency.py \
   2>&1 | tee "$OUT/pytest_api.txt" | tail -25
+fi
+
+if want bench_workers; then
+step "bench, CUDA, ${WORKERS:-8} service worker processes (SPECULA_WORKERS)"
+timeout 240 python3 bench/bench_service.py --device cuda --duration ${DURATION:-3} \
+  --raw-seconds 0.5 --workers ${WORKERS:-8} --only "${ONLY:-}" 2>&1 | tee "$OUT/bench_workers.txt"
 fi
 
 if want bench_cpu; then

@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, help="SPECULA_PORT")
     p.add_argument("--model-repository", help="SPECULA_MODEL_REPOSITORY")
     p.add_argument("--log-level", help="SPECULA_LOG_LEVEL")
+    p.add_argument("--workers", type=int, help="SPECULA_WORKERS")
     args = p.parse_args(argv)
     config = args.config
     overrides = {k: v for k, v in vars(args).items() if v is not None and k != "config"}
@@ -117,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:  # a bad settings file: say so, no traceback
         p.error(str(exc))
     configure_logging(settings.log_level)
+    if settings.workers > 1:
+        from .workers import serve_workers
+
+        serve_workers(settings)
+        return 0
     config = uvicorn.Config(
         create_app(settings), host=settings.host, port=settings.port, log_config=None,
         access_log=False, timeout_graceful_shutdown=settings.graceful_shutdown_s,

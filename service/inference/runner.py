@@ -75,14 +75,15 @@ def auto_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) - 1)
 
 
-def auto_concurrent_batches(runner: OnnxRunner) -> int:
+def auto_concurrent_batches(runner: OnnxRunner, processes: int = 1) -> int:
     """As many single-session runs at once as the CPUs hold at the session's intra-op
-    threads: one ORT run is a parallel-for that waits for its slowest thread, and a small
-    model scales poorly across threads, so two one-thread runs on two cores beat one
-    two-thread run (bench/bench_service.py). A GPU runs one batch at a time."""
+    threads, shared among ``processes`` service workers: one ORT run is a parallel-for that
+    waits for its slowest thread, and a small model scales poorly across threads, so two
+    one-thread runs on two cores beat one two-thread run (bench/bench_service.py). A GPU
+    runs one batch at a time per process."""
     if runner.provider == CUDA:
         return 1
-    return max(1, len(os.sched_getaffinity(0)) // runner.intra_op_threads)
+    return max(1, len(os.sched_getaffinity(0)) // (runner.intra_op_threads * processes))
 
 
 def session_options(intra_op_threads: int = 0) -> ort.SessionOptions:

@@ -2,7 +2,9 @@
 
 ``POST /v2/repository/models/{name}/load`` reloads one model, ``POST /v1/admin/reload`` all
 of them (the same as SIGHUP). A reload that fails answers 409 with the reason and leaves the
-previously loaded versions serving.
+previously loaded versions serving. Under ``--workers N`` the answer is this worker's reload;
+the supervisor then has every worker reload (service/api/workers.py), which
+``specula_model_info``'s ``pid`` label shows worker by worker.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from service.inference.serving import SUPPORTED_KINDS
 from ..deps import AdminDep, ServerDep
 from ..errors import ApiError
 from ..schemas import RepositoryEntry
+from ..workers import notify_supervisor
 
 router = APIRouter(tags=["repository"])
 
@@ -51,9 +54,13 @@ async def load_model(name: str, server: ServerDep, _: AdminDep) -> Response:
     # model being served) may be named, never '..' or anything else a client makes up
     if name not in server.repository.names() and name not in server.names():
         raise ApiError(404, "model_not_found", f"no model {name!r} in the repository")
-    return report_response(await server.reload(only=name))
+    report = await server.reload(only=name)
+    notify_supervisor()  # the other workers reload everything (a no-op for what is unchanged)
+    return report_response(report)
 
 
 @router.post("/v1/admin/reload")
 async def reload_all(server: ServerDep, _: AdminDep) -> Response:
-    return report_response(await server.reload())
+    report = await server.reload()
+    notify_supervisor()
+    return report_response(report)

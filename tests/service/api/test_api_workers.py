@@ -1,0 +1,151 @@
+"""`specula serve --workers N`: several processes on one port behave as one service.
+
+One /metrics with every worker's totals, SIGHUP and the admin reload reaching every worker
+(and a failed reload leaving every worker serving), SIGTERM draining them all, and a killed
+worker replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from http_service import ADMIN_TOKEN, MODEL
+from tiny_classifier import write_tiny_model
+
+pytestmark = pytest.mark.e2e
+ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+INFO = re.compile(r'^specula_model_info\{model="(?P<model>[^"]+)",pid="(?P<pid>\d+)",'
+                  r'[^}]*version="(?P<version>\d+)"\} (?P<value>\S+)$', re.MULTILINE)
+
+
+def fresh(svc, method: str, path: str, **kw) -> httpx.Response:
+    """One request on a new connection: the kernel hands it to whichever worker accepts."""
+    with httpx.Client(base_url=svc.url, timeout=60) as client:
+        return client.request(method, path, **kw)
+
+
+def infer(svc, rows: int) -> httpx.Response:
+    with httpx.Client(base_url=svc.url, timeout=60) as client:
+        return svc.infer_rows(rows, client)
+
+
+def served(svc) -> dict[int, set[int]]:
+    """Worker pid → versions of the model it serves, from specula_model_info."""
+    out: dict[int, set[int]] = {}
+    for m in INFO.finditer(fresh(svc, "GET", "/metrics").text):
+        if m["model"] == MODEL and float(m["value"]) == 1:
+            out.setdefault(int(m["pid"]), set()).add(int(m["version"]))
+    return out
+
+
+def wait_for(predicate, timeout: float = 60):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition never became true")
+
+
+def children(pid: int) -> set[int]:
+    """Live child processes of ``pid`` that are service workers (not multiprocessing's
+    resource tracker)."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z" and b"spawn_main" in cmdline:
+            out.add(int(stat.parent.name))
+    return out
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    root = tmp_path / "models"
+    write_tiny_model(root, version=1)
+    return root
+
+
+def start_workers(start_service, repo: Path, n: int = 2, **settings):
+    svc = start_service(repo, workers=n, version_policy="latest", **settings)
+    pids = wait_for(lambda: len(served(svc)) == n and set(served(svc)))
+    assert pids == children(svc.proc.pid), "the info series are the supervisor's workers"
+    return svc
+
+
+def test_one_port_and_one_metrics_endpoint_for_every_worker(start_service, repo):
+    svc = start_workers(start_service, repo)
+    assert {frozenset(v) for v in served(svc).values()} == {frozenset({1})}
+    for _ in range(20):
+        assert infer(svc, 3).status_code == 200
+    # whichever worker answers /metrics, it reports every worker's requests
+    counts = set()
+    for _ in range(8):
+        text = fresh(svc, "GET", "/metrics").text
+        m = re.search(r'^specula_requests_total\{model="spectrum_classifier",'
+                      r'outcome="success",version="1"\} (\S+)$', text, re.MULTILINE)
+        counts.add(float(m.group(1)))
+        items = re.search(r'^specula_inference_items_total\{model="spectrum_classifier",'
+                          r'version="1"\} (\S+)$', text, re.MULTILINE)
+        assert float(items.group(1)) == 60
+    assert counts == {20.0}
+
+
+def test_sighup_and_admin_reload_reach_every_worker(start_service, repo):
+    svc = start_workers(start_service, repo)
+    pids = set(served(svc))
+
+    write_tiny_model(repo, version=2)
+    svc.signal(signal.SIGHUP)  # to the supervisor, which forwards it
+    wait_for(lambda: served(svc) == {pid: {2} for pid in pids})
+
+    write_tiny_model(repo, version=3)
+    r = fresh(svc, "POST", "/v1/admin/reload", headers=ADMIN)
+    assert r.status_code == 200 and r.json()["models"][MODEL]["versions"] == [3]
+    wait_for(lambda: served(svc) == {pid: {3} for pid in pids})
+    answers = {infer(svc, 2).json()["model_version"] for _ in range(10)}
+    assert answers == {"3"}
+
+    write_tiny_model(repo, version=4, sha256="0" * 64)  # a corrupt upload
+    r = fresh(svc, "POST", "/v1/admin/reload", headers=ADMIN)
+    assert r.status_code == 409 and r.json()["code"] == "checksum_mismatch"
+    time.sleep(1.5)  # the other worker's forwarded reload has run (and failed) by now
+    assert served(svc) == {pid: {3} for pid in pids}
+    assert svc.proc.poll() is None
+
+
+def test_sigterm_drains_every_worker(start_service, repo):
+    # batches wait up to 2 s to fill: requests sit in the workers' queues when SIGTERM comes
+    svc = start_workers(start_service, repo, max_batch_size=64, max_queue_delay_ms=2000)
+    workers = children(svc.proc.pid)
+    with ThreadPoolExecutor(8) as pool:
+        pending = [pool.submit(infer, svc, 3) for _ in range(8)]
+        svc.wait_for_metric("specula_queue_depth_rows", 24)  # summed over the workers
+        svc.signal(signal.SIGTERM)
+        answers = [f.result() for f in pending]
+    assert [a.status_code for a in answers] == [200] * 8
+    assert svc.proc.wait(60) == 0
+    assert svc.log().count("drained and stopped") == 2  # each worker drained its batchers
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def test_a_killed_worker_is_replaced(start_service, repo):
+    svc = start_workers(start_service, repo)
+    victim, survivor = sorted(served(svc))
+    os.kill(victim, signal.SIGKILL)
+    now = wait_for(lambda: (len(s := served(svc)) == 2 and victim not in s) and s)
+    assert survivor in now and now[survivor] == {1}
+    (newcomer,) = set(now) - {survivor}
+    assert now[newcomer] == {1} and newcomer in children(svc.proc.pid)
+    assert all(infer(svc, 2).status_code == 200 for _ in range(6))
