@@ -401,12 +401,13 @@ def summary(judged: dict[str, list[float]], goals: dict[str, float | None]) -> N
                   f"(≥ {goal}: {verdict})")
 
 
-def start_ray(port: int, repo: str, model: str, batch: int, threads: int, log
-              ) -> subprocess.Popen:
+def start_ray(port: int, repo: str, model: str, batch: int, threads: int, log,
+              replicas: int = 1) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, str(REPO_ROOT / "bench" / "serve_ray.py"), "--port", str(port),
          "--repository", repo, "--model", model, "--max-batch-size", str(batch),
-         "--intra-op-threads", str(threads)], cwd=REPO_ROOT, stdout=log,
+         "--intra-op-threads", str(threads), "--num-replicas", str(replicas)],
+        cwd=REPO_ROOT, stdout=log,
         stderr=subprocess.STDOUT, start_new_session=True)
     for _ in range(1800):
         try:
@@ -425,8 +426,11 @@ def compare_ray(args, batch: int, scenarios: list, specula: dict) -> None:
     port = free_port()
     with tempfile.NamedTemporaryFile("wb", suffix=".log", delete=False) as log:
         t0 = time.perf_counter()
-        proc = start_ray(port, args.repository, args.model, batch, args.intra_op_threads, log)
-        print(f"\n[Ray Serve (@serve.batch, max_batch_size {batch}), started in "
+        # as many Ray replicas as Specula has worker processes
+        proc = start_ray(port, args.repository, args.model, batch, args.intra_op_threads, log,
+                         args.workers)
+        print(f"\n[Ray Serve (@serve.batch, max_batch_size {batch}, {args.workers} "
+              f"replica(s)), started in "
               f"{time.perf_counter() - t0:.0f} s; log {log.name}]")
         ray = {}
         try:
@@ -475,8 +479,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1,
                    help="SPECULA_WORKERS: service processes on the one port")
     p.add_argument("--concurrent-batches", type=int, default=0,
-                   help="SPECULA_MAX_CONCURRENT_BATCHES (0: the service's default, CPUs ÷ "
-                        "workers on CPU)")
+                   help="SPECULA_MAX_CONCURRENT_BATCHES of each worker (0: the service's "
+                        "default)")
     p.add_argument("--compare", choices=["none", "ray"], default="none",
                    help="also drive the same model behind Ray Serve (bench/serve_ray.py; "
                         "pip install -e .[bench])")

@@ -140,13 +140,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-batch-size", type=int, default=64)
     p.add_argument("--intra-op-threads", type=int, default=0,
                    help="as SPECULA_INTRA_OP_THREADS (0 = usable CPUs - 1)")
+    p.add_argument("--num-replicas", type=int, default=1,
+                   help="Ray Serve replicas (compared with Specula's --workers)")
     args = p.parse_args(argv)
     ray.init(include_dashboard=False, log_to_driver=False, logging_level="warning",
              configure_logging=False)
     serve.start(http_options={"host": "127.0.0.1", "port": args.port},
                 logging_config={"log_level": "WARNING", "enable_access_log": False})
-    serve.run(SpeculaOnRay.bind(args.repository, args.model, args.max_batch_size,
-                                args.intra_op_threads), route_prefix="/")
+    app = SpeculaOnRay.options(num_replicas=args.num_replicas).bind(
+        args.repository, args.model, args.max_batch_size, args.intra_op_threads)
+    serve.run(app, route_prefix="/")
     print(f"ray serve ready on 127.0.0.1:{args.port}", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

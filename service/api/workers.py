@@ -7,21 +7,33 @@ single-FITS requests/s against ~120k spectra/s of raw ORT (bench/results/
 2026-11-26-gpu-h200-session6.md); on the 2-core bench machine two processes ran single FITS
 files at concurrency 32 2.0–2.5x faster than one (bench/bench_service.py --replicas).
 
-The supervisor is uvicorn's own (``uvicorn.supervisors.Multiprocess``: binds the socket once,
-spawns the workers, replaces a worker that dies or stops answering its health ping, forwards
-SIGTERM/SIGINT so every worker drains, SIGTTIN/SIGTTOU add or remove a worker). One thing is
-changed: uvicorn answers SIGHUP by *restarting* every worker, which would load every model
-afresh — a version whose files were replaced by broken ones would stop being served instead
-of the old one staying live. Here SIGHUP is forwarded to the workers, each of which reloads
-in place exactly as a single process does (a failed reload keeps the old version serving).
-SIGUSR1 does the same; a worker sends it to the supervisor when its admin reload endpoint is
-called, so one ``POST /v1/admin/reload`` reaches every worker.
+The supervisor is uvicorn's own (``uvicorn.supervisors.Multiprocess``: spawns the workers,
+replaces a worker that dies or stops answering its health ping, forwards SIGTERM/SIGINT so
+every worker drains), with three changes:
+
+- **One listening socket per worker**, each bound with ``SO_REUSEPORT`` to the same address,
+  where uvicorn shares one socket among all workers. On a shared socket the worker that wakes
+  first accepts a whole burst of connections (asyncio accepts up to 100 per wake-up): in the
+  bench, 32 clients connecting at once all landed on one of two workers, and two-worker runs
+  were no faster than one (exposures slower: that worker ran half the concurrent batches).
+  With a socket each, the kernel spreads connections over the workers by their address hash.
+  A replaced worker takes over its predecessor's socket; connections that arrive meanwhile
+  wait in that socket's backlog. SIGTTIN/SIGTTOU (uvicorn's add/remove a worker) are refused:
+  removing one would leave its socket without anyone accepting.
+- **SIGHUP is forwarded** to the workers, each of which reloads in place exactly as a single
+  process does (a failed reload keeps the old version serving). uvicorn answers SIGHUP by
+  restarting every worker, which loads every model afresh: a version whose files were replaced
+  by broken ones would stop being served instead of the old one staying live. SIGUSR1 does the
+  same as SIGHUP; a worker sends it to the supervisor when its admin reload endpoint is
+  called, so one ``POST /v1/admin/reload`` reaches every worker.
+- a replaced worker's live gauges are dropped from the metrics (prometheus-client's
+  ``mark_process_dead``).
 
 Metrics: with several workers, prometheus-client's multiprocess mode (its documented way for
 pre-forked servers): each worker writes its samples to files in a private directory and any
 worker's ``/metrics`` reads them all, so Prometheus scrapes one endpoint and sees totals.
 Each worker has its own batcher queue (``SPECULA_MAX_QUEUE_ROWS`` is per worker; the exported
-capacity is their sum) and runs CPUs ÷ workers concurrent batches by default.
+capacity is their sum) and may run as many concurrent batches as a single process would.
 """
 
 from __future__ import annotations
@@ -31,11 +43,14 @@ import logging
 import os
 import shutil
 import signal
+import socket
+import sys
 import tempfile
 
 import uvicorn
 from prometheus_client import multiprocess
-from uvicorn.supervisors.multiprocess import Multiprocess
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 from service.settings import Settings
 
@@ -48,7 +63,47 @@ SUPERVISOR_ENV = "SPECULA_SUPERVISOR_PID"
 
 
 class Supervisor(Multiprocess):
-    """uvicorn's supervisor, with SIGHUP (and SIGUSR1) forwarded instead of restarting."""
+    """uvicorn's supervisor: a socket per worker, SIGHUP (and SIGUSR1) forwarded."""
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
+        super().__init__(config, sockets)
+        self.processes_num = len(sockets)  # worker i listens on sockets[i]
+
+    def init_processes(self) -> None:
+        for sock in self.sockets:
+            process = Process(self.config, [sock])
+            process.start()
+            self.processes.append(process)
+
+    def keep_subprocess_alive(self) -> None:
+        """uvicorn's, except that a replacement gets its predecessor's socket and that the
+        dead worker's live gauges leave the exported metrics."""
+        if self.should_exit.is_set():
+            return
+        for idx, process in enumerate(self.processes):
+            if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+                continue
+            process.kill()  # hung, or already gone
+            process.join()
+            if process.pid is not None:
+                multiprocess.mark_process_dead(process.pid)
+            if process.exitcode == STARTUP_FAILURE:  # broken app or settings: fails again
+                log.error("worker %s failed to start; stopping", process.pid)
+                self.should_exit.set()
+                return
+            if self.should_exit.is_set():
+                return
+            log.warning("worker %s died (exit code %s); starting a replacement",
+                        process.pid, process.exitcode)
+            replacement = Process(self.config, [self.sockets[idx]])
+            replacement.start()
+            self.processes[idx] = replacement
+
+    def handle_ttin(self) -> None:
+        log.warning("SIGTTIN ignored: the number of workers is fixed (SPECULA_WORKERS)")
+
+    def handle_ttou(self) -> None:
+        log.warning("SIGTTOU ignored: the number of workers is fixed (SPECULA_WORKERS)")
 
     def handle_hup(self) -> None:
         log.info("SIGHUP: forwarded to the workers, each reloads its models")
@@ -65,14 +120,6 @@ class Supervisor(Multiprocess):
                     os.kill(process.pid, sig)
                 except ProcessLookupError:  # died meanwhile; keep_subprocess_alive replaces it
                     pass
-
-    def keep_subprocess_alive(self) -> None:
-        """uvicorn's, plus: a replaced worker's live gauges leave the exported totals."""
-        before = {p.pid for p in self.processes}
-        super().keep_subprocess_alive()
-        for pid in before - {p.pid for p in self.processes}:
-            if pid is not None:
-                multiprocess.mark_process_dead(pid)
 
 
 def worker_app(settings: Settings):
@@ -93,6 +140,38 @@ def notify_supervisor() -> bool:
     return True
 
 
+def reuseport_sockets(host: str, port: int, n: int, backlog: int = 2048
+                      ) -> list[socket.socket]:
+    """``n`` listening sockets on one address, the kernel balancing connections over them.
+
+    The address is first bound once without ``SO_REUSEPORT``: a port already served — by
+    anything, another Specula's workers included, which ``SO_REUSEPORT`` alone would quietly
+    join — stops the start as a single process's bind would. The sockets listen at once (as
+    gunicorn's master does), so a second service cannot slip in while the workers load their
+    models; a connection made meanwhile waits in the backlog until a worker accepts it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    socks: list[socket.socket] = []
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+            port = probe.getsockname()[1]  # port 0: the one the kernel chose, for all
+        for _ in range(n):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            sock.listen(backlog)
+            sock.set_inheritable(True)
+    except OSError as exc:
+        for sock in socks:
+            sock.close()
+        log.error("cannot listen on %s:%s: %s", host, port, exc)
+        sys.exit(STARTUP_FAILURE)
+    return socks
+
+
 def serve_workers(settings: Settings) -> None:
     """Run ``settings.workers`` worker processes until SIGTERM/SIGINT; blocks."""
     metrics_dir = tempfile.mkdtemp(prefix="specula-metrics-")
@@ -104,11 +183,12 @@ def serve_workers(settings: Settings) -> None:
         port=settings.port, workers=settings.workers, log_config=None, access_log=False,
         timeout_graceful_shutdown=settings.graceful_shutdown_s, timeout_keep_alive=30,
         timeout_worker_healthcheck=30)
-    sock = config.bind_socket()
+    socks = reuseport_sockets(settings.host, settings.port, settings.workers, config.backlog)
     log.info("starting workers", extra={"workers": settings.workers, "port": settings.port,
                                         "metrics_dir": metrics_dir})
     try:
-        Supervisor(config, sockets=[sock]).run()
+        Supervisor(config, sockets=socks).run()
     finally:
-        sock.close()
+        for sock in socks:
+            sock.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)

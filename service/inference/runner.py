@@ -75,15 +75,20 @@ def auto_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) - 1)
 
 
-def auto_concurrent_batches(runner: OnnxRunner, processes: int = 1) -> int:
+def auto_concurrent_batches(runner: OnnxRunner) -> int:
     """As many single-session runs at once as the CPUs hold at the session's intra-op
-    threads, shared among ``processes`` service workers: one ORT run is a parallel-for that
-    waits for its slowest thread, and a small model scales poorly across threads, so two
-    one-thread runs on two cores beat one two-thread run (bench/bench_service.py). A GPU
-    runs one batch at a time per process."""
+    threads: one ORT run is a parallel-for that waits for its slowest thread, and a small
+    model scales poorly across threads, so two one-thread runs on two cores beat one
+    two-thread run (bench/bench_service.py). A GPU runs one batch at a time.
+
+    Not divided among ``--workers`` processes: the kernel spreads connections by hash, so
+    with few clients one worker may hold all of them, and with its share of the CPUs alone it
+    left the rest idle (2 workers on 2 cores, 2 exposure clients on one worker: 0.25 of raw
+    ORT against 0.37 at the worst with every CPU allowed to each worker;
+    bench/results/2026-11-26-cpu-service-session6.md)."""
     if runner.provider == CUDA:
         return 1
-    return max(1, len(os.sched_getaffinity(0)) // (runner.intra_op_threads * processes))
+    return max(1, len(os.sched_getaffinity(0)) // runner.intra_op_threads)
 
 
 def session_options(intra_op_threads: int = 0) -> ort.SessionOptions:

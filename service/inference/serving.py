@@ -132,8 +132,7 @@ class ModelServer:
             model, runner, pool=self.pool, max_file_bytes=s.max_file_bytes,
             on_stats=self.on_stats, max_batch_size=s.max_batch_size,
             max_queue_delay_s=s.max_queue_delay_ms / 1000.0, max_queue_rows=s.max_queue_rows,
-            max_concurrent_batches=(s.max_concurrent_batches
-                                    or auto_concurrent_batches(runner, s.workers)),
+            max_concurrent_batches=s.max_concurrent_batches or auto_concurrent_batches(runner),
             balance_delay_s=s.balance_delay_ms / 1000.0)
         saliency, why_not = load_saliency(
             model, pipeline, device=s.device, intra_op_threads=s.intra_op_threads,

@@ -142,8 +142,11 @@ def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:
 
 # ---- the test -------------------------------------------------------------------------------
 @needs_prometheus
-def test_dashboard_and_alert_queries_on_real_traffic(start_ops, ops_repo, prometheus):
-    svc = start_ops(ops_repo, max_batch_size=8, max_queue_delay_ms=20)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_dashboard_and_alert_queries_on_real_traffic(start_ops, ops_repo, prometheus, workers):
+    """The same totals whether one process or two workers (summed by the multiprocess mode)
+    served the traffic."""
+    svc = start_ops(ops_repo, max_batch_size=8, max_queue_delay_ms=20, workers=workers)
     prom = prometheus(f"127.0.0.1:{svc.port}")
     wait_for(lambda: prom.query('up{job="specula"} == 1'), what="target up")
 
@@ -219,4 +222,5 @@ def test_dashboard_and_alert_queries_on_real_traffic(start_ops, ops_repo, promet
     # ...and the parts they compare: error share 0, saturation ~0, one model loaded
     assert prom.scalar('sum(specula_requests_total{outcome="error"})') == 0
     assert prom.scalar("max(specula_queue_depth_rows / specula_queue_capacity_rows)") < 0.8
-    assert prom.scalar('count by (instance) (specula_model_info)') == 1
+    # one loaded version, one info series per worker process
+    assert prom.scalar('count by (instance) (specula_model_info == 1)') == workers

@@ -1,8 +1,8 @@
 """`specula serve --workers N`: several processes on one port behave as one service.
 
-One /metrics with every worker's totals, SIGHUP and the admin reload reaching every worker
-(and a failed reload leaving every worker serving), SIGTERM draining them all, and a killed
-worker replaced.
+One /metrics with every worker's totals, connections spread over the workers, SIGHUP and the
+admin reload reaching every worker (and a failed reload leaving every worker serving),
+SIGTERM draining them all, and a killed worker replaced.
 """
 
 from __future__ import annotations
@@ -10,13 +10,15 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
-from http_service import ADMIN_TOKEN, MODEL
+from http_service import ADMIN_TOKEN, MODEL, REPO_ROOT
 from tiny_classifier import write_tiny_model
 
 pytestmark = pytest.mark.e2e
@@ -100,6 +102,43 @@ def test_one_port_and_one_metrics_endpoint_for_every_worker(start_service, repo)
                           r'version="1"\} (\S+)$', text, re.MULTILINE)
         assert float(items.group(1)) == 60
     assert counts == {20.0}
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_connections_opened_together_spread_over_the_workers(start_service, repo):
+    """32 clients connecting at once, as a pipeline's fibre readers would: each worker gets
+    a share (with one shared listening socket, one worker took them all)."""
+    svc = start_workers(start_service, repo)
+    workers = sorted(children(svc.proc.pid))
+    before = {pid: cpu_seconds(pid) for pid in workers}
+
+    def client(_):
+        with httpx.Client(base_url=svc.url, timeout=60) as c:
+            return [svc.infer_rows(8, c).status_code for _ in range(10)]
+
+    with ThreadPoolExecutor(32) as pool:
+        statuses = [s for batch in pool.map(client, range(32)) for s in batch]
+    assert statuses == [200] * 320
+    used = {pid: cpu_seconds(pid) - before[pid] for pid in workers}
+    print("CPU seconds per worker:", used)
+    assert min(used.values()) > 0.15 * sum(used.values()), used
+
+
+def test_a_second_service_on_the_same_port_is_refused(start_service, repo):
+    """SO_REUSEPORT would let a second set of workers join the port and take half of its
+    connections; the start refuses instead, as a single process's bind does."""
+    svc = start_workers(start_service, repo)
+    second = subprocess.run(
+        [sys.executable, "-m", "service.cli", "serve", "--workers", "2", "--port",
+         str(svc.port), "--model-repository", str(repo)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert second.returncode == 3, second.stderr[-2000:]  # uvicorn's STARTUP_FAILURE
+    assert "Address already in use" in second.stderr
+    assert infer(svc, 2).status_code == 200
 
 
 def test_sighup_and_admin_reload_reach_every_worker(start_service, repo):
