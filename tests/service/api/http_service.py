@@ -36,6 +36,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def oip_zeros(rows: int) -> tuple[bytes, dict[str, str]]:
+    """Body and headers of an OIP binary-tensor infer request of ``rows`` zero spectra."""
+    x = np.zeros((rows, 2, 4076), np.float32)
+    header = json.dumps({"inputs": [{"name": "spectrum", "shape": list(x.shape),
+                                     "datatype": "FP32",
+                                     "parameters": {"binary_data_size": x.nbytes}}]}).encode()
+    return header + x.tobytes(), {"Inference-Header-Content-Length": str(len(header))}
+
+
 class Service:
     """One `specula serve` process; ``url``, ``client`` and a metrics reader."""
 
@@ -93,13 +102,9 @@ class Service:
     def infer_rows(self, rows: int, client: httpx.Client | None = None, **headers: str
                    ) -> httpx.Response:
         """OIP infer of ``rows`` zero spectra as a binary tensor."""
-        x = np.zeros((rows, 2, 4076), np.float32)
-        header = json.dumps({"inputs": [{"name": "spectrum", "shape": list(x.shape),
-                                         "datatype": "FP32",
-                                         "parameters": {"binary_data_size": x.nbytes}}]}).encode()
-        return (client or self.client).post(
-            f"/v2/models/{MODEL}/infer", content=header + x.tobytes(),
-            headers={"Inference-Header-Content-Length": str(len(header)), **headers})
+        content, oip_headers = oip_zeros(rows)
+        return (client or self.client).post(f"/v2/models/{MODEL}/infer", content=content,
+                                            headers={**oip_headers, **headers})
 
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
