@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.multiprocess import MultiProcessCollector
 
 LABELS = ("model", "version")
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # set by the --workers supervisor
 Outcome = Literal["success", "rejected", "bad_input", "timeout", "error"]
 OUTCOMES: tuple[Outcome, ...] = ("success", "rejected", "bad_input", "timeout", "error")
 
@@ -235,7 +236,7 @@ class Metrics:
                 self.explain_queue_depth.labels(*labels).set(stats.depth)
 
     def exposition(self) -> bytes:
-        path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        path = os.environ.get(MULTIPROC_ENV)
         if not path:
             return generate_latest(self.registry)
         registry = CollectorRegistry()  # every worker's files, this one's included

@@ -52,13 +52,13 @@ from prometheus_client import multiprocess
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
+from service.metrics import MULTIPROC_ENV
 from service.settings import Settings
 
 from .logs import configure_logging
 
 log = logging.getLogger("specula.workers")
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 SUPERVISOR_ENV = "SPECULA_SUPERVISOR_PID"
 
 
