@@ -11,7 +11,7 @@ import importlib
 import sys
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("service.api.main", "run the HTTP inference service"),
+    "serve": ("service.api.serve", "run the HTTP inference service"),
     "classify": ("service.inference.offline", "classify spectrum files offline (no server)"),
     "inspect": ("service.spectra.inspect", "describe every spectrum in files (one JSON line each)"),
     "train": ("training.cli", "train a model and export it to models/ (needs the [train] extra)"),

@@ -1,4 +1,5 @@
-"""The app: settings → metrics → model server → routers. ``specula serve`` runs it on uvicorn.
+"""The app: settings → metrics → model server → routers. ``specula serve`` (service/api/serve.py)
+runs it on uvicorn.
 
 Shutdown on SIGTERM (uvicorn's handling): stop accepting connections, let every request in
 flight finish (up to SPECULA_GRACEFUL_SHUTDOWN_S), then the lifespan drains the batchers.
@@ -7,24 +8,21 @@ SIGHUP reloads the model repository, as the admin endpoint does.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import signal
 from contextlib import asynccontextmanager
 
-import uvicorn
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service.inference.serving import ModelServer
 from service.metrics import Metrics
-from service.settings import Settings, load_settings, settings_help
+from service.settings import Settings
 
 from .deps import require_api_key
 from .errors import install_error_handlers
 from .hotpath import HotRoutes
-from .logs import configure_logging
 from .middleware import BodyLimitMiddleware, TraceMiddleware
 from .routers import health, lightcones, metrics, models, repository, saliency, spectra
 
@@ -95,37 +93,3 @@ def create_app(settings: Settings | None = None, metrics_: Metrics | None = None
                            settings.deadline_header],
             expose_headers=["traceparent", "retry-after", "inference-header-content-length"])
     return app
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="specula serve", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Run the inference service. Every setting below is read from its "
-                    "environment variable or from the settings file; the flags override both.",
-        epilog=settings_help())
-    p.add_argument("--config", metavar="FILE", help="settings file (.toml, .json or .env); "
-                   "same as SPECULA_CONFIG")
-    p.add_argument("--host", help="SPECULA_HOST")
-    p.add_argument("--port", type=int, help="SPECULA_PORT")
-    p.add_argument("--model-repository", help="SPECULA_MODEL_REPOSITORY")
-    p.add_argument("--log-level", help="SPECULA_LOG_LEVEL")
-    p.add_argument("--workers", type=int, help="SPECULA_WORKERS")
-    args = p.parse_args(argv)
-    config = args.config
-    overrides = {k: v for k, v in vars(args).items() if v is not None and k != "config"}
-    try:
-        settings = load_settings(config, **overrides)
-    except (ValueError, OSError) as exc:  # a bad settings file: say so, no traceback
-        p.error(str(exc))
-    configure_logging(settings.log_level)
-    if settings.workers > 1:
-        from .workers import serve_workers
-
-        serve_workers(settings)
-        return 0
-    config = uvicorn.Config(
-        create_app(settings), host=settings.host, port=settings.port, log_config=None,
-        access_log=False, timeout_graceful_shutdown=settings.graceful_shutdown_s,
-        timeout_keep_alive=30)
-    uvicorn.Server(config).run()
-    return 0

@@ -1,0 +1,52 @@
+"""``specula serve``: settings from flags, environment and file, then one process or workers.
+
+A module of its own so that the ``--workers`` supervisor imports only this, the settings
+and uvicorn: the app (FastAPI, ONNX Runtime, the models) is imported by each worker, not by
+the process that only watches them.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import uvicorn
+
+from service.settings import load_settings, settings_help
+
+from .logs import configure_logging
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="specula serve", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run the inference service. Every setting below is read from its "
+                    "environment variable or from the settings file; the flags override both.",
+        epilog=settings_help())
+    p.add_argument("--config", metavar="FILE", help="settings file (.toml, .json or .env); "
+                   "same as SPECULA_CONFIG")
+    p.add_argument("--host", help="SPECULA_HOST")
+    p.add_argument("--port", type=int, help="SPECULA_PORT")
+    p.add_argument("--model-repository", help="SPECULA_MODEL_REPOSITORY")
+    p.add_argument("--log-level", help="SPECULA_LOG_LEVEL")
+    p.add_argument("--workers", type=int, help="SPECULA_WORKERS")
+    args = p.parse_args(argv)
+    config = args.config
+    overrides = {k: v for k, v in vars(args).items() if v is not None and k != "config"}
+    try:
+        settings = load_settings(config, **overrides)
+    except (ValueError, OSError) as exc:  # a bad settings file: say so, no traceback
+        p.error(str(exc))
+    configure_logging(settings.log_level)
+    if settings.workers > 1:
+        from .workers import serve_workers
+
+        serve_workers(settings)
+        return 0
+    from .main import create_app
+
+    config = uvicorn.Config(
+        create_app(settings), host=settings.host, port=settings.port, log_config=None,
+        access_log=False, timeout_graceful_shutdown=settings.graceful_shutdown_s,
+        timeout_keep_alive=30)
+    uvicorn.Server(config).run()
+    return 0
