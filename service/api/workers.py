@@ -1,11 +1,12 @@
-"""``specula serve --workers N``: N service processes on one listening socket.
+"""``specula serve --workers N``: N service processes on one port.
 
 Why more than one process: one Python process serves HTTP, decoding and batching under one
 GIL, and that, not ONNX Runtime, is what limits it on a machine with spare cores or a GPU.
 On the H200's 16 CPUs one process reached 2.3–2.8k single-row OIP requests/s and 300
 single-FITS requests/s against ~120k spectra/s of raw ORT (bench/results/
-2026-11-26-gpu-h200-session6.md); on the 2-core bench machine two processes ran single FITS
-files at concurrency 32 2.0–2.5x faster than one (bench/bench_service.py --replicas).
+2026-11-26-gpu-h200-session6.md); on the 2-core bench machine two workers ran single FITS
+files at concurrency 32 2.4–2.9x faster than one (bench/bench_service.py --workers;
+bench/results/2026-11-26-cpu-service-session6.md).
 
 The supervisor is uvicorn's own (``uvicorn.supervisors.Multiprocess``: spawns the workers,
 replaces a worker that dies or stops answering its health ping, forwards SIGTERM/SIGINT so
@@ -65,11 +66,8 @@ SUPERVISOR_ENV = "SPECULA_SUPERVISOR_PID"
 class Supervisor(Multiprocess):
     """uvicorn's supervisor: a socket per worker, SIGHUP (and SIGUSR1) forwarded."""
 
-    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
-        super().__init__(config, sockets)
-        self.processes_num = len(sockets)  # worker i listens on sockets[i]
-
     def init_processes(self) -> None:
+        """Worker i listens on ``sockets[i]`` (one socket per worker: serve_workers)."""
         for sock in self.sockets:
             process = Process(self.config, [sock])
             process.start()

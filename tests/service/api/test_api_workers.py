@@ -82,7 +82,7 @@ def repo(tmp_path) -> Path:
 
 def start_workers(start_service, repo: Path, n: int = 2, **settings):
     svc = start_service(repo, workers=n, version_policy="latest", **settings)
-    pids = wait_for(lambda: len(served(svc)) == n and set(served(svc)))
+    pids = wait_for(lambda: len(s := served(svc)) == n and set(s))
     assert pids == children(svc.proc.pid), "the info series are the supervisor's workers"
     return svc
 
