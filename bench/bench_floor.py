@@ -14,7 +14,7 @@ where ``raw`` is ORT's own CPU per spectrum at its best batch (the service canno
 on the model), ``floor`` the CPU the server process spends per spectrum when it does nothing
 but receive the request and send a response of the same size, and ``client`` the load
 generator's. This script measures ``floor`` with a bare ASGI app under uvicorn — no FastAPI,
-no model, no decoding, the same uvicorn settings as ``specula serve`` — driven by
+no model, no decoding, the same uvicorn and allocator settings as ``specula serve`` — driven by
 bench/bench_service.py's client with the same payloads and concurrency, and prints the bound
 beside each goal. A goal above its bound cannot be met by any service built on uvicorn (the
 design card's server) on this machine, however its own code is written.
@@ -84,9 +84,15 @@ def bare_app(response_bytes: int):
 
 
 def serve(port: int, response_bytes: int) -> None:
-    """uvicorn as ``specula serve`` configures it (service/api/serve.py)."""
+    """uvicorn as ``specula serve`` configures it (service/api/serve.py), allocator included
+    (service/api/memory.py, with the default limits)."""
     import uvicorn
 
+    from service.api.memory import keep_upload_memory
+    from service.settings import Settings
+
+    defaults = Settings()
+    keep_upload_memory(defaults.max_body_bytes, defaults.max_inflight_bytes)
     config = uvicorn.Config(bare_app(response_bytes), host="127.0.0.1", port=port,
                             log_config=None, access_log=False, timeout_keep_alive=30)
     uvicorn.Server(config).run()

@@ -14,6 +14,7 @@ import uvicorn
 from service.settings import load_settings, settings_help
 
 from .logs import configure_logging
+from .memory import keep_upload_memory
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from .main import create_app
 
+    keep_upload_memory(settings.max_body_bytes, settings.max_inflight_bytes)
     config = uvicorn.Config(
         create_app(settings), host=settings.host, port=settings.port, log_config=None,
         access_log=False, timeout_graceful_shutdown=settings.graceful_shutdown_s,

@@ -57,6 +57,7 @@ from service.metrics import MULTIPROC_ENV
 from service.settings import Settings
 
 from .logs import configure_logging
+from .memory import keep_upload_memory
 
 log = logging.getLogger("specula.workers")
 
@@ -125,6 +126,7 @@ def worker_app(settings: Settings):
     from .main import create_app
 
     configure_logging(settings.log_level)
+    keep_upload_memory(settings.max_body_bytes, settings.max_inflight_bytes)
     return create_app(settings)
 
 
