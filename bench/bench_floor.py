@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_service import (  # noqa: E402 — bench/ is not a package
+from bench_service import (
     EXPOSURE_FIBRES,
     REPO_ROOT,
     SDSS,
@@ -54,10 +54,10 @@ from bench_service import (  # noqa: E402 — bench/ is not a package
     with_cpu,
 )
 
-from service.inference.repository import ModelRepository  # noqa: E402
-from service.inference.runner import OnnxRunner  # noqa: E402
-from service.spectra import Source, preprocess, read_spectra  # noqa: E402
-from service.spectra.readers.exposure import write_exposure  # noqa: E402
+from service.inference.repository import ModelRepository
+from service.inference.runner import OnnxRunner
+from service.spectra import Source, preprocess, read_spectra
+from service.spectra.readers.exposure import write_exposure
 
 
 # ---- the bare server ------------------------------------------------------------------------
