@@ -28,7 +28,6 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,6 @@ from bench_service import (
     SDSS,
     exposure_fibres,
     free_port,
-    get,
     http_request,
     load,
     multipart,
@@ -51,6 +49,7 @@ from bench_service import (
     raw_parallel,
     run_client,
     stop,
+    wait_ready,
     with_cpu,
 )
 
@@ -101,15 +100,8 @@ def serve(port: int, response_bytes: int) -> None:
 def start_bare(port: int, response_bytes: int) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port),
                              "--response-bytes", str(response_bytes)], cwd=REPO_ROOT)
-    for _ in range(300):
-        try:
-            get(port, "/")
-            return proc
-        except OSError:
-            if proc.poll() is not None:
-                raise SystemExit("the bare server exited during start-up")
-            time.sleep(0.1)
-    raise SystemExit("the bare server did not start in 30 s")
+    wait_ready(proc, port, "/", 30, "the bare server")
+    return proc
 
 
 # ---- the measurement --------------------------------------------------------------------------

@@ -409,16 +409,25 @@ def start_ray(port: int, repo: str, model: str, batch: int, threads: int, log,
          "--intra-op-threads", str(threads), "--num-replicas", str(replicas)],
         cwd=REPO_ROOT, stdout=log,
         stderr=subprocess.STDOUT, start_new_session=True)
-    for _ in range(1800):
+    wait_ready(proc, port, "/v2/health/ready", 180,
+               f"bench/serve_ray.py (Ray Serve); see {log.name}")
+    return proc
+
+
+def wait_ready(proc: subprocess.Popen, port: int, path: str, seconds: float, what: str) -> None:
+    """Poll ``path`` until it answers; stop the bench (and ``proc``) if it exits or is not
+    up within ``seconds``."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
         try:
-            get(port, "/v2/health/ready")
-            return proc
+            get(port, path)
+            return
         except OSError:
             if proc.poll() is not None:
-                raise SystemExit(f"bench/serve_ray.py exited during start-up; see {log.name}")
+                raise SystemExit(f"{what} exited during start-up") from None
             time.sleep(0.1)
     stop(proc)
-    raise SystemExit("Ray Serve not ready after 180 s")
+    raise SystemExit(f"{what} not ready after {seconds:.0f} s")
 
 
 def compare_ray(args, batch: int, scenarios: list, specula: dict) -> None:
