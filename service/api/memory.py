@@ -3,9 +3,9 @@
 Why: glibc serves every allocation above ``M_MMAP_THRESHOLD`` (128 KB, rising by itself to at
 most 32 MB) with fresh pages from the kernel, and returns freed memory above the heap's top
 once more than ``M_TRIM_THRESHOLD`` is free. A 79 MB exposure of 2,436 spectra as an OIP
-tensor arrives in 64–256 KB chunks that are joined into one body, so each such request
-faulted in ~32,000 fresh pages: ~130 ms of the service's CPU in the kernel, against ~30 ms
-with the thresholds raised, and 4–13 % less CPU per request in total (alternated runs,
+tensor arrives in chunks that are joined into one body, and each such request faulted in
+~32,000 fresh pages: 120–160 ms of the service's CPU in the kernel, against 20–33 ms with the
+thresholds raised, and 4–13 % less CPU per request in total (alternated runs,
 bench/results/2026-11-26-cpu-floor-session7.md). A survey pipeline sends such requests all
 night, so the memory is better kept than handed back and faulted in again.
 
