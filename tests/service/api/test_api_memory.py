@@ -21,8 +21,8 @@ def minor_faults(pid: int) -> int:
     return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[7])
 
 
-def faults_per_request(svc, n: int = 3) -> float:
-    for _ in range(2):  # the first bodies grow the heap; that is paid once
+def faults_per_request(svc, n: int = 4) -> float:
+    for _ in range(3):  # the first bodies grow the heaps (and each batch thread's); paid once
         assert svc.infer_rows(ROWS).status_code == 200
     before = minor_faults(svc.proc.pid)
     for _ in range(n):
@@ -33,7 +33,9 @@ def faults_per_request(svc, n: int = 3) -> float:
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
 def test_a_large_upload_reuses_memory_instead_of_faulting_it_in(api_repo, start_service):
     svc = start_service(api_repo)
-    assert faults_per_request(svc) < PAGES / 4
+    # typically ~13 a request; once, in CI, ~2,900 (a heap still growing). Without the change
+    # each body is fresh pages, and more (the second test: ~48,000)
+    assert faults_per_request(svc) < PAGES
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
