@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -247,6 +248,25 @@ def get(port: int, path: str) -> str:
         return r.read().decode()
 
 
+def wait_ready(proc: subprocess.Popen, port: int, path: str, seconds: float, what: str,
+               also: Callable[[], bool] = lambda: True) -> None:
+    """Poll ``path`` until it answers and ``also()`` holds; stop the bench (and ``proc``) if
+    it exits or is not ready within ``seconds``."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            get(port, path)
+            if also():
+                return
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited during start-up")
+        time.sleep(0.1)
+    stop(proc)
+    raise SystemExit(f"{what} not ready after {seconds:.0f} s")
+
+
 def start_service(port: int, repo: str, batch: int, threads: int, log, device: str = "auto",
                   workers: int = 1, concurrent_batches: int = 0) -> subprocess.Popen:
     env = {**os.environ, "SPECULA_MODEL_REPOSITORY": repo, "SPECULA_PORT": str(port),
@@ -258,19 +278,11 @@ def start_service(port: int, repo: str, batch: int, threads: int, log, device: s
            "SPECULA_MAX_QUEUE_ROWS": str(8 * EXPOSURE_FIBRES)}
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=REPO_ROOT,
                             env=env, stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(900):
-        try:
-            get(port, "/v2/health/ready")
-            # under --workers, ready once every worker has loaded (one pid label each)
-            if len(set(re.findall(r'specula_model_info\{[^}]*pid="(\d+)"',
-                                  get(port, "/metrics")))) >= workers or workers == 1:
-                return proc
-        except OSError:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit("service exited during start-up; see its log")
-        time.sleep(0.1)
-    raise SystemExit("service not ready after 90 s")
+    # under --workers, ready once every worker has loaded (one pid label each)
+    wait_ready(proc, port, "/v2/health/ready", 90, "the service (see its log)",
+               also=lambda: workers == 1 or len(set(re.findall(
+                   r'specula_model_info\{[^}]*pid="(\d+)"', get(port, "/metrics")))) >= workers)
+    return proc
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -413,21 +425,6 @@ def start_ray(port: int, repo: str, model: str, batch: int, threads: int, log,
                f"bench/serve_ray.py (Ray Serve); see {log.name}")
     return proc
 
-
-def wait_ready(proc: subprocess.Popen, port: int, path: str, seconds: float, what: str) -> None:
-    """Poll ``path`` until it answers; stop the bench (and ``proc``) if it exits or is not
-    up within ``seconds``."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        try:
-            get(port, path)
-            return
-        except OSError:
-            if proc.poll() is not None:
-                raise SystemExit(f"{what} exited during start-up") from None
-            time.sleep(0.1)
-    stop(proc)
-    raise SystemExit(f"{what} not ready after {seconds:.0f} s")
 
 
 def compare_ray(args, batch: int, scenarios: list, specula: dict) -> None:
