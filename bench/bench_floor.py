@@ -91,8 +91,7 @@ def serve(port: int, response_bytes: int) -> None:
     from service.api.memory import keep_upload_memory
     from service.settings import Settings
 
-    defaults = Settings()
-    keep_upload_memory(defaults.max_body_bytes, defaults.max_inflight_bytes)
+    keep_upload_memory(Settings())
     config = uvicorn.Config(bare_app(response_bytes), host="127.0.0.1", port=port,
                             log_config=None, access_log=False, timeout_keep_alive=30)
     uvicorn.Server(config).run()

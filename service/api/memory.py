@@ -22,6 +22,8 @@ import ctypes.util
 import logging
 import os
 
+from service.settings import Settings
+
 log = logging.getLogger("specula.memory")
 
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
@@ -29,7 +31,7 @@ M_MMAP_THRESHOLD = -3
 OWN_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
 
 
-def keep_upload_memory(max_body_bytes: int, max_inflight_bytes: int) -> bool:
+def keep_upload_memory(settings: Settings) -> bool:
     """Raise glibc's mmap and trim thresholds above the largest body and all bodies in
     flight; True when they were set. Called once per serving process, before it serves."""
     if any(k in os.environ for k in OWN_SETTINGS):
@@ -40,8 +42,8 @@ def keep_upload_memory(max_body_bytes: int, max_inflight_bytes: int) -> bool:
         mallopt = ctypes.CDLL(name).mallopt
     except (OSError, AttributeError, TypeError):  # not glibc: nothing to tune
         return False
-    mmap_threshold = min(max_body_bytes + 1, 2**31 - 1)  # mallopt takes a C int
-    trim_threshold = min(max(max_inflight_bytes, max_body_bytes), 2**31 - 1)
+    mmap_threshold = min(settings.max_body_bytes + 1, 2**31 - 1)  # mallopt takes a C int
+    trim_threshold = min(max(settings.max_inflight_bytes, settings.max_body_bytes), 2**31 - 1)
     done = bool(mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and bool(
         mallopt(M_TRIM_THRESHOLD, trim_threshold))
     log.debug("allocator thresholds", extra={"mmap_threshold": mmap_threshold,

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from .main import create_app
 
-    keep_upload_memory(settings.max_body_bytes, settings.max_inflight_bytes)
+    keep_upload_memory(settings)
     config = uvicorn.Config(
         create_app(settings), host=settings.host, port=settings.port, log_config=None,
         access_log=False, timeout_graceful_shutdown=settings.graceful_shutdown_s,

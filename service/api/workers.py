@@ -126,7 +126,7 @@ def worker_app(settings: Settings):
     from .main import create_app
 
     configure_logging(settings.log_level)
-    keep_upload_memory(settings.max_body_bytes, settings.max_inflight_bytes)
+    keep_upload_memory(settings)
     return create_app(settings)
 
 
