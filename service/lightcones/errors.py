@@ -23,6 +23,14 @@ ERROR_CODES: dict[str, str] = {
     "non_finite": "the cube contains NaN or inf",
     "missing_axis": "the cube's line-of-sight axis or cell size is unknown and the cube is not "
                     "already on the model's grid",
+    # HDF5 structures that would make the server open something other than the upload
+    # (service/lightcones/readers/hdf5_guard.py); refused before any data is read
+    "hdf5_external_link": "an HDF5 external (or user-defined) link names another file",
+    "hdf5_external_storage": "an HDF5 dataset keeps its raw data in external files",
+    "hdf5_virtual_dataset": "an HDF5 virtual dataset maps data from other files",
+    "hdf5_bad_link": "an HDF5 soft link dangles, cycles or leaves the file's own objects",
+    "hdf5_filter": "an HDF5 dataset uses a filter other than deflate/shuffle/fletcher32/lzf",
+    "hdf5_too_complex": "the HDF5 file has more links than any lightcone writer produces",
 }
 
 

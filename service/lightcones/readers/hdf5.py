@@ -13,17 +13,19 @@
 ``hdf5-cube`` — anything else with a 3D root dataset ``brightness_temp`` or ``cube`` (mK), an
   optional ``redshifts`` or ``frequencies_mhz`` dataset and a ``cell_mpc`` attribute.
 
-Safety: the file is opened from the in-memory bytes (no path, no external links followed by
-us), the dataset's declared shape is checked before reading, and it is read straight into one
-float32 array (``read_direct``), so a compressed dataset cannot inflate beyond the limit.
+Safety: the file is opened from the in-memory bytes and vetted by :mod:`.hdf5_guard` before
+any name is looked up (no external links, external storage, virtual datasets, stray soft links
+or unknown filters: an upload can never make the server open another file); the dataset's
+declared shape is checked before reading, and it is read straight into one float32 array
+(``read_direct``), so a compressed dataset cannot inflate beyond the limit.
 """
 
 from __future__ import annotations
 
-import io
 from functools import lru_cache
 from typing import Any
 
+import h5py
 import numpy as np
 
 from service.spectra.source import Source
@@ -31,6 +33,7 @@ from service.spectra.source import Source
 from ..errors import LightconeError
 from ..lightcone import Lightcone, check_cube_size, make_lightcone
 from ..registry import register_reader
+from .hdf5_guard import open_vetted
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 PARAM_GROUPS_V3 = ("cosmo_params", "astro_params", "user_params", "flag_options", "_globals")
@@ -38,12 +41,7 @@ MAX_AXIS_LEN = 1 << 20
 
 
 def _open(source: Source):
-    import h5py  # lazy: the spectrum path never needs it
-
-    try:
-        return h5py.File(io.BytesIO(source.data), "r")
-    except Exception as exc:  # noqa: BLE001 — h5py raises OSError for garbage, others for odd files
-        raise LightconeError("corrupt_file", f"unreadable HDF5: {exc}", source=source.name)
+    return open_vetted(source.data, source.name)
 
 
 def _is_hdf5(source: Source) -> bool:
@@ -91,8 +89,6 @@ def _attrs(group) -> dict[str, Any]:
 
 def _read_cube(ds, source: Source, los: slice = slice(None)) -> np.ndarray:
     """The dataset (or a line-of-sight slice of it) as one float32 array, size checked first."""
-    import h5py
-
     if not isinstance(ds, h5py.Dataset):
         raise LightconeError("missing_dataset", f"{ds.name} is not a dataset", source=source.name)
     if ds.dtype.kind not in "fiu":
@@ -143,6 +139,11 @@ def distances_to_redshifts(d_mpc: np.ndarray, cosmo_attrs: dict[str, Any],
         raise LightconeError("bad_units", f"cosmology attributes: {exc}", source=source) from None
     if not (np.isfinite(d_mpc).all() and (d_mpc > 0).all()):
         raise LightconeError("bad_axis", "distances must be finite and > 0", source=source)
+    # 21cmFAST writes slice distances increasing along the cube's last axis; reversed or
+    # shuffled ones would label every slice with another slice's redshift
+    if not (np.diff(d_mpc) > 0).all():
+        raise LightconeError("bad_axis", "distances must increase strictly along the line "
+                             "of sight", source=source)
     if d_mpc.max() > dgrid[-1]:
         raise LightconeError("bad_axis", f"distance {d_mpc.max():.0f} Mpc beyond z = 200",
                              source=source)

@@ -13,6 +13,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -223,3 +224,53 @@ def test_chunked_upload_needs_length(svc):
     r = svc.client.post("/v1/lightcones:infer", params={"shape": "4,4,16"},
                         content=iter([cube[:100], cube[100:]]))
     assert r.status_code == 411 and r.json()["code"] == "length_required"
+
+
+def hostile_hdf5(path: Path, kind: str, victim: Path) -> bytes:
+    """A small 21cmFAST-v3-shaped upload whose ``lightcones/brightness_temp`` reaches for a file
+    on the server's disk (``victim``) in one of the ways HDF5 allows, or a soft-link cycle."""
+    shape = (4, 4, 16)
+    with h5py.File(path, "w") as f:
+        f["distances"] = 8000.0 + 4.0 * np.arange(shape[2])
+        lcs = f.create_group("lightcones")
+        if kind == "external_storage":
+            lcs.create_dataset("brightness_temp", shape=shape, dtype="<f4",
+                               external=[(str(victim), 0, 4 * int(np.prod(shape)))])
+        elif kind == "virtual_dataset":
+            layout = h5py.VirtualLayout(shape=shape, dtype="<f4")
+            layout[:] = h5py.VirtualSource(str(victim), "cube", shape=shape)
+            lcs.create_virtual_dataset("brightness_temp", layout, fillvalue=0.0)
+        elif kind == "external_link":
+            lcs["brightness_temp"] = h5py.ExternalLink(str(victim), "/cube")
+        elif kind == "soft_link_cycle":
+            lcs["brightness_temp"] = h5py.SoftLink("/lightcones/other")
+            lcs["other"] = h5py.SoftLink("/lightcones/brightness_temp")
+    return path.read_bytes()
+
+
+HOSTILE_HDF5 = {"external_storage": "hdf5_external_storage",
+                "virtual_dataset": "hdf5_virtual_dataset",
+                "external_link": "hdf5_external_link",
+                "soft_link_cycle": "hdf5_bad_link"}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE_HDF5))
+def test_hdf5_naming_another_file_is_refused_and_reveals_nothing(svc, tmp_path, kind):
+    """An upload may never make the server read (or probe for) a file of its own disk: the
+    victim exists only on the server's side, holds a valid cube, and yet the answer is a 422
+    with the structure's own code — the same whether the named file exists or not — and the
+    server stays up (a virtual dataset once crashed the process)."""
+    victim = tmp_path / "server_only.h5" if kind != "external_storage" else tmp_path / "raw"
+    cube = np.random.default_rng(9).normal(0, 20, (4, 4, 16)).astype("<f4")
+    if kind == "external_storage":
+        victim.write_bytes(cube.tobytes())
+    else:
+        with h5py.File(victim, "w") as f:
+            f["cube"] = cube
+    answers = []
+    for target in (victim, tmp_path / "missing"):
+        r = post(svc, hostile_hdf5(tmp_path / f"{kind}.h5", kind, target))
+        answers.append((r.status_code, r.json()["code"]))
+        assert str(target) not in r.text
+    assert answers == [(422, HOSTILE_HDF5[kind])] * 2, answers
+    assert post(svc, cube.tobytes(), shape="4,4,16").status_code == 200  # still serving
