@@ -53,6 +53,48 @@ def bad(detail: str, code: str = "bad_tensor") -> ApiError:
     return ApiError(400, code, detail)
 
 
+def is_non_finite_number(header: bytes, exc: orjson.JSONDecodeError) -> bool:
+    """Whether the JSON is invalid only where a number is NaN or ±Infinity (Python's
+    ``json.dumps``, and so tritonclient's JSON tensors, write them as those bare words) or
+    overflows float64 (1e999): a non-finite value, refused as the binary path refuses it."""
+    return header.startswith((b"NaN", b"Infinity"), exc.pos) or "infinity" in exc.msg
+
+
+def parse_header(header: bytes) -> InferRequest:
+    """The JSON part of the request, validated; a non-finite number is ``non_finite`` (the
+    code every other path gives NaN/inf), any other bad JSON ``bad_request``."""
+    try:
+        doc = orjson.loads(header)
+    except orjson.JSONDecodeError as exc:
+        if is_non_finite_number(header, exc):
+            raise bad("a JSON number is NaN or inf (or beyond float64)", "non_finite") from None
+        raise bad(f"invalid inference request: {exc}", "bad_request") from None
+    try:
+        return InferRequest.model_validate(doc)
+    except ValidationError as exc:
+        raise bad(f"invalid inference request: {exc}", "bad_request") from None
+
+
+def check_timeout(parameters: dict[str, Any]) -> None:
+    """Triton's ``parameters.timeout`` is a non-negative integer of microseconds (0: none).
+    Anything else used to be ignored silently: a client that believed it had set a deadline
+    had none, so it is refused instead."""
+    t = parameters.get("timeout")
+    if t is not None and (type(t) is not int or t < 0):  # type(): True is not a timeout
+        raise bad(f"parameters.timeout must be a non-negative integer (microseconds), got "
+                  f"{t!r}", "bad_request")
+
+
+def check_finite(name: str, datatype: str, arr: np.ndarray) -> None:
+    """NaN/inf in a float tensor is ``non_finite``, as /v1 refuses it, whatever the encoding:
+    binary bytes carry them as they are, and a JSON number beyond the datatype's range (1e39
+    as FP32) becomes inf on conversion. Unrefused, they reached the model and came back as
+    ``null`` outputs with a 200."""
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise bad(f"input {name!r}: NaN or inf in the data (or a value beyond {datatype} "
+                  "range)", "non_finite")
+
+
 def decode_infer_request(body: bytes, header_length: str | None
                          ) -> tuple[InferRequest, dict[str, np.ndarray]]:
     """Parse a JSON or binary-extension infer request into (request, {input name: array})."""
@@ -67,13 +109,13 @@ def decode_infer_request(body: bytes, header_length: str | None
         header, binary = body[:n], memoryview(body)[n:]
     else:
         header, binary = body, memoryview(b"")
-    try:
-        req = InferRequest.model_validate(orjson.loads(header))
-    except (orjson.JSONDecodeError, ValidationError) as exc:
-        raise bad(f"invalid inference request: {exc}", "bad_request") from None
+    req = parse_header(header)
+    check_timeout(req.parameters)
     arrays: dict[str, np.ndarray] = {}
     offset = 0
     for t in req.inputs:
+        if t.name in arrays:
+            raise bad(f"input {t.name!r} given twice", "bad_request")
         dtype = DATATYPES.get(t.datatype)
         if dtype is None:
             raise bad(f"input {t.name!r}: unsupported datatype {t.datatype!r}", "bad_dtype")
@@ -95,11 +137,12 @@ def decode_infer_request(body: bytes, header_length: str | None
                 raise bad(f"input {t.name!r}: neither data nor binary_data_size given")
             try:
                 arr = np.asarray(t.data, dtype=dtype)
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, OverflowError) as exc:  # 300 as UINT8, 2**70 as INT64
                 raise bad(f"input {t.name!r}: data not {t.datatype}: {exc}", "bad_dtype")
             if arr.size != count:
                 raise bad(f"input {t.name!r}: {arr.size} values for shape {t.shape}",
                           "bad_shape")
+        check_finite(t.name, t.datatype, arr)
         arrays[t.name] = arr.reshape(t.shape)
     if offset != len(binary):
         raise bad(f"{len(binary) - offset} unclaimed bytes after the binary inputs", "bad_shape")

@@ -4,8 +4,9 @@ A tiny ensemble with random weights and randomised BatchNorm statistics (so fold
 really exercised), on the model grid. Three levels:
 1. the hand-written backward module in float64 equals autograd to ~1e-12 (it is the exact
    vector-Jacobian product, not an approximation);
-2. the exported ONNX graph (float32, ONNX Runtime) agrees with float64 autograd to 1e-5
-   relative (L2 per spectrum), for label, top-class and redshift targets;
+2. the exported ONNX graph (float32, ONNX Runtime) agrees with float64 autograd to float32
+   rounding (relative L2 per spectrum, bound derived in float32_bounds.py), for label,
+   top-class and redshift targets;
 3. the forward outputs the graph returns are the ensemble's, and the introspection graph
    returns the first-layer weights and each stage's activations.
 """
@@ -17,6 +18,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from float32_bounds import gradient_tol
 
 from service.spectra import DEFAULT_GRID
 from training.config import ModelConfig
@@ -50,6 +52,12 @@ def tiny_ensemble(seed: int = 0) -> Ensemble:
                 mod.weight.data.uniform_(0.5, 1.5)
                 mod.bias.data.uniform_(-0.2, 0.2)
     return Ensemble(members, temperature=0.8, z_sigma_scale=1.3).eval()
+
+
+def ensemble_gradient_tol(ens: Ensemble) -> float:
+    """float32 vs float64: one member's layers (members run side by side), plus the mean over
+    members and the softmax's sums over the labels, forward and backward."""
+    return gradient_tol(ens.members[0], [len(ens.members), K, K])
 
 
 def rel_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -89,8 +97,8 @@ def test_onnx_gradient_matches_autograd(exported):
               np.concatenate([np.tile(membership, (4, 1)), np.zeros((4, 1), np.float32)], 1)):
         g = sess.run(["saliency"], {"spectrum": x, "target": t})[0]
         err = rel_l2(g, torch_gradient(ens, x, t))
-        assert err.max() < 1e-5, err
-    assert max(entry["parity"]["max_rel_l2"].values()) < 1e-5
+        assert err.max() < ensemble_gradient_tol(ens), err
+    assert max(entry["parity"]["max_rel_l2"].values()) < ensemble_gradient_tol(ens)
 
 
 @pytest.mark.slow

@@ -3,22 +3,27 @@
 1. The shipped v2 graph, on held-out cubes (fixtures/saliency_cubes.npz) and on synthetic
    cubes with exactly-zero ionised regions (max-pool ties): the network rebuilt from
    model.onnx's initializers reproduces model.onnx, and the ONNX gradient matches autograd
-   through that network to 1e-5 relative — against float32 autograd on every cube, against
+   through that network to float32 rounding — against float32 autograd on every cube, against
    float64 autograd on every cube where float32 and float64 autograd themselves agree (a
    window tied to within float32 rounding makes the max-pool gradient discontinuous there).
 2. A fresh export of a small random network with randomised BatchNorm statistics (so BN
    folding is really exercised) through the shipped exporter path (dynamo + the pool-offset
-   rewrite) matches float64 autograd to 1e-5.
+   rewrite) matches float64 autograd.
+Every tolerance is derived from float32 arithmetic and the network's reduction lengths
+(tests/training/float32_bounds.py), not from this machine's errors (another CPU's were 50x
+larger and still float32 rounding).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from float32_bounds import U32, forward_tol, gradient_tol
 
 from training.export_saliency import ort_session
 from training.lightcone.config import load_config
@@ -29,7 +34,6 @@ from training.lightcone.export_saliency import (
     head_from_onnx,
     parity_inputs,
     rel_l2,
-    saliency_parity,
     target_rows,
     torch_gradient,
 )
@@ -48,6 +52,31 @@ def v2():
     return head_from_onnx(V2)[1]
 
 
+def sky_cells(net: LightconeNet, shape: tuple[int, ...]) -> int:
+    """Cells the forward pass averages over the sky: a reduction outside the layers."""
+    with torch.no_grad():
+        return math.prod(net.features(torch.zeros(1, *shape)).shape[2:4])
+
+
+def grad_tol(net: LightconeNet, shape: tuple[int, ...], sides: int) -> float:
+    return gradient_tol(net, [sky_cells(net, shape)], sides)
+
+
+def width_tol(head, x: np.ndarray, sides: int = 2) -> float:
+    """Tolerance on |Δ output| / prior width (what forward_parity reports). The layers' error
+    is relative to the normalised outputs the net computes (μ, log σ; σ/width carries the
+    log σ error times itself), plus one float32 rounding of the physical mean (low + width·μ)
+    per side."""
+    with torch.no_grad():
+        mean, sigma = (t.numpy().astype(np.float64) for t in head(torch.from_numpy(x)))
+    width, low = head.width.numpy(), head.low.numpy()
+    sig_w = sigma / width
+    log_sig = np.log(sig_w / head.sigma_scale.numpy())
+    scale = max(1.0, np.abs((mean - low) / width).max(), (np.abs(log_sig) * sig_w).max())
+    rel = forward_tol(head.net, [sky_cells(head.net, x.shape[1:])], sides)
+    return rel * scale + sides * U32 * np.abs(mean / width).max()
+
+
 def test_manifest_entry_names_the_shipped_graph():
     m = json.loads((V2 / "manifest.json").read_text())
     entry = m["saliency"]
@@ -58,35 +87,46 @@ def test_manifest_entry_names_the_shipped_graph():
 
 def test_rebuilt_network_is_model_onnx(v2):
     x = np.load(CUBES)["x"].astype(np.float32)
-    assert forward_parity(v2, V2 / "model.onnx", x) < 1e-5
+    assert forward_parity(v2, V2 / "model.onnx", x) < width_tol(v2, x)
 
 
 @pytest.mark.parametrize("source", ["held-out", "synthetic"])
 def test_shipped_gradient_matches_autograd(v2, source):
     x = (np.load(CUBES)["x"].astype(np.float32) if source == "held-out"
          else parity_inputs((1, 16, 16, 128), 4, seed=3))
-    par = saliency_parity(v2, V2 / "saliency.onnx", x)
-    for kind in ("mean", "sigma"):
-        assert par[kind]["vs_float32_autograd"] < 1e-5, par
-        assert par[kind]["well_conditioned"] >= len(x) - 1, par
-        assert par[kind]["vs_float64_autograd"] < 1e-5, par
+    one, two = grad_tol(v2.net, x.shape[1:], 1), grad_tol(v2.net, x.shape[1:], 2)
+    sess = ort_session(V2 / "saliency.onnx")
+    p = int(v2.width.shape[0])
+    for sigma in (False, True):
+        t = target_rows(p, [(i % p, sigma) for i in range(len(x))])
+        g = sess.run(["saliency"], {"lightcone": x, "target": t})[0]
+        ref64, ref32 = torch_gradient(v2, x, t), torch_gradient(v2, x, t, torch.float32)
+        # a max-pool window tied to within float32 rounding: float32 (PyTorch's own included)
+        # and float64 pick different winners, so float64 is the reference only on the cubes
+        # where float32 autograd agrees with it (all but the one such held-out cube)
+        well_conditioned = rel_l2(ref32, ref64) <= one
+        assert well_conditioned.sum() >= len(x) - 1, rel_l2(ref32, ref64)
+        assert rel_l2(g, ref32).max() < two, (rel_l2(g, ref32), two)
+        assert rel_l2(g, ref64)[well_conditioned].max() < one, (rel_l2(g, ref64), one)
 
 
 def test_every_parameter_and_a_mixed_target(v2):
     x = parity_inputs((1, 16, 16, 128), 2, seed=5)
+    tol = grad_tol(v2.net, x.shape[1:], 2)  # ONNX Runtime vs PyTorch, both float32
     sess = ort_session(V2 / "saliency.onnx")
     for k in range(5):
         t = target_rows(5, [(k, False), (k, True)])
         g = sess.run(["saliency"], {"lightcone": x, "target": t})[0]
         ref = torch_gradient(v2, x, t, torch.float32)
-        assert rel_l2(g, ref).max() < 1e-5
+        assert rel_l2(g, ref).max() < tol
     t = np.linspace(-1, 1, 20, dtype=np.float32).reshape(2, 10)  # any linear functional
     g, mean, sigma = sess.run(None, {"lightcone": x, "target": t})
-    assert rel_l2(g, torch_gradient(v2, x, t, torch.float32)).max() < 1e-5
+    assert rel_l2(g, torch_gradient(v2, x, t, torch.float32)).max() < tol
     with torch.no_grad():
         m_ref, s_ref = v2(torch.from_numpy(x))
-    np.testing.assert_allclose(mean, m_ref.numpy(), rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(sigma, s_ref.numpy(), rtol=1e-5, atol=1e-5)
+    width, in_widths = v2.width.numpy(), width_tol(v2, x)
+    assert (np.abs(mean - m_ref.numpy()) / width).max() < in_widths
+    assert (np.abs(sigma - s_ref.numpy()) / width).max() < in_widths
 
 
 def test_fresh_export_with_batchnorm(tmp_path):
@@ -103,9 +143,10 @@ def test_fresh_export_with_batchnorm(tmp_path):
     head = physical_head(net, cfg, np.full(5, 1.3, np.float32))
     x = parity_inputs(grid.shape, 4, seed=1)
     entry = export_saliency(head, tmp_path, grid.shape, x)
+    one, two = grad_tol(net, grid.shape, 1), grad_tol(net, grid.shape, 2)
     for kind in ("mean", "sigma"):
-        assert entry["parity"]["max_rel_l2"][kind]["vs_float32_autograd"] < 1e-5
-        assert entry["parity"]["max_rel_l2"][kind]["vs_float64_autograd"] < 1e-5
+        assert entry["parity"]["max_rel_l2"][kind]["vs_float32_autograd"] < two
+        assert entry["parity"]["max_rel_l2"][kind]["vs_float64_autograd"] < one
     import onnx
 
     ops = [n.op_type for n in onnx.load(str(tmp_path / "saliency.onnx")).graph.node]
@@ -139,5 +180,6 @@ def test_command_on_a_freshly_exported_model(tmp_path):
     entry = m["saliency"]
     assert sha256_file(vdir / "saliency.onnx") == entry["sha256"]
     assert entry["forward_parity_vs_model_onnx"]["max_diff_over_prior_width"] < 1e-5
-    assert entry["parity"]["max_rel_l2"]["mean"]["vs_float32_autograd"] < 1e-5
+    assert entry["parity"]["max_rel_l2"]["mean"]["vs_float32_autograd"] < grad_tol(
+        net, grid.shape, 2)
     assert entry["weights_from"].startswith("model.onnx initializers")
