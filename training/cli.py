@@ -4,6 +4,10 @@ One run does everything the shipped model needs, in order: simulate (cached unde
 train the ensemble → fit temperature + redshift-σ scale on the validation split → checkpoint
 (runs/) → export ONE ONNX graph + manifest into ``<out>/<name>/<version>/`` → evaluate
 (report.md/report.json beside it, headline metrics into the manifest).
+
+``--resume RUN_DIR`` continues a run whose session ended (``train.time_budget_s`` or
+``train.session_epochs``) from the member checkpoints in ``RUN_DIR/members/``, with the
+config stored in ``RUN_DIR/config.json``; a bare ``--resume`` takes the newest run of --config.
 """
 
 from __future__ import annotations
@@ -35,8 +39,28 @@ class Logger:
             self.f.flush()
 
 
+def new_run_dir(cfg: Config, runs_root: Path) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    run_dir = runs_root / f"{cfg.name}-v{cfg.version}-{stamp}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+    return run_dir
+
+
+def latest_run_dir(cfg: Config, runs_root: Path) -> Path:
+    """The newest ``runs/<name>-v<version>-*`` (what a bare ``--resume`` continues)."""
+    runs = sorted(p for p in runs_root.glob(f"{cfg.name}-v{cfg.version}-*") if (p / "config.json").exists())
+    if not runs:
+        raise SystemExit(f"--resume: no run of {cfg.name} v{cfg.version} under {runs_root}")
+    return runs[-1]
+
+
 def train_spectra(cfg: Config, out_root: Path, runs_root: Path, data_dir: Path | None,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, run_dir: Path | None = None) -> dict | None:
+    """Simulate → train → calibrate → export → evaluate; ``run_dir`` continues a paused run.
+
+    Returns the manifest, or None when the session ended (time budget) before training did.
+    """
     import numpy as np
 
     from .calibrate import fit_temperature, fit_z_sigma_scale
@@ -44,14 +68,12 @@ def train_spectra(cfg: Config, out_root: Path, runs_root: Path, data_dir: Path |
     from .export_onnx import export, write_manifest
     from .model import Ensemble
     from .simulate import describe, generate
-    from .train import predict_members, save_checkpoint, train_ensemble
+    from .train import Paused, predict_members, save_checkpoint, train_ensemble
 
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    run_dir = runs_root / f"{cfg.name}-v{cfg.version}-{stamp}"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    resumed = run_dir is not None
+    run_dir = run_dir or new_run_dir(cfg, runs_root)
     log = Logger(run_dir / "train.log")
-    (run_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
-    log(f"run dir {run_dir}")
+    log(f"{'resuming' if resumed else 'run dir'} {run_dir}")
     t_start = time.time()
 
     kw = {"workers": cfg.data.workers, "cache_dir": data_dir, "progress": progress}
@@ -63,7 +85,12 @@ def train_spectra(cfg: Config, out_root: Path, runs_root: Path, data_dir: Path |
         f"{len(test['label'])} in {t_sim:.0f} s")
 
     t0 = time.time()
-    members = train_ensemble(cfg, train, val, log)
+    try:
+        members = train_ensemble(cfg, train, val, log, run_dir)
+    except Paused as exc:
+        log(f"session ended before training did ({exc}); checkpoints are in {run_dir / 'members'}. "
+            f"Continue with: specula train spectra --resume {run_dir}")
+        return None
     t_train = time.time() - t0
 
     logits, mu, lv = predict_members(members, val["x"])
@@ -78,7 +105,8 @@ def train_spectra(cfg: Config, out_root: Path, runs_root: Path, data_dir: Path |
     extra = {"simulate_s": round(t_sim), "train_s": round(t_train), "checkpoint": str(ckpt),
              "n_train": len(train["label"]), "n_val": len(val["label"]),
              "n_test": len(test["label"]),
-             "steps_per_member": [int(getattr(m, "steps_done", 0)) for m in members]}
+             "steps_per_member": [int(getattr(m, "steps_done", 0)) for m in members],
+             "history_per_member": [getattr(m, "history", []) for m in members]}
     manifest = export(ens, model_dir, config_to_dict(cfg), parity_x=val["x"][:256].astype(np.float32),
                       data_description=describe(cfg.sim), training_extra=extra)
     log(f"exported {model_dir / 'model.onnx'} sha256 {manifest['sha256'][:12]}… parity "
@@ -125,15 +153,37 @@ def main(argv: list[str] | None = None) -> int:
                                  description="train a model and export it to models/ "
                                              "(tasks: spectra, " + ", ".join(OTHER_TASKS) + ")")
     ap.add_argument("task", choices=["spectra"], help="what to train")
-    ap.add_argument("--config", required=True, help="JSON config (training/configs/*.json)")
+    ap.add_argument("--config", help="JSON config (training/configs/*.json); with --resume and "
+                                     "no RUN_DIR, the newest run of this config is continued")
+    ap.add_argument("--resume", nargs="?", const="", metavar="RUN_DIR",
+                    help="continue a paused run from its checkpoints (its own config.json)")
+    ap.add_argument("--time-budget", type=float, metavar="S",
+                    help="this session's wall-clock limit (overrides train.time_budget_s)")
     ap.add_argument("--out", default=str(REPO / "models"), help="model repository root")
     ap.add_argument("--runs", default=str(REPO / "runs"), help="checkpoints and logs")
     ap.add_argument("--data-dir", default=str(REPO / "data"), help="simulated-dataset cache")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
-    cfg = load_config(a.config)
-    train_spectra(cfg, Path(a.out), Path(a.runs), Path(a.data_dir), progress=not a.no_progress)
+    run_dir = resume_dir(a)
+    cfg = load_config(run_dir / "config.json" if run_dir else a.config)
+    if a.time_budget is not None:
+        cfg.train.time_budget_s = a.time_budget
+    train_spectra(cfg, Path(a.out), Path(a.runs), Path(a.data_dir), progress=not a.no_progress,
+                  run_dir=run_dir)
     return 0
+
+
+def resume_dir(a: argparse.Namespace) -> Path | None:
+    """The run to continue: --resume RUN_DIR, or the newest run of --config for a bare --resume."""
+    if a.resume is None:
+        if not a.config:
+            raise SystemExit("specula train spectra: --config or --resume RUN_DIR is required")
+        return None
+    if a.resume:
+        return Path(a.resume)
+    if not a.config:
+        raise SystemExit("specula train spectra: a bare --resume needs --config")
+    return latest_run_dir(load_config(a.config), Path(a.runs))
 
 
 if __name__ == "__main__":

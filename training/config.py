@@ -34,6 +34,8 @@ class Effects:
     lya_forest: bool = True  # Lyα forest + Lyβ + Lyman limit with line-of-sight scatter
     bal: bool = True  # broad absorption-line troughs in a fraction of quasars
     weak_line: bool = True  # weak-line quasars (lines suppressed)
+    absorbers: bool = True  # intervening DLAs and Lyman-limit systems in front of quasars
+    dichroic: bool = True  # flux mismatch + extra noise where spectrograph arms overlap
 
 
 @dataclass
@@ -49,10 +51,21 @@ class SimConfig:
     faint_fraction: float = 0.15  # extra mass at the faint end: S/N in [snr_min, faint_snr_max]
     faint_snr_max: float = 3.0
     galaxy_z_max: float = 1.0
+    # Galaxy populations across the BPT plane (training/galaxies.py says where each sits).
+    galaxy_populations: dict[str, float] = field(
+        default_factory=lambda: {"passive": 0.22, "e+a": 0.08, "star-forming": 0.3,
+                                 "starburst": 0.16, "seyfert2": 0.12, "liner": 0.12}
+    )
+    nearby_fraction: float = 0.08  # galaxies at z log-uniform on nearby_z_min–nearby_z_max
+    nearby_z_min: float = 0.001
+    nearby_z_max: float = 0.03
     qso_z_max: float = 5.0
     qso_real_z_fraction: float = 0.7  # draw from the 568 BOSS redshifts (jittered), else uniform
     bal_fraction: float = 0.12
     weak_line_fraction: float = 0.05
+    qso_reddened_fraction: float = 0.1  # SMC E(B−V) 0.1–0.5
+    dla_fraction: float = 0.15  # of quasars with an observable DLA range (z ≳ 2.1)
+    lls_rate: float = 1.0  # × the observed Lyman-limit-system incidence ℓ(z)
     redrock_star_fraction: float = 0.5  # stars from Redrock archetypes where they exist
     effects: Effects = field(default_factory=Effects)
 
@@ -88,7 +101,13 @@ class TrainConfig:
     beta_nll: float = 0.5  # β-NLL (Seitzer et al. 2022): keeps hard redshifts in the loss
     label_smoothing: float = 0.0
     max_steps: int = 0  # > 0: stop each member after this many steps (CI)
-    time_budget_s: float = 0.0  # > 0: wall-clock budget for all members (schedule adapts)
+    # > 0: wall-clock limit of one session; then every member checkpoints and the run exits,
+    # to be continued with `specula train spectra --resume RUN_DIR` (the schedule is by steps)
+    time_budget_s: float = 0.0
+    session_epochs: int = 0  # > 0: also pause after this many epochs per member per session
+    patience: int = 0  # > 0: stop a member after this many epochs without a better val loss
+    min_delta: float = 0.0  # an improvement smaller than this does not count
+    checkpoint_every_s: float = 600.0  # mid-epoch checkpoints (end of each epoch always)
     parallel_members: bool = False  # one single-threaded process per member
     threads: int = 2
 

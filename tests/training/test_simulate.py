@@ -8,12 +8,18 @@ import numpy as np
 import pytest
 
 from service.spectra import DEFAULT_GRID, preprocess
+from training import simulate
+from training.astro import load_templates
 from training.config import Effects, SimConfig
+from training.galaxies import KINDS, galaxy_source, kauffmann03, kewley01, schawinski07
+from training.instrument import SURVEYS
+from training.populations import POPULATIONS, TOP_OF_POPULATION, population_masks
 from training.simulate import (
     LABEL_NAMES,
     LABELS,
-    SURVEYS,
+    TOP_OF_LABEL,
     air_to_vacuum,
+    draw_redshift,
     emission_lines,
     generate,
     simulate_one,
@@ -25,8 +31,9 @@ pytestmark = pytest.mark.usefixtures("shared_data")
 
 def clean(**overrides) -> SimConfig:
     """Noise-free, artefact-free spectra: the physics alone, so a test can look at lines."""
-    eff = Effects(noise=False, sky_residuals=False, outliers=False, masks=False, fluxcal=False,
-                  telluric=False, bal=False, weak_line=False, **overrides)
+    off = {"noise": False, "sky_residuals": False, "outliers": False, "masks": False,
+           "fluxcal": False, "telluric": False, "bal": False, "weak_line": False, "dichroic": False}
+    eff = Effects(**{**off, **overrides})
     return SimConfig(effects=eff, bal_fraction=0.0, weak_line_fraction=0.0)
 
 
@@ -61,7 +68,7 @@ def test_generate_is_deterministic_and_labelled(tmp_path):
         np.testing.assert_array_equal(d1[k], d2[k])
         np.testing.assert_array_equal(d2[k], d3[k])
     assert d1["x"].shape == (6, 2, DEFAULT_GRID.npix)
-    assert list(tmp_path.glob("*.npz"))
+    assert list(tmp_path.glob("spectra-test-*/*.npz"))
 
 
 @pytest.mark.parametrize("survey", list(SURVEYS))
@@ -110,8 +117,9 @@ def test_lya_forest_absorbs_blueward_of_lya_at_high_z():
 
 
 def test_galaxy_halpha_lands_at_its_redshifted_wavelength():
-    cfg = clean(line_strength=False)  # fixed EW(Hα) = 10 Å
-    spec, _ = simulate_one(0, 8, 2, cfg, survey_name="sdss", label=0, snr=50.0, z=0.1)
+    cfg = clean(line_strength=False)  # every range at its centre: EW(Hα) = 22 Å
+    spec, _ = simulate_one(0, 8, 2, cfg, survey_name="sdss", label=0, snr=50.0, z=0.1,
+                           population="star-forming")
     f = grid_flux(spec)
     lam = DEFAULT_GRID.wavelength
     ha = emission_lines()["H_alpha"] * 1.1
@@ -148,3 +156,178 @@ def test_line_lists_are_vacuum():
     assert air_to_vacuum(np.array([6562.8]))[0] == pytest.approx(6564.6, abs=0.1)
     assert air_to_vacuum(np.array([1215.67]))[0] == 1215.67  # < 2000 Å lists are vacuum already
     assert np.any(np.abs(sky_lines() - 5578.9) < 0.5)
+
+
+# ------------------------------------------------------------------------------ populations
+def rest_band(lam: np.ndarray, f: np.ndarray, lo: float, hi: float) -> float:
+    return float(f[(lam > lo) & (lam < hi)].mean())
+
+
+def lick_hdelta_a(lam: np.ndarray, f: np.ndarray) -> float:
+    """Lick HδA index (Worthey & Ottaviani 1997), its air bandpasses shifted to vacuum (+1.1 Å)."""
+    blue, red = rest_band(lam, f, 4042.7, 4080.9), rest_band(lam, f, 4129.6, 4162.1)
+    sel = (lam > 4084.6) & (lam < 4123.4)
+    x = lam[sel]
+    cont = blue + (red - blue) * (x - 4061.8) / (4145.85 - 4061.8)
+    return float(np.trapezoid(1 - f[sel] / cont, x))
+
+
+def halpha_ew(lam: np.ndarray, f: np.ndarray, sigma_kms: float) -> float:
+    """Rest EW of Hα emission: a linear continuum through side bands clear of [N II] and [S II]."""
+    ha = emission_lines()["H_alpha"]
+    side = ((lam > 6480) & (lam < 6530)) | ((lam > 6620) & (lam < 6680))
+    cont = np.polyval(np.polyfit(lam[side], f[side], 1), lam)
+    core = np.abs(lam - ha) < 3 * ha * sigma_kms / 299792.458
+    return float(np.trapezoid((f[core] - cont[core]) / cont[core], lam[core]))
+
+
+def line_fluxes(draw, names: list[str]) -> dict[str, float]:
+    """Fluxes of (possibly blended) lines measured by a linear fit of Gaussians at their centres."""
+    lines = emission_lines()
+    lam = 10**draw.source.loglam
+    resid = draw.source.flux - draw.continuum
+    sig = np.array([lines[n] * draw.sigma_gas / 299792.458 for n in names])
+    cen = np.array([lines[n] for n in names])
+    near = np.min(np.abs(lam[:, None] - cen[None, :]) / sig[None, :], axis=1) < 5
+    A = np.exp(-0.5 * ((lam[near, None] - cen) / sig) ** 2) / (np.sqrt(2 * np.pi) * sig)
+    amp = np.linalg.lstsq(A, resid[near], rcond=None)[0]
+    return dict(zip(names, amp))
+
+
+def galaxies(population: str, n: int, dust: bool = True):
+    tpl = load_templates()
+    eff = Effects(dust=dust)
+    return [galaxy_source(np.random.default_rng([17, i]), tpl, SimConfig(), eff, population)
+            for i in range(n)]
+
+
+def test_starburst_halpha_ew_is_in_the_drawn_range_and_measured_so():
+    lo, hi = KINDS["starburst"].ew_ha
+    for g in galaxies("starburst", 5):
+        lam = 10**g.source.loglam
+        assert lo <= g.ew_ha <= hi
+        assert halpha_ew(lam, g.source.flux, g.sigma_gas) == pytest.approx(g.ew_ha, rel=0.15)
+
+
+def test_starbursts_are_bluer_than_passive_galaxies():
+    def colour(g):
+        lam = 10**g.source.loglam
+        return rest_band(lam, g.continuum, 4000, 4200) / rest_band(lam, g.continuum, 6000, 6200)
+
+    blue = [colour(g) for g in galaxies("starburst", 4, dust=False)]
+    red = [colour(g) for g in galaxies("passive", 4, dust=False)]
+    assert min(blue) > 1.5 * max(red)
+
+
+@pytest.mark.parametrize("population", ["star-forming", "starburst", "seyfert2", "liner"])
+def test_bpt_ratios_measured_on_the_spectrum_sit_in_the_population_region(population):
+    names = ["H_beta", "[O_III] 4959", "[O_III] 5007", "[N_II] 6548", "H_alpha", "[N_II] 6583"]
+    for g in galaxies(population, 4):
+        m = line_fluxes(g, names)
+        x, y = np.log10(m["[N_II] 6583"] / m["H_alpha"]), np.log10(m["[O_III] 5007"] / m["H_beta"])
+        assert -1.05 < y < 1.15  # [O III]/Hβ from ~0.1 to ~10
+        assert m["H_alpha"] / m["H_beta"] > 2.8  # Case B 2.86, only raised by dust
+        if population in ("star-forming", "starburst"):
+            assert y < kauffmann03(x)
+        elif population == "seyfert2":
+            assert y > kewley01(x) and y > schawinski07(x)
+        else:
+            assert y > kewley01(x) and y < schawinski07(x)
+
+
+def test_e_plus_a_has_deep_balmer_absorption_and_no_emission():
+    ea = [lick_hdelta_a(10**g.source.loglam, g.source.flux) for g in galaxies("e+a", 6)]
+    passive = [lick_hdelta_a(10**g.source.loglam, g.source.flux) for g in galaxies("passive", 6)]
+    assert np.mean(ea) > 5.0 and min(ea) > 2.5  # E+A: EW(Hδ) > 5 Å (Goto 2003)
+    assert max(passive) < 2.0
+    assert all(not g.line_flux for g in galaxies("e+a", 3))
+
+
+def test_nearby_galaxies_reach_z_0_001():
+    cfg = dataclasses.replace(SimConfig(), nearby_fraction=1.0)
+    tpl = load_templates()
+    z = [draw_redshift(np.random.default_rng(i), 0, tpl, cfg) for i in range(200)]
+    assert min(z) >= 0.001 and max(z) <= 0.03 and min(z) < 0.002
+    spec, _ = simulate_one(0, 9, 0, clean(), survey_name="sdss", z=0.002, snr=30.0,
+                              population="starburst")
+    f, lam = grid_flux(spec), DEFAULT_GRID.wavelength
+    ha = emission_lines()["H_alpha"] * 1.002
+    assert lam[np.argmax(np.where(np.abs(lam - ha) < 30, f, 0))] == pytest.approx(ha, abs=3)
+
+
+def test_dla_trough_and_lyman_limit_at_the_absorber_redshift():
+    cfg = clean(lya_forest=False)
+    spec, meta = simulate_one(0, 9, 1, cfg, survey_name="boss", snr=50.0, z=4.0, population="qso-dla")
+    assert meta["dla"] == 1 and meta["population"] == "qso-dla"
+    lam, f = spec.wavelength, spec.flux
+    z_abs, log_n = meta["dla_z"], meta["dla_logn"]
+    centre = 1215.67 * (1 + z_abs)
+    cont = np.median(f[(lam > 1280 * 5) & (lam < 1400 * 5)])
+    assert np.abs(f[np.abs(lam - centre) < 2]).max() < 0.05 * cont  # black core
+    # Damping wing: τ < 0.1 beyond Δλ ≈ 2.9 Å (rest) · √(10·N/10^20.3)
+    far = 1.5 * 2.9 * np.sqrt(10 * 10 ** (log_n - 20.3)) * (1 + z_abs)
+    assert np.median(f[(lam > centre + far) & (lam < centre + far + 20)]) > 0.3 * cont
+    assert np.abs(f[lam < 911.75 * (1 + z_abs) - 5]).mean() < 0.02 * cont  # optically thick
+
+
+@pytest.mark.parametrize("population", POPULATIONS)
+def test_every_population_is_produced_and_recorded(population):
+    spec, meta = simulate_one(0, 10, POPULATIONS.index(population), SimConfig(),
+                              population=population, snr=10.0)
+    assert meta["population"] == population
+    assert LABELS[meta["label"]]["top"] == TOP_OF_POPULATION[population]
+    assert np.isfinite(preprocess(spec, DEFAULT_GRID).x).all()
+
+
+def test_datasets_carry_the_population_and_the_evaluation_subsets():
+    d = generate(SimConfig(), 40, 1, "test", cache_dir=None, progress=False)
+    assert len(set(d["population"].tolist())) >= 8
+    tops = TOP_OF_LABEL[d["label"]]
+    for i, name in enumerate(POPULATIONS):
+        sel = d["population"] == i
+        assert (tops[sel] == ["GALAXY", "QSO", "STAR"].index(TOP_OF_POPULATION[name])).all()
+    masks = population_masks(d, TOP_OF_LABEL)
+    assert masks["faint (S/N < 3)"].sum() == (d["snr"] < 3).sum()
+    pinned = generate(SimConfig(), 3, 1, "test", cache_dir=None, progress=False,
+                      fixed={"population": "seyfert2"})
+    assert (pinned["population"] == POPULATIONS.index("seyfert2")).all()
+
+
+def test_boss_reaches_10400A_and_sdss_stops_at_9200A():
+    for survey, lo, hi in (("boss", 3600, 10400), ("sdss", 3800, 9200)):
+        spec, _ = simulate_one(0, 11, 0, SimConfig(), survey_name=survey, snr=10.0)
+        assert spec.wavelength[0] == pytest.approx(lo, abs=2)
+        assert spec.wavelength[-1] == pytest.approx(hi, abs=3)
+
+
+def test_dichroic_crossover_is_noisier():
+    def ivar_dip(dichroic: bool) -> float:
+        cfg = clean(dichroic=dichroic, noise=True)
+        spec, _ = simulate_one(0, 12, 0, cfg, survey_name="sdss", snr=20.0, label=LABEL_NAMES.index("STAR:F"))
+        lam, iv = spec.wavelength, spec.ivar
+        inside = np.median(iv[(lam > 5960) & (lam < 6040)])
+        return inside / np.median(iv[((lam > 5600) & (lam < 5750)) | ((lam > 6250) & (lam < 6400))])
+
+    assert ivar_dip(True) < 0.9 * ivar_dip(False)
+
+
+# ---------------------------------------------------------------------- growable datasets
+def test_generation_resumes_and_grows_chunk_by_chunk(tmp_path, monkeypatch):
+    monkeypatch.setattr(simulate, "CHUNK", 3)
+    made = []
+    real = simulate._chunk
+    monkeypatch.setattr(simulate, "_chunk", lambda job: made.append(job[2:4]) or real(job))
+    cfg = SimConfig()
+    small = generate(cfg, 5, 2, "val", cache_dir=tmp_path, progress=False)
+    assert made == [(0, 3), (3, 5)]
+    grown = generate(cfg, 8, 2, "val", cache_dir=tmp_path, progress=False)
+    assert made[2:] == [(3, 6), (6, 8)]  # the first chunk came from the cache
+    for k in small:
+        np.testing.assert_array_equal(small[k], grown[k][:5])
+    # A run killed after some chunks resumes with the missing ones only.
+    (chunk,) = tmp_path.glob("spectra-val-*/00000003-00000006.npz")
+    chunk.unlink()
+    again = generate(cfg, 8, 2, "val", cache_dir=tmp_path, progress=False)
+    assert made[4:] == [(3, 6)]
+    for k in grown:
+        np.testing.assert_array_equal(grown[k], again[k])
