@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -62,11 +62,14 @@ class Settings(BaseSettings):
     graceful_shutdown_s: float = Field(60.0, description="SIGTERM: max time to drain accepted work")
     admin_token: SecretStr | None = Field(None, description="Bearer token for reload; unset = off")
     api_keys: list[SecretStr] = Field(
-        default_factory=list, description="keys accepted on inference endpoints, as JSON "
-        "(`[\"k1\",\"k2\"]`), sent as `Authorization: Bearer <key>` or `X-API-Key`; "
-        "[] and no file = no auth")
+        default_factory=list, description="keys one of which every endpoint needs but the "
+        "health probes, /metrics and the admin routes (token), as JSON (`[\"k1\",\"k2\"]`), sent as `Authorization: Bearer <key>` or "
+        "`X-API-Key`; [] and no file = no auth; an empty key stops the start")
     api_keys_file: Path | None = Field(
         None, description="file with one API key per line (# comments); adds to api_keys")
+    metrics_require_key: bool = Field(
+        False, description="with API keys configured, /metrics needs one too; false keeps "
+        "Prometheus scrapes working without a credential (keep /metrics off public networks)")
     cors_allow_origins: list[str] = Field(
         default_factory=list, description="CORS allow-list as JSON (`[\"https://a.org\"]`); "
         "[] = CORS off")
@@ -124,6 +127,16 @@ class Settings(BaseSettings):
         1, ge=1, le=256, description="service processes on the one port (one GIL each: "
         "decoding and HTTP scale with them); each loads every model and has its own queue; "
         "metrics are summed over them")
+
+    @field_validator("api_keys")
+    @classmethod
+    def _no_blank_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        """An empty key would be dropped from the accepted set, and a list of only empty keys
+        would switch authentication off without a word: refuse the start instead."""
+        if any(not k.get_secret_value().strip() for k in keys):
+            raise ValueError("api_keys holds an empty (or whitespace-only) key; remove it, "
+                             "or set api_keys to [] to run without authentication")
+        return keys
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],

@@ -20,7 +20,8 @@ from service.inference.serving import ModelServer, ServedModel
 from service.metrics import Metrics, RequestStats
 from service.settings import Settings
 
-from .errors import ApiError, failure_of
+from .deadlines import REQUEST_DEADLINE, outcome_of
+from .errors import ApiError
 
 
 async def get_settings(request: Request) -> Settings:
@@ -36,10 +37,14 @@ async def get_metrics(request: Request) -> Metrics:
 
 
 async def get_deadline(request: Request) -> float | None:
-    """Absolute ``time.monotonic()`` deadline from the timeout header (ms), if sent."""
+    """Absolute ``time.monotonic()`` deadline from the timeout header (ms), if sent: the one
+    the deadline timer runs on (deadlines.DeadlineMiddleware), so both fire together."""
     raw = request.headers.get(request.app.state.settings.deadline_header)
     if raw is None:
         return None
+    timed = REQUEST_DEADLINE.get()
+    if timed is not None:
+        return timed
     try:
         ms = float(raw)
     except ValueError:
@@ -61,19 +66,31 @@ async def require_admin(request: Request,
         raise ApiError(401, "unauthorized", "admin endpoints need 'Authorization: Bearer <token>'")
 
 
+def offered_keys(request: Request) -> list[bytes]:
+    """Every credential the request offers as an API key: the Bearer token and the
+    ``X-API-Key`` header, both when both are sent (a gateway may add its own Authorization
+    to a client's X-API-Key, e.g. the admin token), so that one valid key is enough."""
+    offered = []
+    scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        offered.append(bearer.strip().encode())
+    header = request.headers.get("x-api-key")
+    if header is not None:
+        offered.append(header.strip().encode())
+    return [k for k in offered if k]
+
+
 async def require_api_key(request: Request) -> None:
     """With API keys configured, inference needs one: ``Authorization: Bearer <key>`` or
-    ``X-API-Key: <key>``. Every configured key is compared, in constant time each."""
+    ``X-API-Key: <key>``. Every offered credential is compared with every configured key, in
+    constant time each."""
     keys: list[bytes] = request.app.state.api_keys
     if not keys:
         return
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
-        given = request.headers.get("x-api-key", "")
-    given_b = given.strip().encode()
     ok = False
-    for key in keys:  # no early exit: the time does not tell which key matched
-        ok |= hmac.compare_digest(given_b, key)
+    for given in offered_keys(request):
+        for key in keys:  # no early exit: the time does not tell which key matched
+            ok |= hmac.compare_digest(given, key)
     if not ok:
         raise ApiError(401, "unauthorized", "this endpoint needs an API key "
                        "('Authorization: Bearer <key>' or 'X-API-Key: <key>')",
@@ -103,7 +120,7 @@ async def observe(metrics: Metrics, served: ServedModel, endpoint: str = "infer"
     try:
         yield obs
     except BaseException as exc:
-        outcome = failure_of(exc).outcome
+        outcome = outcome_of(exc)
         raise
     finally:
         metrics.record(RequestStats(served.name, str(served.version), outcome,

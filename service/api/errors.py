@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.routing import Match
 
 from service.inference.batcher import (
     BatcherClosed,
@@ -76,7 +77,9 @@ def failure_of(exc: BaseException, *, queue_full_status: int = 429, retry_after_
             return Failure(SPECTRUM_STATUS.get(exc.code, 422), exc.code, exc.detail,
                            "bad_input", exc.source)
         case ApiError():
-            outcome: Outcome = "bad_input" if exc.status < 500 else "error"
+            # 503 is "not now" (the in-flight budget is full), as a full queue is: rejected
+            outcome: Outcome = ("bad_input" if exc.status < 500
+                                else "rejected" if exc.status == 503 else "error")
             return Failure(exc.status, exc.code, exc.detail, outcome, exc.source,
                            headers=exc.headers)
         case SaliencyError():
@@ -121,11 +124,29 @@ def error_response(exc: BaseException, settings) -> Response:
     return failure.response()
 
 
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this request's path. Starlette's 405 names only the
+    methods of the first route whose path matched, so ``GET /v1/spectra:introspect`` hid
+    ``POST`` (RFC 9110: Allow lists every method the resource supports)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if getattr(route, "methods", None) and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     settings = app.state.settings
 
     async def handle(request: Request, exc: Exception) -> Response:
         return error_response(exc, settings)
+
+    async def method_not_allowed(request: Request, exc: Exception) -> Response:
+        response = error_response(exc, settings)
+        response.headers["Allow"] = allowed_methods(request)
+        return response
+
+    app.add_exception_handler(405, method_not_allowed)
 
     # a handler for a specific class answers and keeps the connection; the one for Exception
     # is Starlette's last resort, which answers and then re-raises (the connection drops)

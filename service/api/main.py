@@ -1,8 +1,9 @@
 """The app: settings → metrics → model server → routers. ``specula serve`` (service/api/serve.py)
 runs it on uvicorn.
 
-Shutdown on SIGTERM (uvicorn's handling): stop accepting connections, let every request in
-flight finish (up to SPECULA_GRACEFUL_SHUTDOWN_S), then the lifespan drains the batchers.
+Shutdown on SIGTERM (service/api/shutdown.py): refuse new requests (503 shutting_down), stop
+accepting connections, let every request in flight finish, answer those still running near
+SPECULA_GRACEFUL_SHUTDOWN_S 503 too, then the lifespan drains the batchers — all within it.
 SIGHUP reloads the model repository, as the admin endpoint does.
 """
 
@@ -12,6 +13,7 @@ import asyncio
 import logging
 import signal
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -20,11 +22,14 @@ from service.inference.serving import ModelServer
 from service.metrics import Metrics
 from service.settings import Settings
 
+from .deadlines import DeadlineMiddleware
 from .deps import require_api_key
 from .errors import install_error_handlers
 from .hotpath import HotRoutes
 from .middleware import BodyLimitMiddleware, TraceMiddleware
-from .routers import health, lightcones, metrics, models, repository, saliency, spectra
+from .routers import docs, health, lightcones, metrics, models, repository, saliency, spectra
+from .schemas import openapi_schema
+from .shutdown import DRAIN_STATE, Drain, DrainMiddleware
 
 log = logging.getLogger("specula.api")
 
@@ -46,7 +51,7 @@ async def lifespan(app: FastAPI):
         loop.add_signal_handler(signal.SIGHUP, on_sighup)
     except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / Windows
         pass
-    yield
+    yield {DRAIN_STATE: app.state.drain}  # for the server's shutdown (shutdown.DrainingServer)
     await server.close()
     log.info("drained and stopped")
 
@@ -63,25 +68,37 @@ def create_app(settings: Settings | None = None, metrics_: Metrics | None = None
                   description="Spectrum classification with uncertainty; Open Inference "
                               "Protocol v2 compatible. See docs/service.md.",
                   telemetry={"tracing": False, "metrics": False, "logs": False,
-                             "operation_spans": False})
+                             "operation_spans": False},
+                  # served by routers.docs instead, which can sit behind the API key
+                  openapi_url=None, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.metrics = metrics_ or Metrics(queue_capacity_rows=settings.max_queue_rows)
     app.state.server = ModelServer(settings, app.state.metrics.record)
+    app.state.drain = Drain()
     app.state.api_keys = settings.api_key_values()  # read once: a key file is not re-read
-    # inference routers need an API key when keys are configured; health, metrics and the
-    # repository router (admin token on its own routes) do not
+    # with API keys configured everything but the health probes needs one: inference, model
+    # and server metadata, the repository index and the OpenAPI schema and viewers; /metrics
+    # only with SPECULA_METRICS_REQUIRE_KEY (scrapers usually carry no key); the reload routes
+    # take the admin token instead (docs/operations.md, "Secure")
     # (keys are read once, so with none configured the check is left out, not run per request)
     keyed = [Depends(require_api_key)] if app.state.api_keys else []
     app.include_router(lightcones.router, dependencies=keyed)  # before models.router
-    for router in (models.router, spectra.router, saliency.router):
+    for router in (models.router, spectra.router, saliency.router, health.metadata_router,
+                   repository.index_router, docs.router):
         app.include_router(router, dependencies=keyed)
-    for router in (health.router, repository.router, metrics.router):
+    app.include_router(metrics.router, dependencies=keyed if settings.metrics_require_key
+                       else [])
+    for router in (health.router, repository.router):
         app.include_router(router)
     install_error_handlers(app)
+    app.openapi = partial(openapi_schema, app)  # type: ignore[method-assign]
     if settings.hot_routes:  # innermost: the limits, trace context and access log wrap it
         app.add_middleware(HotRoutes)
+    app.add_middleware(DeadlineMiddleware, header=settings.deadline_header)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes,
                        max_inflight_bytes=settings.max_inflight_bytes,
+                       retry_after_s=settings.retry_after_s)
+    app.add_middleware(DrainMiddleware, drain=app.state.drain,
                        retry_after_s=settings.retry_after_s)
     app.add_middleware(TraceMiddleware, access_log_enabled=settings.access_log)
     if settings.cors_allow_origins:  # off by default: no CORS headers at all

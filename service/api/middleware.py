@@ -28,6 +28,39 @@ class BodyTooLarge(Exception):
     pass
 
 
+SCOPE_KEY = "specula.inflight"  # the request's InflightCharge, in its ASGI scope
+
+
+class InflightCharge:
+    """What one request holds of the in-flight byte budget: its declared body, plus what a
+    handler reserves before decoding it (:mod:`service.api.jsonbudget`), released together
+    when the request ends (after the last byte of a streamed response)."""
+
+    __slots__ = ("held", "middleware")
+
+    def __init__(self, middleware: BodyLimitMiddleware, declared: int) -> None:
+        self.middleware = middleware
+        self.held = declared
+        middleware.inflight += declared
+
+    def reserve(self, n: int) -> str | None:
+        """Hold ``n`` more bytes; else why not: ``"too_large"`` when this request alone would
+        pass the budget (it can never fit), ``"overloaded"`` when others in flight leave no
+        room now (retry later)."""
+        limit = self.middleware.max_inflight
+        if self.held + n > limit:
+            return "too_large"
+        if self.middleware.inflight + n > limit:
+            return "overloaded"
+        self.held += n
+        self.middleware.inflight += n
+        return None
+
+    def release(self) -> None:
+        self.middleware.inflight -= self.held
+        self.held = 0
+
+
 class BodyLimitMiddleware:
     """Bound request bodies, one by one and all together, before any body byte is read.
 
@@ -37,6 +70,8 @@ class BodyLimitMiddleware:
       a request that would pass it gets 503 + Retry-After unread. Memory for uploads stays
       bounded however many clients connect (the batcher's row bound only starts after
       decoding). A lone request is always admitted, so the two limits cannot deadlock.
+      Handlers add what decoding will take (JSON: service/api/jsonbudget.py) to the
+      request's :class:`InflightCharge` before they decode.
     """
 
     def __init__(self, app: ASGIApp, max_body_bytes: int, max_inflight_bytes: int,
@@ -78,7 +113,7 @@ class BodyLimitMiddleware:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        self.inflight += declared
+        charge = scope[SCOPE_KEY] = InflightCharge(self, declared)
         try:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
@@ -86,7 +121,7 @@ class BodyLimitMiddleware:
                 await self._reject(send, 413, "too_large", f"request body passed the limit of "
                                    f"{self.max} bytes (SPECULA_MAX_BODY_BYTES)")
         finally:
-            self.inflight -= declared
+            charge.release()
 
     async def _reject(self, send: Send, status: int, code: str, detail: str,
                       headers: list[tuple[bytes, bytes]] = ()) -> None:

@@ -3,13 +3,68 @@ hot routes serialise plain dicts with orjson rather than validating thousands of
 
 from __future__ import annotations
 
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 
 
 class ErrorBody(BaseModel):
-    error: str
-    code: str
-    source: str | None = None
+    """Every error the service answers (service/api/errors.py): ``source`` only when the
+    error is about one uploaded file."""
+
+    error: str = Field(description="what went wrong, for a person")
+    code: str = Field(description="machine-readable: bad_request, model_not_found, ...")
+    source: str | SkipJsonSchema[None] = Field(None, description="the file it is about")
+
+
+# What each error status means here; a route declares the ones it can answer (error_responses)
+ERROR_STATUSES: dict[int, str] = {
+    400: "A malformed parameter, header or body (bad_request, bad_tensor, bad_shape, ...); "
+         "also a failed query or path validation.",
+    401: "No valid credential: the API key when SPECULA_API_KEYS is set, or the admin token.",
+    403: "Admin endpoints are disabled (no SPECULA_ADMIN_TOKEN).",
+    404: "No such model or version (model_not_found).",
+    409: "The request conflicts with the model: no saliency graph (saliency_unavailable), or "
+         "a reload that failed (the previous versions keep serving).",
+    411: "Content-Length is required (cubes are sized before they are read).",
+    413: "The body, a file or its decoded size passes a limit (too_large, decompression_bomb).",
+    415: "No reader recognises the upload (unknown_format).",
+    422: "A readable upload whose content cannot be used (e.g. a spectrum that fails its "
+         "checks).",
+    429: "The model's queue is full (SPECULA_QUEUE_FULL_STATUS); retry after Retry-After.",
+    503: "Not now: shutting down, uploads in flight fill the budget, a full queue with "
+         "SPECULA_QUEUE_FULL_STATUS=503, or the model cannot run.",
+    504: "The deadline (SPECULA_DEADLINE_HEADER or the OIP timeout parameter) passed.",
+}
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
+                               "schema": {"type": "integer"}}}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route: each status it can answer, with the one error body, so
+    a generated client knows every status and its shape."""
+    return {s: {"model": ErrorBody, "description": ERROR_STATUSES[s],
+                **({"headers": RETRY_AFTER} if s in (429, 503) else {})} for s in statuses}
+
+
+def openapi_schema(app: FastAPI) -> dict[str, Any]:
+    """The app's OpenAPI schema without FastAPI's automatic 422 ``HTTPValidationError``: a
+    failed validation is answered 400 with the error body (errors.failure_of), which every
+    route declares, so that 422 was a response the server never gives."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version,
+                             description=app.description, routes=app.routes)
+        for path in schema["paths"].values():
+            for op in path.values():
+                if "HTTPValidationError" in str(op.get("responses", {}).get("422")):
+                    del op["responses"]["422"]
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 class ClassifiedSpectrum(BaseModel):

@@ -15,6 +15,7 @@ from service.settings import load_settings, settings_help
 
 from .logs import configure_logging
 from .memory import keep_upload_memory
+from .shutdown import DrainingServer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,5 +51,5 @@ def main(argv: list[str] | None = None) -> int:
         create_app(settings), host=settings.host, port=settings.port, log_config=None,
         access_log=False, timeout_graceful_shutdown=settings.graceful_shutdown_s,
         timeout_keep_alive=30)
-    uvicorn.Server(config).run()
+    DrainingServer(config).run()  # SIGTERM: service/api/shutdown.py
     return 0

@@ -29,6 +29,11 @@ every worker drains), with three changes:
   called, so one ``POST /v1/admin/reload`` reaches every worker.
 - a replaced worker's live gauges are dropped from the metrics (prometheus-client's
   ``mark_process_dead``).
+- **SIGTERM**: the supervisor closes its own copies of the sockets before forwarding the
+  signal, so that each socket closes for good when its worker, which drains the connections
+  already queued on it first (service.api.shutdown), closes it; a copy left open in the
+  supervisor would keep queueing connections no one accepts, reset when it exits. Each
+  worker runs Specula's :class:`~service.api.shutdown.DrainingServer`, not uvicorn's.
 
 Metrics: with several workers, prometheus-client's multiprocess mode (its documented way for
 pre-forked servers): each worker writes its samples to files in a private directory and any
@@ -58,10 +63,21 @@ from service.settings import Settings
 
 from .logs import configure_logging
 from .memory import keep_upload_memory
+from .shutdown import DrainingServer
 
 log = logging.getLogger("specula.workers")
 
 SUPERVISOR_ENV = "SPECULA_SUPERVISOR_PID"
+
+
+class WorkerProcess(Process):
+    """uvicorn's worker process, serving with Specula's shutdown (DrainingServer)."""
+
+    @property
+    def server(self) -> DrainingServer:
+        if self._server is None:
+            self._server = DrainingServer(config=self.config)
+        return self._server
 
 
 class Supervisor(Multiprocess):
@@ -70,7 +86,7 @@ class Supervisor(Multiprocess):
     def init_processes(self) -> None:
         """Worker i listens on ``sockets[i]`` (one socket per worker: serve_workers)."""
         for sock in self.sockets:
-            process = Process(self.config, [sock])
+            process = WorkerProcess(self.config, [sock])
             process.start()
             self.processes.append(process)
 
@@ -94,9 +110,16 @@ class Supervisor(Multiprocess):
                 return
             log.warning("worker %s died (exit code %s); starting a replacement",
                         process.pid, process.exitcode)
-            replacement = Process(self.config, [self.sockets[idx]])
+            replacement = WorkerProcess(self.config, [self.sockets[idx]])
             replacement.start()
             self.processes[idx] = replacement
+
+    def terminate_all(self) -> None:
+        """Close the supervisor's copies of the sockets, then forward SIGTERM: each worker
+        holds the last copy of its socket and closes it once it has taken what was queued."""
+        for sock in self.sockets:
+            sock.close()
+        super().terminate_all()
 
     def handle_ttin(self) -> None:
         log.warning("SIGTTIN ignored: the number of workers is fixed (SPECULA_WORKERS)")

@@ -27,7 +27,11 @@ Protection, in the order it applies:
 - the queue is bounded in rows: a submit that would overflow it raises :class:`QueueFull`
   (the API answers 429/503 with Retry-After) — memory stays bounded under any load;
 - a request whose deadline passed while queued is dropped before ``fn`` sees it
-  (:class:`DeadlineExceeded`, answered 504) — late work is never computed;
+  (:class:`DeadlineExceeded`, answered 504) — late work is never computed. The waiting
+  coroutine wakes at the deadline itself (a timer, not the loop's next turn) and takes its
+  rows out of the queue there and then, so an expired request neither answers late nor holds
+  queue room while every instance is busy with a long batch; the loop also drops expired
+  requests whenever it forms a batch;
 - ``fn`` must return exactly one output per input, or the whole batch fails loudly.
 """
 
@@ -87,6 +91,7 @@ class _Request:
     next: int = 0  # first item not yet dispatched
     pending: int = 0  # items dispatched or queued but not yet resolved
     started: bool = False
+    queued: bool = True  # still in the batcher's queue (some items not yet dispatched)
 
 
 class DynamicBatcher(Generic[T, R]):
@@ -156,12 +161,15 @@ class DynamicBatcher(Generic[T, R]):
         self._report_depth()
         self._wakeup.set()
         self.start()
-        if deadline is None:
-            return await req.future
-        try:  # answer at the deadline; the loop then drops the cancelled request unrun
+        try:
+            if deadline is None:
+                return await req.future
+            # answer at the deadline, whatever the loop is doing
             return await asyncio.wait_for(req.future, deadline - time.monotonic())
         except TimeoutError:
             raise DeadlineExceeded("deadline passed while queued") from None
+        finally:  # timed out or cancelled (client gone, deadline timer, shutdown): leave now
+            self._withdraw(req)
 
     async def close(self) -> None:
         """Stop accepting; finish everything already queued; release the thread."""
@@ -230,6 +238,18 @@ class DynamicBatcher(Generic[T, R]):
                 return
             self._drop_dead()
 
+    def _withdraw(self, req: _Request) -> None:
+        """Take a request whose caller stopped waiting out of the queue at once: its rows
+        free room for others now, not when the loop next wakes (which, with every instance
+        busy, is when a batch finishes — seconds for a saliency batch)."""
+        if not req.queued:
+            return
+        req.queued = False
+        self._queue.remove(req)
+        self._rows -= len(req.items) - req.next
+        self._report_depth()
+        self._wakeup.set()
+
     def _drop_dead(self) -> None:
         """Fail requests whose deadline passed and forget those whose caller went away."""
         now = time.monotonic()
@@ -237,6 +257,7 @@ class DynamicBatcher(Generic[T, R]):
         for req in self._queue:
             expired = req.deadline is not None and now > req.deadline
             if expired or req.future.done():
+                req.queued = False
                 self._rows -= len(req.items) - req.next
                 if expired and not req.future.done():
                     req.future.set_exception(DeadlineExceeded(
@@ -268,6 +289,7 @@ class DynamicBatcher(Generic[T, R]):
             req.next += count
             room -= count
             if req.next == len(req.items):
+                req.queued = False
                 self._queue.popleft()
         self._rows -= share - room
         self._report_depth()

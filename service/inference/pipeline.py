@@ -140,7 +140,7 @@ class SpectrumPipeline:
                 r = next(results)
                 r.update(object_id=s.object_id, source=upload.name,
                          format=s.meta.get("format"), model=name, version=int(version),
-                         warnings=p.warnings())
+                         warnings=p.warnings() + s.meta.get("warnings", []))
             out.append(r)
         return out
 

@@ -21,6 +21,8 @@ ERROR_CODES: dict[str, str] = {
     "wavelength_not_increasing": "wavelengths are not strictly increasing",
     "empty_spectrum": "the spectrum has no pixels or no good pixels",
     "no_grid_overlap": "the spectrum does not overlap the model's wavelength grid",
+    "insufficient_coverage": "the spectrum covers too little of the model's grid, or has too "
+                             "few good pixels on it, to be classified",
     "too_large": "the input (or a size it declares) exceeds a configured limit",
     "decompression_bomb": "compressed input expands beyond the configured limit",
     "bad_request": "the request itself is malformed",

@@ -31,7 +31,15 @@ from .spectrum import Spectrum
 PREPROCESS_VERSION = "1"
 CLIP = 50.0
 MIN_GOOD_FRACTION = 0.5  # an output pixel needs ≥ half its width covered by good input
-MIN_GOOD_PIXELS = 16  # fewer good output pixels than this: nothing to classify
+# Refusals (``insufficient_coverage``, a 4xx) and warnings on what a spectrum gives the model.
+# A spectrum below a refusal threshold gets no classification at all: the network would still
+# answer, and confidently (a 3-pixel spectrum came back QSO at P = 0.97). Between a refusal
+# and a warning threshold it is classified, with the warning in its result (docs/ingestion.md).
+MIN_COVERAGE = 0.2  # refuse: the input's range overlaps less than this fraction of the grid
+MIN_GOOD_PIXELS = 16  # refuse: fewer good pixels on the grid than this (counted honestly:
+#                       never more than the good input pixels there, see _verdict)
+WARN_COVERAGE = 0.9  # warn: the input's range overlaps less than this fraction of the grid
+WARN_MASKED_FRACTION = 0.2  # warn: more than this fraction of the grid has no good data
 
 
 @dataclass(frozen=True)
@@ -381,9 +389,9 @@ class Prepared:
 
     def warnings(self) -> list[str]:
         out = []
-        if self.coverage < 0.9:
+        if self.coverage < WARN_COVERAGE:
             out.append(f"spectrum covers {self.coverage:.0%} of the model grid")
-        if self.masked_fraction > 0.2:
+        if self.masked_fraction > WARN_MASKED_FRACTION:
             out.append(f"{self.masked_fraction:.0%} of grid pixels masked")
         return out
 
@@ -446,15 +454,33 @@ def _prepare_block(block: list[Spectrum], grid: LogLambdaGrid) -> list[Prepared 
                           np.stack([s.mask for s in block]), grid)
         x = normalise(r)
         n_masked = np.count_nonzero(r.mask, axis=1).tolist()
-    out: list[Prepared | SpectrumError] = []
-    for s, xi, nm in zip(block, x, n_masked):
-        n_good = grid.npix - nm
-        if n_good < MIN_GOOD_PIXELS:
-            out.append(SpectrumError("empty_spectrum", f"only {n_good} good pixels on the model "
-                                     "grid", source=s.meta.get("source")))
-        else:
-            out.append(Prepared(x=xi, coverage=r.coverage, masked_fraction=nm / grid.npix))
-    return out
+    # input pixels whose centres lie on the grid: their good ones are the data it gets
+    on_grid = slice(*np.searchsorted(wave, (grid.edges[0], grid.edges[-1])).tolist())
+    return [_verdict(s, xi, grid.npix - nm, int(np.count_nonzero(~s.mask[on_grid])),
+                     r.coverage, grid.npix) for s, xi, nm in zip(block, x, n_masked)]
+
+
+def _verdict(s: Spectrum, x: np.ndarray, n_good_out: int, n_good_in: int, coverage: float,
+             npix: int) -> Prepared | SpectrumError:
+    """The prepared spectrum, or why it cannot be classified (module constants).
+
+    Good pixels are counted honestly: resampling spreads one wide input pixel over every grid
+    pixel it covers, so ``[NaN, NaN, 1]`` made ~700 "good" grid pixels out of one value (and
+    was reported 82 % masked). A spectrum has no more good grid pixels than good input pixels
+    on the grid, and its masked fraction is the rest of the grid.
+    """
+    src = s.meta.get("source")
+    n_good = min(n_good_out, n_good_in)
+    if n_good == 0:
+        return SpectrumError("empty_spectrum", "no good pixel on the model grid", source=src)
+    if coverage < MIN_COVERAGE:
+        return SpectrumError("insufficient_coverage", f"spectrum covers {coverage:.0%} of the "
+                             f"model grid; at least {MIN_COVERAGE:.0%} is needed", source=src)
+    if n_good < MIN_GOOD_PIXELS:
+        return SpectrumError("insufficient_coverage", f"only {n_good} good pixels on the model "
+                             f"grid ({n_good_in} good input pixels there); at least "
+                             f"{MIN_GOOD_PIXELS} are needed", source=src)
+    return Prepared(x=x, coverage=coverage, masked_fraction=1.0 - n_good / npix)
 
 
 def stack(prepared: Sequence[Prepared]) -> np.ndarray:

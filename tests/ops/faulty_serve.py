@@ -3,12 +3,15 @@
 A batch whose input holds the sentinel value POISON anywhere is run through the *real* ORT
 session with one pixel cut off, so ONNX Runtime itself raises (InvalidArgument on the input
 shape) inside the batcher's thread, exactly as a runtime fault would. Every other batch runs
-normally. Used as:  python tests/ops/faulty_serve.py   (same environment as `specula serve`).
+normally. A batch holding SLOW instead sleeps SLOW_S in that thread first: a batch that
+outlasts a test's window (a graceful-shutdown limit, a full queue, a deadline). Used as:
+python tests/ops/faulty_serve.py   (same environment as `specula serve`).
 """
 
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 
@@ -16,10 +19,14 @@ from service.cli import main
 from service.inference.runner import OnnxRunner
 
 POISON = np.float32(-7777.0)
+SLOW = np.float32(-8888.0)
+SLOW_S = 5.0
 _real_run = OnnxRunner.run
 
 
 def run_with_fault(self: OnnxRunner, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    if any((a == SLOW).any() for a in inputs.values()):
+        time.sleep(SLOW_S)
     if any((a == POISON).any() for a in inputs.values()):
         inputs = {k: np.ascontiguousarray(a[..., :-1]) for k, a in inputs.items()}
     return _real_run(self, inputs)

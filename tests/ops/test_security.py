@@ -48,9 +48,58 @@ def test_inference_needs_a_key_when_keys_are_configured(keyed):
     assert infer(keyed, **{"x-api-key": "file-key-2  # rotated in May"}).status_code == 401
     assert keyed.client.post("/v1/spectra:classify", content=b"x").status_code == 401
     assert keyed.client.get("/v2/models/spectrum_classifier").status_code == 401
-    # probes and scrapes stay open
-    for path in ("/v2/health/ready", "/v2/health/live", "/metrics", "/v2"):
+    # probes and scrapes stay open (/metrics unless SPECULA_METRICS_REQUIRE_KEY)
+    for path in ("/v2/health/ready", "/v2/health/live", "/metrics"):
         assert keyed.client.get(path).status_code == 200, path
+
+
+@pytest.mark.e2e
+def test_metadata_index_and_schema_need_a_key_when_keys_are_configured(keyed):
+    """Server metadata, the repository index and the OpenAPI schema with its viewers name the
+    build and every route: key holders only once keys are configured."""
+    key = {"x-api-key": "file-key-1"}
+    for method, path in (("GET", "/v2"), ("POST", "/v2/repository/index"),
+                         ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/redoc")):
+        r = keyed.client.request(method, path)
+        assert r.status_code == 401 and r.json()["code"] == "unauthorized", path
+        assert keyed.client.request(method, path, headers=key).status_code == 200, path
+    assert keyed.client.get("/v2", headers=key).json()["name"] == "specula"
+    assert "/v1/spectra:classify" in keyed.client.get("/openapi.json", headers=key).json()[
+        "paths"]
+    index = keyed.client.post("/v2/repository/index", headers=key).json()
+    assert {e["name"] for e in index} == {"spectrum_classifier"}
+
+
+@pytest.mark.e2e
+def test_a_valid_key_is_enough_beside_an_admin_bearer_token(keyed):
+    """A gateway that adds the admin token as Authorization to a client's X-API-Key: the
+    valid key is accepted on inference, the admin token on the admin route."""
+    both = {"x-api-key": "env-key", "authorization": f"Bearer {ADMIN_TOKEN}"}
+    assert infer(keyed, **both).status_code == 200
+    assert keyed.client.post("/v1/admin/reload", headers=both).status_code == 200
+    # neither credential valid for inference: still refused
+    r = infer(keyed, **{"x-api-key": "wrong", "authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert r.status_code == 401 and r.json()["code"] == "unauthorized"
+
+
+@pytest.mark.e2e
+def test_metrics_can_require_a_key(start_ops, ops_repo):
+    svc = start_ops(ops_repo, api_keys=["scrape-key"], metrics_require_key="true")
+    r = svc.client.get("/metrics")
+    assert r.status_code == 401 and r.json()["code"] == "unauthorized"
+    r = svc.client.get("/metrics", headers={"authorization": "Bearer scrape-key"})
+    assert r.status_code == 200 and "specula_" in r.text
+    assert svc.client.get("/v2/health/live").status_code == 200
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("keys", ['[""]', '["  "]', '["good-key", ""]'])
+def test_an_empty_api_key_stops_the_start(start_ops, ops_repo, keys):
+    """``SPECULA_API_KEYS='[""]'`` used to switch authentication off silently (the empty key
+    was dropped, leaving no key): now the service refuses to start and says why."""
+    svc = start_ops(ops_repo, wait=False, api_keys=keys)
+    assert svc.proc.wait(60) != 0
+    assert "empty (or whitespace-only) key" in svc.log_path.read_text()
 
 
 @pytest.mark.e2e
@@ -122,6 +171,13 @@ def test_settings_file_with_an_unknown_key_is_an_error(tmp_path):
     bad.write_text("port: 1\n")
     with pytest.raises(ValueError, match="use .toml, .json or .env"):
         load_settings(bad)
+
+
+def test_empty_api_keys_are_refused_by_the_settings():
+    with pytest.raises(ValueError, match="empty"):
+        Settings(api_keys=[""])
+    with pytest.raises(ValueError, match="empty"):
+        Settings(api_keys=["k", " \t"])
 
 
 def test_api_keys_from_env_and_file(tmp_path):

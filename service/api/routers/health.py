@@ -1,4 +1,7 @@
-"""Server liveness, readiness and metadata (Open Inference Protocol v2)."""
+"""Server liveness, readiness and metadata (Open Inference Protocol v2).
+
+Two routers: the probes (``router``, always open) and the server metadata
+(``metadata_router``, which main.py puts behind the API key when keys are configured)."""
 
 from __future__ import annotations
 
@@ -8,18 +11,21 @@ import service
 
 from ..deps import ServerDep
 from ..errors import ApiError
-from ..schemas import ServerMetadata
+from ..schemas import ServerMetadata, error_responses
 
 router = APIRouter(tags=["health"])
+# server metadata names the build: behind the API key when keys are set (probes stay open)
+metadata_router = APIRouter(tags=["health"])
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 
-@router.get("/v2/health/live")
+@router.get("/v2/health/live", operation_id="server_live", responses=error_responses(503))
 async def live() -> dict:
     return {"live": True}
 
 
-@router.get("/v2/health/ready", responses={400: {"description": "not ready"}})
+@router.get("/v2/health/ready", operation_id="server_ready",
+            responses=error_responses(400, 503))  # 400: not ready (OIP: 4xx means false)
 async def ready(server: ServerDep) -> dict:
     """Ready once at least one model version is loaded (OIP: 4xx means false)."""
     if not server.ready:
@@ -27,6 +33,7 @@ async def ready(server: ServerDep) -> dict:
     return {"ready": True}
 
 
-@router.get("/v2", response_model=ServerMetadata)
+@metadata_router.get("/v2", operation_id="server_metadata", response_model=ServerMetadata,
+                     responses=error_responses(401, 503))
 async def server_metadata() -> dict:
     return {"name": "specula", "version": service.__version__, "extensions": EXTENSIONS}

@@ -26,7 +26,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import orjson
@@ -42,16 +42,22 @@ from service.inference.lightcone import (
 from service.inference.lightcone_saliency import LightconeSaliency, check_params
 from service.inference.plots import lightcone_saliency_figure
 from service.inference.repository import ModelError
-from service.inference.saliency import MethodParams, SaliencyError
+from service.inference.saliency import MAX_ROWS_PER_SPECTRUM, Method, MethodParams, SaliencyError
 from service.lightcones import LightconeError
 
 from ..deps import DeadlineDep, MetricsDep, ServerDep, observe
 from ..errors import ApiError
+from ..jsonbudget import oip_json_bytes, reserve_json
 from ..oip import HEADER_LENGTH, decode_infer_request, encode_infer_response
+from ..schemas import ModelMetadata, error_responses
 from . import models as spectrum_oip
-from .saliency import JSON, NPY, PNG, _npy, wants
+from .saliency import JSON, MAPS_200, NPY, PNG, _npy, wants
 
 BUDGET_FILES = 4  # working memory per upload ≈ body + its copy + float32 cube + resampled cube
+# one cube as the raw body, sized by Content-Length (411 without it); an empty body is a 400
+CUBE_BODY = {"requestBody": {"required": True, "content": {"application/octet-stream": {
+    "schema": {"type": "string", "format": "binary", "minLength": 1,
+               "description": "raw float32 (with ?shape=), .npy, FITS cube or HDF5"}}}}}
 
 
 @asynccontextmanager
@@ -138,7 +144,7 @@ class CubeQuery:
 
     def served(self, lightcones: LightconeModels) -> ServedLightcone:
         names = lightcones.names()
-        if self.model is None and not names:
+        if not self.model and not names:  # model= (empty) names no model either
             raise ModelError("model_not_found", "no lightcone model is being served")
         return lightcones.get(self.model or names[0], self.version)
 
@@ -179,8 +185,8 @@ async def read_cube(request: Request, lightcones: LightconeModels, pipe, q: Cube
         return await pipe.run_decode(pipe.decode_and_preprocess, data, name, q.format, axes)
 
 
-@router.post("/v1/lightcones:infer", responses={c: {"description": "error"} for c in
-                                                 (400, 404, 411, 413, 415, 422, 429, 503)})
+@router.post("/v1/lightcones:infer", operation_id="lightcone_infer", openapi_extra=CUBE_BODY,
+             responses=error_responses(400, 401, 404, 411, 413, 415, 422, 429, 503, 504))
 async def infer_lightcone(
     request: Request, lightcones: LightconesDep, metrics: MetricsDep, deadline: DeadlineDep,
     q: CubeDep,
@@ -206,25 +212,27 @@ def lightcone_explainer(served: ServedLightcone) -> LightconeSaliency:
     return served.saliency
 
 
-@router.post("/v1/lightcones:saliency", responses={c: {"description": "error"} for c in
-                                                    (400, 404, 409, 411, 413, 415, 422, 429,
-                                                     503, 504)})
+@router.post("/v1/lightcones:saliency", operation_id="lightcone_saliency",
+             openapi_extra=CUBE_BODY, responses={**MAPS_200, **error_responses(
+                 400, 401, 404, 409, 411, 413, 415, 422, 429, 503, 504)})
 async def lightcone_saliency(
     request: Request, lightcones: LightconesDep, metrics: MetricsDep, deadline: DeadlineDep,
     q: CubeDep,
     target: Annotated[str | None, Query(description="a parameter name (its mean), or "
                                         "'<name>:sigma'; default HII_EFF_FACTOR (ζ)")] = None,
-    method: Annotated[str, Query(description="gradient | gradient_x_input | smoothgrad | "
-                                 "integrated_gradients")] = "gradient",
-    samples: Annotated[int, Query(description="smoothgrad: noisy copies n")] = 5,
-    sigma: Annotated[float, Query(description="smoothgrad: noise σ / (p99 − p1) of the cube")]
-    = 0.2,
-    steps: Annotated[int, Query(description="integrated gradients: path steps m")] = 16,
-    baseline: Annotated[str, Query(description="integrated gradients: zeros | sky_mean")]
-    = "zeros",
+    method: Annotated[Method, Query(description="the attribution method")] = "gradient",
+    samples: Annotated[int, Query(ge=1, le=MAX_ROWS_PER_SPECTRUM,
+                                  description="smoothgrad: noisy copies n")] = 5,
+    sigma: Annotated[float, Query(ge=0.0, le=5.0, description="smoothgrad: noise σ / "
+                                  "(p99 − p1) of the cube")] = 0.2,
+    steps: Annotated[int, Query(ge=1, le=MAX_ROWS_PER_SPECTRUM,
+                                description="integrated gradients: path steps m")] = 16,
+    baseline: Annotated[Literal["zeros", "sky_mean"],
+                        Query(description="integrated gradients: the path's start")] = "zeros",
     seed: Annotated[int, Query(description="smoothgrad noise seed")] = 0,
     out: Annotated[str | None, Query(description="json | npy | png (overrides Accept)")] = None,
-    slice_axis: Annotated[str, Query(description="png: the sky axis held fixed, x | y")] = "x",
+    slice_axis: Annotated[Literal["x", "y"],
+                          Query(description="png: the sky axis held fixed")] = "x",
     slice_index: Annotated[int | None, Query(description="png: its index (default: middle)")]
     = None,
     los_index: Annotated[int | None, Query(description="png: also show the sky plane at "
@@ -324,6 +332,7 @@ async def lightcone_oip_infer(name: str, version: int | None, request: Request,
     n = content_length(request, served.pipeline.max_file_bytes)
     async with observe(metrics, served) as obs, lightcones.budget.reserve(2 * n + per_item):
         body = await request.body()
+        reserve_json(request, oip_json_bytes(body, request.headers.get(HEADER_LENGTH)))
         req, arrays = await asyncio.get_running_loop().run_in_executor(
             served.pipeline.pool, decode_infer_request, body, request.headers.get(HEADER_LENGTH))
         timeout_us = req.parameters.get("timeout")
@@ -338,9 +347,15 @@ async def lightcone_oip_infer(name: str, version: int | None, request: Request,
 
 
 oip = APIRouter(prefix="/v2/models", tags=["open inference protocol"])
+METADATA = {200: {"model": ModelMetadata}, **error_responses(401, 404, 503)}
+INFER = {
+    "openapi_extra": spectrum_oip.INFER_BODY,
+    "responses": {**spectrum_oip.INFER_200, **error_responses(
+        400, 401, 404, 411, 413, 422, 429, 503, 504)},
+}
 
 
-@oip.get("/{name}")
+@oip.get("/{name}", operation_id="model_metadata", responses=METADATA)
 async def model_metadata(name: str, request: Request, server: ServerDep):
     lc: LightconeModels = request.app.state.lightcones
     if lc.has(name):
@@ -348,7 +363,8 @@ async def model_metadata(name: str, request: Request, server: ServerDep):
     return await spectrum_oip.model_metadata(name, server)
 
 
-@oip.get("/{name}/versions/{version}")
+@oip.get("/{name}/versions/{version}", operation_id="model_version_metadata",
+         responses={**METADATA, **error_responses(400)})
 async def model_version_metadata(name: str, version: int, request: Request, server: ServerDep):
     lc: LightconeModels = request.app.state.lightcones
     if lc.has(name):
@@ -356,7 +372,7 @@ async def model_version_metadata(name: str, version: int, request: Request, serv
     return await spectrum_oip.model_version_metadata(name, version, server)
 
 
-@oip.get("/{name}/ready")
+@oip.get("/{name}/ready", operation_id="model_ready", responses=error_responses(401, 404, 503))
 async def model_ready(name: str, request: Request, server: ServerDep):
     lc: LightconeModels = request.app.state.lightcones
     if lc.has(name):
@@ -364,13 +380,13 @@ async def model_ready(name: str, request: Request, server: ServerDep):
     return await spectrum_oip.model_ready(name, server)
 
 
-@oip.post("/{name}/infer")
+@oip.post("/{name}/infer", operation_id="model_infer", **INFER)
 async def infer(name: str, request: Request, server: ServerDep, metrics: MetricsDep,
                 deadline: DeadlineDep) -> Response:
     return await oip_infer(name, None, request, server, metrics, deadline)
 
 
-@oip.post("/{name}/versions/{version}/infer")
+@oip.post("/{name}/versions/{version}/infer", operation_id="model_version_infer", **INFER)
 async def infer_version(name: str, version: int, request: Request, server: ServerDep,
                         metrics: MetricsDep, deadline: DeadlineDep) -> Response:
     return await oip_infer(name, version, request, server, metrics, deadline)

@@ -17,11 +17,31 @@ from service.inference.repository import Manifest
 
 from ..deps import DeadlineDep, MetricsDep, ServerDep, observe
 from ..errors import ApiError
+from ..jsonbudget import oip_json_bytes, reserve_json
 from ..oip import HEADER_LENGTH, MANIFEST_TO_OIP, decode_infer_request, encode_infer_response
-from ..schemas import ModelMetadata
+from ..schemas import error_responses
 
 router = APIRouter(prefix="/v2/models", tags=["open inference protocol"])
 OFFLOAD_BYTES = 64 * 1024  # parse bodies bigger than this off the event loop
+# routers.lightcones declares (and answers) the routes this router shares with it, calling
+# these handlers for spectrum models; here they stay out of the schema, which would otherwise
+# list each operation twice under one operation id
+SHADOWED = {"include_in_schema": False}
+# the OIP infer request: JSON, or the binary tensor extension (a JSON header of
+# Inference-Header-Content-Length bytes, then the tensors); never empty
+INFER_BODY = {
+    "parameters": [{"name": "Inference-Header-Content-Length", "in": "header",
+                    "required": False, "schema": {"type": "integer", "minimum": 0},
+                    "description": "binary extension: the JSON header's length in bytes"}],
+    "requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"type": "object", "required": ["inputs"]}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary",
+                                                "minLength": 1}}}},
+}
+INFER_200 = {200: {"description": "the output tensors: JSON, or the binary tensor extension",
+                   "content": {"application/json": {"schema": {"type": "object"}},
+                               "application/octet-stream": {
+                                   "schema": {"type": "string", "format": "binary"}}}}}
 
 
 def tensors(specs) -> list[dict]:
@@ -47,23 +67,24 @@ def metadata(server, name: str, version: int | None) -> dict:
     }
 
 
-@router.get("/{name}", response_model=ModelMetadata)
+@router.get("/{name}", **SHADOWED)
 async def model_metadata(name: str, server: ServerDep) -> dict:
     return metadata(server, name, None)
 
 
-@router.get("/{name}/versions/{version}", response_model=ModelMetadata)
+@router.get("/{name}/versions/{version}", **SHADOWED)
 async def model_version_metadata(name: str, version: int, server: ServerDep) -> dict:
     return metadata(server, name, version)
 
 
-@router.get("/{name}/ready")
+@router.get("/{name}/ready", **SHADOWED)
 async def model_ready(name: str, server: ServerDep) -> dict:
     server.get(name)  # 404 when not served
     return {"name": name, "ready": True}
 
 
-@router.get("/{name}/versions/{version}/ready")
+@router.get("/{name}/versions/{version}/ready", operation_id="model_version_ready",
+            responses=error_responses(400, 401, 404, 503))
 async def model_version_ready(name: str, version: int, server: ServerDep) -> dict:
     server.get(name, version)
     return {"name": name, "version": str(version), "ready": True}
@@ -92,6 +113,7 @@ async def run_infer(name: str, version: int | None, request: Request, server, me
     async with server.use(name, version) as served, observe(metrics, served) as obs:
         body = await request.body()
         header_length = request.headers.get(HEADER_LENGTH)
+        reserve_json(request, oip_json_bytes(body, header_length))
         if len(body) > OFFLOAD_BYTES:
             req, arrays = await asyncio.get_running_loop().run_in_executor(
                 server.pool, decode_infer_request, body, header_length)
@@ -108,13 +130,13 @@ async def run_infer(name: str, version: int | None, request: Request, server, me
     return Response(content, headers=headers)
 
 
-@router.post("/{name}/infer")
+@router.post("/{name}/infer", **SHADOWED)
 async def infer(name: str, request: Request, server: ServerDep, metrics: MetricsDep,
                 deadline: DeadlineDep) -> Response:
     return await run_infer(name, None, request, server, metrics, deadline)
 
 
-@router.post("/{name}/versions/{version}/infer")
+@router.post("/{name}/versions/{version}/infer", **SHADOWED)
 async def infer_version(name: str, version: int, request: Request, server: ServerDep,
                         metrics: MetricsDep, deadline: DeadlineDep) -> Response:
     return await run_infer(name, version, request, server, metrics, deadline)

@@ -16,10 +16,13 @@ from service.inference.serving import SUPPORTED_KINDS
 
 from ..deps import AdminDep, ServerDep
 from ..errors import ApiError
-from ..schemas import RepositoryEntry
+from ..schemas import RepositoryEntry, error_responses
 from ..workers import notify_supervisor
 
 router = APIRouter(tags=["repository"])
+# the index lists every model and version on disk: behind the API key when keys are set, as
+# model metadata is (the load/reload routes take the admin token instead)
+index_router = APIRouter(tags=["repository"])
 
 
 def report_response(report: dict[str, dict]) -> Response:
@@ -32,7 +35,8 @@ def report_response(report: dict[str, dict]) -> Response:
                     status_code=409 if failed else 200, media_type="application/json")
 
 
-@router.post("/v2/repository/index", response_model=list[RepositoryEntry])
+@index_router.post("/v2/repository/index", operation_id="repository_index",
+                   response_model=list[RepositoryEntry], responses=error_responses(401, 503))
 async def repository_index(server: ServerDep) -> list[dict]:
     """Every spectrum-model version on disk and whether it is served (other kinds of model,
     e.g. lightcone regressors, are loaded and reported by their own router)."""
@@ -48,7 +52,8 @@ async def repository_index(server: ServerDep) -> list[dict]:
     return out
 
 
-@router.post("/v2/repository/models/{name}/load")
+@router.post("/v2/repository/models/{name}/load", operation_id="repository_model_load",
+             responses=error_responses(401, 403, 404, 409, 503))
 async def load_model(name: str, server: ServerDep, _: AdminDep) -> Response:
     # the name becomes a path under the repository root: only a directory listed there (or a
     # model being served) may be named, never '..' or anything else a client makes up
@@ -59,7 +64,8 @@ async def load_model(name: str, server: ServerDep, _: AdminDep) -> Response:
     return report_response(report)
 
 
-@router.post("/v1/admin/reload")
+@router.post("/v1/admin/reload", operation_id="repository_reload",
+             responses=error_responses(401, 403, 409, 503))
 async def reload_all(server: ServerDep, _: AdminDep) -> Response:
     report = await server.reload()
     notify_supervisor()

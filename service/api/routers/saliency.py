@@ -17,24 +17,35 @@ from __future__ import annotations
 
 import asyncio
 import io
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 
-from service.inference.saliency import MethodParams, SaliencyError, SaliencyPipeline
+from service.inference.saliency import (
+    MAX_ROWS_PER_SPECTRUM,
+    Method,
+    MethodParams,
+    SaliencyError,
+    SaliencyPipeline,
+    Scale,
+)
 from service.inference.serving import ServedModel
 
 from ..deps import DeadlineDep, MetricsDep, ServerDep, SettingsDep, observe
 from ..errors import ApiError
-from ..schemas import ErrorBody
+from ..schemas import error_responses
 from .spectra import BODY_DOC, read_uploads
 
 router = APIRouter(prefix="/v1", tags=["saliency"])
 NPY, PNG, JSON = "application/x-npy", "image/png", "application/json"
 MAX_SPECTRA = 64  # per saliency request (each costs 2-64 forward passes)
-ERRORS = {c: {"model": ErrorBody} for c in (400, 404, 409, 413, 415, 422, 429, 503, 504)}
+ERRORS = error_responses(400, 401, 404, 409, 413, 415, 422, 429, 503, 504)
+# what the 200 can be: ``out`` or ``Accept`` picks one
+BINARY = {"schema": {"type": "string", "format": "binary"}}
+MAPS_200 = {200: {"content": {JSON: {}, NPY: BINARY, PNG: BINARY}}}
+FIGURES_200 = {200: {"content": {JSON: {}, PNG: BINARY}}}
 
 
 def wants(request: Request, fmt: str | None) -> str:
@@ -66,23 +77,27 @@ def _npy(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-@router.post("/spectra:saliency", openapi_extra=BODY_DOC, responses=ERRORS)
+@router.post("/spectra:saliency", operation_id="spectra_saliency", openapi_extra=BODY_DOC,
+             responses={**MAPS_200, **ERRORS})
 async def saliency(
     request: Request, server: ServerDep, metrics: MetricsDep, settings: SettingsDep,
     deadline: DeadlineDep,
     target: Annotated[str, Query(description="a label (STAR:A), a top class (QSO), 'top' "
                                  "(the predicted class) or 'redshift'")] = "top",
-    method: Annotated[str, Query(description="gradient | gradient_x_input | smoothgrad | "
-                                 "integrated_gradients")] = "gradient",
-    scale: Annotated[str | None, Query(description="probability (default) | log_probability "
-                                       "| logit; 'value' for redshift")] = None,
-    samples: Annotated[int, Query(description="smoothgrad: noisy copies n")] = 5,
-    sigma: Annotated[float, Query(description="smoothgrad: noise σ / robust flux range")] = 0.2,
-    steps: Annotated[int, Query(description="integrated gradients: path steps m")] = 32,
-    baseline: Annotated[str, Query(description="integrated gradients: zeros | continuum")]
-    = "zeros",
+    method: Annotated[Method, Query(description="the attribution method")] = "gradient",
+    scale: Annotated[Scale | None, Query(description="probability (default) | "
+                                         "log_probability | logit; 'value' for redshift")]
+    = None,
+    samples: Annotated[int, Query(ge=1, le=MAX_ROWS_PER_SPECTRUM,
+                                  description="smoothgrad: noisy copies n")] = 5,
+    sigma: Annotated[float, Query(ge=0.0, le=5.0,
+                                  description="smoothgrad: noise σ / robust flux range")] = 0.2,
+    steps: Annotated[int, Query(ge=1, le=MAX_ROWS_PER_SPECTRUM,
+                                description="integrated gradients: path steps m")] = 32,
+    baseline: Annotated[Literal["zeros", "continuum"],
+                        Query(description="integrated gradients: the path's start")] = "zeros",
     seed: Annotated[int, Query(description="smoothgrad noise seed")] = 0,
-    index: Annotated[int | None, Query(description="explain only this spectrum of the "
+    index: Annotated[int | None, Query(ge=0, description="explain only this spectrum of the "
                                        "request (0-based, across files)")] = None,
     model: Annotated[str | None, Query(description="default: SPECULA_DEFAULT_MODEL")] = None,
     version: Annotated[int | None, Query(description="pin a version (default: latest)")] = None,
@@ -149,7 +164,8 @@ async def render(served: ServedModel, sal: SaliencyPipeline, r: dict[str, Any]) 
     return await asyncio.get_running_loop().run_in_executor(None, lambda: saliency_figure(**kw))
 
 
-@router.get("/spectra:introspect", responses=ERRORS)
+@router.get("/spectra:introspect", operation_id="spectra_filters",
+            responses={**FIGURES_200, **error_responses(400, 401, 404, 409, 429, 503, 504)})
 async def filters(
     request: Request, server: ServerDep, metrics: MetricsDep, settings: SettingsDep,
     deadline: DeadlineDep,
@@ -176,12 +192,13 @@ async def filters(
                                      option=orjson.OPT_SERIALIZE_NUMPY), media_type=JSON)
 
 
-@router.post("/spectra:introspect", openapi_extra=BODY_DOC, responses=ERRORS)
+@router.post("/spectra:introspect", operation_id="spectra_activations", openapi_extra=BODY_DOC,
+             responses={**FIGURES_200, **ERRORS})
 async def activations(
     request: Request, server: ServerDep, metrics: MetricsDep, settings: SettingsDep,
     deadline: DeadlineDep,
     layer: Annotated[str, Query(description="stem, block1, ... (see GET)")] = "stem",
-    index: Annotated[int, Query(description="which spectrum of the request")] = 0,
+    index: Annotated[int, Query(ge=0, description="which spectrum of the request")] = 0,
     model: Annotated[str | None, Query()] = None,
     version: Annotated[int | None, Query()] = None,
     format: Annotated[str | None, Query(description="reader name")] = None,

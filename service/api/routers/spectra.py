@@ -24,18 +24,24 @@ from service.metrics import RequestStats
 
 from ..deps import DeadlineDep, MetricsDep, ServerDep, SettingsDep, observe
 from ..errors import ApiError, failure_of
+from ..jsonbudget import json_bytes, reserve_json
 from ..multipart import parse_multipart
-from ..schemas import ClassifyResponse, ErrorBody
+from ..schemas import ClassifyResponse, error_responses
 
 router = APIRouter(prefix="/v1", tags=["spectra"])
 NDJSON = "application/x-ndjson"
 OFFLOAD_BYTES = 4 << 20  # parse multipart bodies bigger than this on the worker pool
 
+# the body is hand-declared (the handlers read it raw): at least one non-empty file, since an
+# empty body or a multipart without files is answered 400 (read_uploads)
 BODY_DOC = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "properties": {
-        "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
-    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-    "application/json": {"schema": {"type": "object", "description": "JSON arrays reader"}},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["files"], "properties": {
+        "files": {"type": "array", "minItems": 1,
+                  "items": {"type": "string", "format": "binary", "minLength": 1}}}}},
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary",
+                                            "minLength": 1}},
+    "application/json": {"schema": {"type": "object", "minProperties": 1,
+                                    "description": "JSON arrays reader"}},
 }}}
 
 
@@ -54,6 +60,7 @@ async def read_uploads(request: Request, max_files: int, fmt: str | None) -> lis
         uploads = [Upload(body, name, ctype or None, fmt)] if body else []
     if not uploads:
         raise ApiError(400, "bad_request", "no file in the request (multipart parts or a body)")
+    reserve_json(request, sum(json_bytes(u.data) for u in uploads))  # before any is parsed
     return uploads
 
 
@@ -67,9 +74,18 @@ class ClassifyQuery(BaseModel):
     stream: bool = Field(False, description="NDJSON, one line per spectrum")
 
 
-@router.post("/spectra:classify", response_model=ClassifyResponse, openapi_extra=BODY_DOC,
-             responses={c: {"model": ErrorBody} for c in (400, 404, 413, 415, 422, 429, 503,
-                                                          504)})
+# ?stream=true (or Accept: application/x-ndjson) answers 200 NDJSON: one JSON object a line.
+# Its schema is the stream read as an array of its lines (OpenAPI 3.2's reading of `schema`
+# for a sequential media type)
+STREAM_DOC = {200: {"content": {NDJSON: {"schema": {
+    "type": "array", "description": "one line per spectrum, as its file finishes",
+    "items": {"anyOf": [{"$ref": "#/components/schemas/ClassifiedSpectrum"},
+                        {"$ref": "#/components/schemas/SpectrumFailure"}]}}}}}}
+
+
+@router.post("/spectra:classify", operation_id="classify_spectra", response_model=ClassifyResponse,
+             openapi_extra=BODY_DOC, responses={**STREAM_DOC, **error_responses(
+                 400, 401, 404, 413, 415, 422, 429, 503, 504)})
 async def classify(request: Request, server: ServerDep, metrics: MetricsDep,
                    settings: SettingsDep, deadline: DeadlineDep,
                    q: Annotated[ClassifyQuery, Query()]) -> Response:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 
 from ..errors import SpectrumError
-from ..fitsview import HDU
+from ..fitsview import BLOCK, HDU
 from ..registry import register_reader
 from ..source import Source
 from ..spectrum import Spectrum, make_spectrum
@@ -73,6 +73,22 @@ def _object_id(source: Source, primary_header) -> str:
     return "-".join(m.groups()) if m else ""
 
 
+def _truncation_warnings(source: Source, hdu: HDU, specobj: dict[str, object]) -> list[str]:
+    """Signs that the file was cut short. COADD is all the classifier needs, so a file cut
+    after it still reads, but it lost its SPECOBJ row and exposures and may be a failed
+    transfer: the result says so rather than answer as if the file were whole. A pipeline
+    spec/spec-lite file (COADD with ``and_mask``) always has SPECOBJ as HDU 2; the minimal
+    COADD-only form (flux/loglam/ivar) has none and is not warned about."""
+    out = []
+    if len(source.data) % BLOCK:
+        out.append(f"file is {len(source.data)} bytes, not a whole number of 2880-byte FITS "
+                   "blocks: truncated?")
+    if not specobj and "AND_MASK" in hdu.columns and source.fits.get("SPECOBJ") is None:
+        out.append("no SPECOBJ HDU after COADD, which SDSS spec files always have: the file "
+                   "looks truncated")
+    return out
+
+
 def read_sdss_spec(source: Source) -> list[Spectrum]:
     hdu = _coadd(source)
     if hdu is None:
@@ -88,7 +104,11 @@ def read_sdss_spec(source: Source) -> list[Spectrum]:
     wave = loglam_to_wavelength(loglam)
     head = source.fits[0].header
     meta: dict[str, object] = {"survey": "sdss", "object_id": _object_id(source, head)}
-    meta.update(_specobj(source))
+    specobj = _specobj(source)
+    meta.update(specobj)
+    warnings = _truncation_warnings(source, hdu, specobj)
+    if warnings:
+        meta["warnings"] = warnings
     meta["survey"] = str(meta.get("survey") or "sdss").strip()
     ra = meta.pop("plug_ra", head.get("PLUG_RA"))
     dec = meta.pop("plug_dec", head.get("PLUG_DEC"))

@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from astropy.cosmology import Planck15
 from astropy.io import fits
 from tiny_classifier import write_tiny_model
 
@@ -168,6 +169,29 @@ def test_bad_cubes(svc, kind, status, code):
                  z_last=8.0, cell_mpc=8.0)
     assert r.status_code == status, r.text
     assert r.json()["code"] == code
+
+
+def v3_lightcone(distances: np.ndarray) -> bytes:
+    """A 21cmFAST v3-layout HDF5 file (4 × 4 cells of 8 Mpc) with these slice distances."""
+    b = io.BytesIO()
+    with h5py.File(b, "w") as f:
+        f.create_group("lightcones").create_dataset(
+            "brightness_temp", data=np.random.default_rng(5).normal(0, 20, (4, 4, 40))
+            .astype("<f4"))
+        f["distances"] = distances
+        f.create_group("user_params").attrs.update({"BOX_LEN": 32.0, "HII_DIM": 4})
+        f.create_group("cosmo_params").attrs.update({"OMm": 0.31, "OMb": 0.049,
+                                                     "hlittle": 0.68})
+    return b.getvalue()
+
+
+def test_21cmfast_file_with_reversed_distances_is_refused(svc):
+    """Reversed distances labelled every slice with another's redshift and were accepted."""
+    d = Planck15.comoving_distance(np.linspace(5.5, 19.0, 40)).value
+    assert post(svc, v3_lightcone(d)).status_code == 200
+    r = post(svc, v3_lightcone(d[::-1].copy()))
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "bad_axis" and "increase" in r.json()["error"]
 
 
 def oip_infer(svc, x: np.ndarray, name: str = NAME):

@@ -319,3 +319,54 @@ def test_concurrent_batches_drain_on_close():
     assert sorted(x for c in fn.calls for x in c) == sorted(
         x for i in range(4) for x in range(i * 10, i * 10 + 5))
     assert all(len(c) <= 3 for c in fn.calls)
+
+
+def test_expired_request_leaves_the_queue_at_its_deadline_while_every_instance_is_busy():
+    """The only instance runs a long batch, so the loop sleeps until it finishes: a request
+    whose deadline passes meanwhile must still answer at its deadline and give its rows
+    back at once (the next request fits), not when the long batch ends."""
+    async def main():
+        fn = Gate()
+        b = DynamicBatcher(fn, max_batch_size=8, max_queue_delay_s=0.0, max_queue_rows=4)
+        long_batch = asyncio.create_task(b.submit([1]))
+        await until(lambda: len(fn.calls) == 1, "the long batch started")
+        deadline = time.monotonic() + 0.02
+        with pytest.raises(DeadlineExceeded):
+            await b.submit([2, 3, 4], deadline=deadline)
+        overshoot = time.monotonic() - deadline
+        depth_after = b.depth
+        fits = asyncio.create_task(b.submit([5, 6, 7, 8]))  # QueueFull if 2-4 were still held
+        await asyncio.sleep(0)
+        fn.release.set()
+        outs = await asyncio.gather(long_batch, fits)
+        await b.close()
+        return fn, overshoot, depth_after, outs
+
+    fn, overshoot, depth_after, outs = run(main())
+    assert overshoot <= 0.25
+    assert depth_after == 0
+    assert outs == [[10], [50, 60, 70, 80]]
+    assert fn.calls == [[1], [5, 6, 7, 8]]  # the expired rows never reached the function
+
+
+def test_a_cancelled_caller_gives_its_rows_back_at_once():
+    """A caller cancelled from outside (client gone, the API's deadline timer, shutdown)
+    leaves the queue when it is cancelled, not when the loop next wakes."""
+    async def main():
+        fn = Gate()
+        b = DynamicBatcher(fn, max_batch_size=8, max_queue_delay_s=0.0, max_queue_rows=4)
+        long_batch = asyncio.create_task(b.submit([1]))
+        await until(lambda: len(fn.calls) == 1, "the long batch started")
+        waiting = asyncio.create_task(b.submit([2, 3]))
+        await until(lambda: b.depth == 2, "the second request queued")
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        depth_after = b.depth
+        fn.release.set()
+        await long_batch
+        await b.close()
+        return fn, depth_after
+
+    fn, depth_after = run(main())
+    assert depth_after == 0
+    assert fn.calls == [[1]]
