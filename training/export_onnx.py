@@ -20,6 +20,7 @@ import torch
 from service.spectra import DEFAULT_GRID, PREPROCESS_VERSION
 
 from .conv2d import rewrite_in_place
+from .float32_bounds import forward_tol, rel_tol
 from .manifest import git_commit, sha256_file, write_manifest
 from .model import OUTPUT_NAMES, Ensemble
 from .simulate import LABELS, TOP_CLASSES
@@ -65,6 +66,43 @@ def parity(ens: Ensemble, path: Path, x: np.ndarray) -> dict[str, float]:
     """Max |ORT − PyTorch| per output on the same preprocessed input."""
     a, b = run_onnx(path, x), run_torch(ens, x)
     return {n: float(np.max(np.abs(a[n] - b[n]))) for n in OUTPUT_NAMES}
+
+
+@torch.no_grad()
+def output_tolerances(ens: Ensemble, x: np.ndarray, sides: int = 2) -> dict[str, np.ndarray]:
+    """Per element of each output, how far two float32 evaluations of ``ens`` on ``x`` (ONNX
+    Runtime and PyTorch: ``sides`` = 2) may differ by rounding alone.
+
+    Each member's raw outputs (logits/T, and μ, log σ² of ln(1+z)) err by r = forward_tol of
+    its layers relative to their size (training/float32_bounds.py): δ_l = r·max|logits/T| and
+    δ_r = r·max(|μ|, |log σ²|) per spectrum, over the members. ρ = the ensemble's own
+    reductions (mean over M members, softmax and entropy sums over K labels). Then, to first
+    order:
+    - probs: softmax moves p_i by p_i·(Δl_i − Σ_j p_j·Δl_j), so |Δq_i| ≤ (2δ_l + ρ)·q_i;
+    - entropy: ΔH = −Σ (log q_i + 1)·Δq_i and Σ q_i·|log q_i| = H, so ≤ 2δ_l·H + ρ·(1 + H)
+      (the 1: Σ Δq_i is zero only to rounding);
+    - epistemic = H(q) − mean_m H(p_m), with mean_m H(p_m) ≤ H(q): ≤ 4δ_l·H + 2ρ·(1 + H);
+    - z = exp(μ̄) − 1: ≤ (1 + z)·(δ_r + ρ);
+    - z_sigma = s·(1+z)·σ_t, σ_t² = mean σ_m² + var_m μ_m: Δ mean σ² ≤ δ_r·σ_t² and
+      Δ var μ ≤ mean 2|μ_m − μ̄|·2δ_r ≤ 4δ_r·σ_t, so Δσ_t ≤ δ_r·σ_t/2 + 2δ_r and
+      |Δz_sigma| ≤ (1.5·z_sigma + 2s·(1 + z))·δ_r + ρ·z_sigma.
+    """
+    ens = ens.eval()
+    xt = torch.from_numpy(x.astype(np.float32))
+    r = forward_tol(ens.members[0], sides=sides)
+    k = ens.members[0].cls.out_features
+    rho = rel_tol([len(ens.members), k, k], sides)
+    raw = [m(xt) for m in ens.members]
+    logits = torch.stack([o[0] for o in raw]).abs().amax(dim=(0, 2)) / ens.temperature
+    reg = torch.stack([torch.maximum(o[1].abs(), o[2].abs()) for o in raw]).amax(0)
+    d_l, d_r = (r * logits.double()).numpy(), (r * reg.double()).numpy()
+    probs, entropy, _, z, z_sigma = (t.double().numpy() for t in ens(xt))
+    s = float(ens.z_sigma_scale)
+    return {"probs": (2 * d_l + rho)[:, None] * probs,
+            "entropy": 2 * d_l * entropy + rho * (1 + entropy),
+            "epistemic": 4 * d_l * entropy + 2 * rho * (1 + entropy),
+            "z": (1 + z) * (d_r + rho),
+            "z_sigma": (1.5 * z_sigma + 2 * s * (1 + z)) * d_r + rho * z_sigma}
 
 
 def manifest_io(n_labels: int, npix: int) -> tuple[list[dict], list[dict]]:

@@ -10,12 +10,23 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
+from test_saliency_parity import NPIX, K, ensemble_gradient_tol, tiny_ensemble
 
-from training.conv2d import Unsupported, compare, conv1d_as_conv2d, derive, max_abs_diff
-from training.export_onnx import export_graph, run_torch
+from service.spectra import Source, preprocess, read_spectra
+from training.conv2d import (
+    Unsupported,
+    compare,
+    conv1d_as_conv2d,
+    derive,
+    relative_diffs,
+    rewrite_tolerance,
+)
+from training.export_onnx import export_graph, output_tolerances, run_onnx, run_torch
+from training.export_saliency import export_saliency, parity_inputs
 from training.manifest import sha256_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,20 +39,18 @@ def conv_kernels(model: onnx.ModelProto) -> list[list[int]]:
 
 
 def test_exported_ensemble_is_2d_and_matches_pytorch(tmp_path):
-    """export_onnx writes the rewritten graph; it still matches the PyTorch ensemble."""
-    from test_saliency_parity import NPIX, tiny_ensemble
-
+    """export_onnx writes the rewritten graph; it still matches the PyTorch ensemble to
+    float32 rounding on both sides (export_onnx.output_tolerances)."""
     ens = tiny_ensemble(3)
     path = tmp_path / "model.onnx"
     export_graph(ens, path, NPIX)
     kernels = conv_kernels(onnx.load(path))
     assert kernels and all(len(k) == 2 and k[0] == 1 for k in kernels)
     x = np.random.default_rng(0).normal(size=(5, 2, NPIX)).astype(np.float32)
-    from training.export_onnx import run_onnx
-
-    got, want = run_onnx(path, x), run_torch(ens, x)
+    got, want, tol = run_onnx(path, x), run_torch(ens, x), output_tolerances(ens, x)
     for name, w in want.items():
-        np.testing.assert_allclose(got[name], w, rtol=1e-4, atol=1e-5, err_msg=name)
+        err = np.abs(got[name] - w)
+        assert (err <= tol[name]).all(), (name, float(np.max(err / tol[name])))
 
 
 def _conv_then(op: str, other: np.ndarray) -> onnx.ModelProto:
@@ -79,7 +88,6 @@ def test_refuses_what_it_cannot_prove_safe():
     # a scalar is fine, and the result is the same
     model = _conv_then("Mul", np.array(2.0))
     x = np.random.default_rng(1).normal(size=(4, 2, 16)).astype(np.float32)
-    import onnxruntime as ort
 
     def run(m):
         return ort.InferenceSession(m.SerializeToString(),
@@ -91,8 +99,6 @@ def test_refuses_what_it_cannot_prove_safe():
 
 
 def test_derive_writes_a_new_version_with_checksum_parity_and_provenance(tmp_path):
-    from test_saliency_parity import NPIX, tiny_ensemble
-
     src = tmp_path / "m" / "1"
     src.mkdir(parents=True)
     buf = io.BytesIO()
@@ -106,19 +112,24 @@ def test_derive_writes_a_new_version_with_checksum_parity_and_provenance(tmp_pat
         {"name": "m", "version": 1, "file": "model.onnx",
          "sha256": sha256_file(src / "model.onnx"), "metrics": {"accuracy_top": 0.9}}))
     x = np.random.default_rng(2).normal(size=(8, 2, NPIX)).astype(np.float32)
+    ens = tiny_ensemble(4)
     m = derive(src, tmp_path / "m" / "2", x)
     dst = tmp_path / "m" / "2"
     assert m["version"] == 2 and m["sha256"] == sha256_file(dst / "model.onnx")
     assert (dst / "saliency.onnx").read_bytes() == b"copied as is"
     assert m["training"]["derived_from"]["version"] == 1
-    assert m["parity"]["against_version"]["max_abs_diff"] < 1e-5
+    # two ORT graphs with differently ordered sums: float32 rounding on both sides, bounded
+    # per output from the PyTorch ensemble both were exported from
+    tol = output_tolerances(ens, x)
+    for name, diff in m["parity"]["against_version"]["per_output"].items():
+        assert diff <= tol[name].max(), name
+    parity = m["parity"]["against_version"]
+    assert parity["max_rel_diff"] <= parity["tolerance"]
     assert m["metrics"]["accuracy_top"] == 0.9 and m["metrics"]["onnx_spectra_per_s"] > 0
     assert json.loads((dst / "manifest.json").read_text()) == m
 
 
 def test_shipped_version_2_is_version_1_rewritten(sdss_spec_path):
-    from service.spectra import Source, preprocess, read_spectra
-
     v1 = json.loads((SHIPPED / "1" / "manifest.json").read_text())
     v2 = json.loads((SHIPPED / "2" / "manifest.json").read_text())
     assert v2["training"]["derived_from"] == {**v2["training"]["derived_from"],
@@ -133,11 +144,12 @@ def test_shipped_version_2_is_version_1_rewritten(sdss_spec_path):
     assert sal2["sha256"] == sha256_file(SHIPPED / "2" / "saliency.onnx") != sal1["sha256"]
     assert sal2["introspect"]["sha256"] == sha256_file(SHIPPED / "2" / "introspect.onnx")
     x = preprocess(read_spectra(Source.from_path(sdss_spec_path))[1][0]).x[None]
-    diffs = max_abs_diff(SHIPPED / "1" / "model.onnx", SHIPPED / "2" / "model.onnx", x)
-    assert max(diffs.values()) < 1e-5
-    for name, (diff, scale) in compare(SHIPPED / "1" / "saliency.onnx",
-                                       SHIPPED / "2" / "saliency.onnx", x).items():
-        assert diff <= 1e-5 * scale, name
+    # the same weights, differently ordered sums: float32 rounding on both sides, bounded
+    # from each graph's reductions and head sizes (no checkpoint ships to bound it per output)
+    for graph in ("model.onnx", "saliency.onnx"):
+        tol = rewrite_tolerance(SHIPPED / "1" / graph, x)
+        rel = relative_diffs(compare(SHIPPED / "1" / graph, SHIPPED / "2" / graph, x))
+        assert max(rel.values()) <= tol, (graph, rel, tol)
     kernels = conv_kernels(onnx.load(SHIPPED / "2" / "saliency.onnx"))
     assert kernels and all(len(k) == 2 for k in kernels)
 
@@ -146,10 +158,6 @@ def test_exported_saliency_graph_is_2d_and_still_the_exact_gradient(tmp_path):
     """export_saliency applies the pass too (to the dynamo export, the shipped path: the
     TorchScript exporter's Shape ops on the trunk make the pass keep that graph 1-D); its
     parity check against float64 autograd then holds for the rewritten graph."""
-    from test_saliency_parity import K, NPIX, ensemble_gradient_tol, tiny_ensemble
-
-    from training.export_saliency import export_saliency, parity_inputs
-
     ens = tiny_ensemble(5)
     entry = export_saliency(ens, tmp_path, NPIX, K, parity_x=parity_inputs(NPIX, 2))
     kernels = conv_kernels(onnx.load(tmp_path / "saliency.onnx"))

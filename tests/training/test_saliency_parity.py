@@ -18,11 +18,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from float32_bounds import gradient_tol
 
 from service.spectra import DEFAULT_GRID
 from training.config import ModelConfig
-from training.export_onnx import sha256_file
+from training.export_onnx import output_tolerances, sha256_file
 from training.export_saliency import (
     IntrospectGraph,
     SaliencyGraph,
@@ -34,7 +33,8 @@ from training.export_saliency import (
     target_matrix,
     torch_gradient,
 )
-from training.model import Ensemble, SpectrumNet
+from training.float32_bounds import gradient_tol, reduction_lengths, rel_tol
+from training.model import OUTPUT_NAMES, Ensemble, SpectrumNet
 
 NPIX = DEFAULT_GRID.npix
 K = 13
@@ -110,10 +110,11 @@ def test_onnx_returns_the_prediction_it_explains(exported):
                    sess.run(None, {"spectrum": x, "target": target_matrix(K, [0] * 5)})))
     assert out["saliency"].shape == x.shape  # dynamic batch: 5 rows through a graph traced at 2
     with torch.no_grad():
-        probs, _, _, z, z_sigma = ens(torch.from_numpy(x))
-    np.testing.assert_allclose(out["probs"], probs.numpy(), atol=1e-5)
-    np.testing.assert_allclose(out["z"], z.numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(out["z_sigma"], z_sigma.numpy(), rtol=1e-4)
+        ref = dict(zip(OUTPUT_NAMES, ens(torch.from_numpy(x))))
+    tol = output_tolerances(ens, x)  # ORT vs PyTorch, float32 rounding propagated per output
+    for name in ("probs", "z", "z_sigma"):
+        err = np.abs(out[name] - ref[name].numpy())
+        assert (err <= tol[name]).all(), (name, float(np.max(err / tol[name])))
 
 
 @pytest.mark.slow
@@ -128,8 +129,15 @@ def test_introspection_graph_returns_filters_and_activations(exported):
     np.testing.assert_allclose(out["filters"], weights, rtol=1e-6)
     with torch.no_grad():
         ref = IntrospectGraph(ens)(torch.from_numpy(x))
-    for name, r in zip(names[1:], ref[1:]):
-        np.testing.assert_allclose(out[name], r.numpy(), rtol=1e-4, atol=1e-5)
+    member = ens.members[0]
+    stages = [member.stem, *member.blocks]
+    for k, (name, r) in enumerate(zip(names[1:], ref[1:])):
+        # ORT vs PyTorch through the stages up to this one, relative to each member's
+        # activation size per spectrum (float32_bounds: the bound is on the layer's output
+        # vector, and ReLU only zeroes elements)
+        tol = rel_tol([n for s in stages[:k + 1] for n in reduction_lengths(s)[0]], sides=2)
+        size = np.abs(r.numpy()).max(axis=(2, 3), keepdims=True)
+        assert (np.abs(out[name] - r.numpy()) <= tol * size).all(), name
         assert (out[name] >= 0).all()  # post-ReLU
     layers = {lay["name"]: lay for lay in entry["introspect"]["layers"]}
     assert out["block1"].shape[2:] == (layers["block1"]["channels"], layers["block1"]["length"])

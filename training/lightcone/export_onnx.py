@@ -10,6 +10,7 @@ regressor").
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..float32_bounds import U32, forward_tol
 from ..manifest import git_commit, sha256_file, write_manifest
 from .config import LightconeConfig, config_to_dict
 from .model import OUTPUT_NAMES, LightconeNet, PhysicalHead
@@ -98,9 +100,33 @@ def run_torch(head: PhysicalHead, x: np.ndarray) -> dict[str, np.ndarray]:
     return dict(zip(OUTPUT_NAMES, (mean.numpy(), sigma.numpy())))
 
 
+@torch.no_grad()
+def sky_cells(net: LightconeNet, shape: tuple[int, ...]) -> int:
+    """Cells the forward pass averages over the sky: a reduction outside the layers."""
+    return math.prod(net.features(torch.zeros(1, *shape)).shape[2:4])
+
+
+@torch.no_grad()
+def width_tol(head: PhysicalHead, x: np.ndarray, sides: int = 2) -> float:
+    """How far two float32 evaluations of ``head`` on ``x`` (ONNX Runtime and PyTorch, or
+    two batch sizes: ``sides`` = 2) may differ in |Δ output| / prior width by rounding alone.
+
+    The layers' error (forward_tol, training/float32_bounds.py, plus the sky mean) is relative
+    to the normalised outputs the net computes (μ, log σ; σ/width carries the log σ error times
+    itself), plus one float32 rounding of the physical mean (low + width·μ) per side."""
+    mean, sigma = (t.numpy().astype(np.float64) for t in head(torch.from_numpy(x)))
+    width, low = head.width.numpy(), head.low.numpy()
+    sig_w = sigma / width
+    log_sig = np.log(sig_w / head.sigma_scale.numpy())
+    scale = max(1.0, np.abs((mean - low) / width).max(), (np.abs(log_sig) * sig_w).max())
+    rel = forward_tol(head.net, [sky_cells(head.net, x.shape[1:])], sides)
+    return float(rel * scale + sides * U32 * np.abs(mean / width).max())
+
+
 def parity(head: PhysicalHead, path: Path, x: np.ndarray) -> dict[str, Any]:
     """Max |ORT − torch| per output at batch 1 and the full batch (the dynamic axis), in
-    physical units and relative to each parameter's prior width (units differ by 10⁴)."""
+    physical units and relative to each parameter's prior width (units differ by 10⁴), with
+    the float32 rounding :func:`width_tol` allows for the latter."""
     out: dict[str, Any] = {}
     width = head.width.numpy()
     rel = 0.0
@@ -110,6 +136,7 @@ def parity(head: PhysicalHead, path: Path, x: np.ndarray) -> dict[str, Any]:
         rel = max(rel, *(float(np.max(np.abs(a[n] - b[n]) / width)) for n in OUTPUT_NAMES))
     out["max_abs_diff"] = max(v for d in out.values() if isinstance(d, dict) for v in d.values())
     out["max_diff_over_prior_width"] = rel
+    out["tolerance_over_prior_width"] = width_tol(head, x)
     out["n_cubes"] = len(x)
     return out
 

@@ -25,6 +25,7 @@ import os
 import time
 import warnings
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
@@ -134,7 +135,13 @@ def simulate(cfg: LightconeConfig, index: int) -> SimResult:
 
 
 def simulator_provenance() -> dict[str, Any]:
-    import py21cmfast as p21c
-
-    return {"simulator": "21cmFAST", "simulator_version": p21c.__version__,
+    """What a dataset file records about its simulator. The version comes from the installed
+    distribution's metadata, so opening a file needs no 21cmFAST build: without one it is
+    None ("not installed"), and such a file can only hold rows written by other means (no
+    simulation runs without it; the tests' synthetic datasets)."""
+    try:
+        sim_version = version("21cmFAST")
+    except PackageNotFoundError:
+        sim_version = None
+    return {"simulator": "21cmFAST", "simulator_version": sim_version,
             "cpu_count": os.cpu_count()}

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from training.lightcone import dataset
 from training.lightcone.config import LightconeConfig, load_config
@@ -17,15 +16,6 @@ from training.lightcone.simulate import STATUS, SimResult, draw
 
 REPO = Path(__file__).resolve().parents[3]
 TINY = REPO / "training" / "lightcone" / "configs" / "lightcone_tiny.json"
-NEEDS_21CMFAST = ("a dataset file records the simulator's version (dataset._open calls "
-                  "simulate.simulator_provenance), so writing one needs py21cmfast, which builds "
-                  "only with Debian's libfftw3-dev and libgsl-dev (make install's sim21 extra)")
-
-
-def open_dataset(path: Path, cfg: LightconeConfig, n: int):
-    """``dataset._open``, or a skip (not an error) on a machine without the 21cmFAST build."""
-    pytest.importorskip("py21cmfast", reason=NEEDS_21CMFAST)
-    return dataset._open(path, cfg, n)
 
 
 def tiny_config(n_sims: int = 48) -> LightconeConfig:
@@ -38,7 +28,7 @@ def write_fake_dataset(cfg: LightconeConfig, data_dir: Path) -> Path:
     path = dataset.dataset_path(cfg, data_dir)
     grid = cfg.grid.dataset_grid()
     rng = np.random.default_rng(0)
-    f = open_dataset(path, cfg, cfg.data.n_sims)
+    f = dataset._open(path, cfg, cfg.data.n_sims)
     try:
         for i in range(cfg.data.n_sims):
             params, seed = draw(cfg, i)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from lc_training_helpers import open_dataset, tiny_config
+from lc_training_helpers import tiny_config
 
 from training.lightcone import dataset
 from training.lightcone.config import LightconeConfig
@@ -32,7 +32,7 @@ def test_splits_are_stable_and_sized():
 
 def test_tau_screen_only_skips_far_above_the_cut(tmp_path):
     cfg = tiny_config(n_sims=300)
-    f = open_dataset(tmp_path / "d.h5", cfg, cfg.data.n_sims)
+    f = dataset._open(tmp_path / "d.h5", cfg, cfg.data.n_sims)
     screen = dataset.TauScreen(cfg, min_runs=40)
     names = cfg.param_names
 
@@ -54,12 +54,12 @@ def test_tau_screen_only_skips_far_above_the_cut(tmp_path):
 
 def test_resume_keeps_finished_rows(tmp_path):
     cfg = tiny_config(n_sims=6)
-    f = open_dataset(tmp_path / "d.h5", cfg, 6)
+    f = dataset._open(tmp_path / "d.h5", cfg, 6)
     p, seed = draw(cfg, 2)
     dataset._write(f, SimResult(2, STATUS["rejected_xhi"], p, seed, 0.05, 0.4, 3.0, None))
     f.close()
     cfg.data.n_sims = 10  # a bigger build extends the same file
-    f = open_dataset(tmp_path / "d.h5", cfg, 10)
+    f = dataset._open(tmp_path / "d.h5", cfg, 10)
     st = f["status"][()]
     f.close()
     assert len(st) == 10 and st[2] == STATUS["rejected_xhi"] and (np.delete(st, 2) == 0).all()

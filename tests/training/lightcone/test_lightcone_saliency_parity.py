@@ -10,24 +10,23 @@
    folding is really exercised) through the shipped exporter path (dynamo + the pool-offset
    rewrite) matches float64 autograd.
 Every tolerance is derived from float32 arithmetic and the network's reduction lengths
-(tests/training/float32_bounds.py), not from this machine's errors (another CPU's were 50x
+(training/float32_bounds.py), not from this machine's errors (another CPU's were 50x
 larger and still float32 rounding).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from float32_bounds import U32, forward_tol, gradient_tol
 
 from training.export_saliency import ort_session
+from training.float32_bounds import gradient_tol
 from training.lightcone.config import load_config
-from training.lightcone.export_onnx import physical_head
+from training.lightcone.export_onnx import physical_head, sky_cells, width_tol
 from training.lightcone.export_saliency import (
     export_saliency,
     forward_parity,
@@ -52,29 +51,8 @@ def v2():
     return head_from_onnx(V2)[1]
 
 
-def sky_cells(net: LightconeNet, shape: tuple[int, ...]) -> int:
-    """Cells the forward pass averages over the sky: a reduction outside the layers."""
-    with torch.no_grad():
-        return math.prod(net.features(torch.zeros(1, *shape)).shape[2:4])
-
-
 def grad_tol(net: LightconeNet, shape: tuple[int, ...], sides: int) -> float:
     return gradient_tol(net, [sky_cells(net, shape)], sides)
-
-
-def width_tol(head, x: np.ndarray, sides: int = 2) -> float:
-    """Tolerance on |Δ output| / prior width (what forward_parity reports). The layers' error
-    is relative to the normalised outputs the net computes (μ, log σ; σ/width carries the
-    log σ error times itself), plus one float32 rounding of the physical mean (low + width·μ)
-    per side."""
-    with torch.no_grad():
-        mean, sigma = (t.numpy().astype(np.float64) for t in head(torch.from_numpy(x)))
-    width, low = head.width.numpy(), head.low.numpy()
-    sig_w = sigma / width
-    log_sig = np.log(sig_w / head.sigma_scale.numpy())
-    scale = max(1.0, np.abs((mean - low) / width).max(), (np.abs(log_sig) * sig_w).max())
-    rel = forward_tol(head.net, [sky_cells(head.net, x.shape[1:])], sides)
-    return rel * scale + sides * U32 * np.abs(mean / width).max()
 
 
 def test_manifest_entry_names_the_shipped_graph():
@@ -179,7 +157,11 @@ def test_command_on_a_freshly_exported_model(tmp_path):
     assert sha256_file(vdir / "model.onnx") == before == m["sha256"]
     entry = m["saliency"]
     assert sha256_file(vdir / "saliency.onnx") == entry["sha256"]
-    assert entry["forward_parity_vs_model_onnx"]["max_diff_over_prior_width"] < 1e-5
+    fwd = entry["forward_parity_vs_model_onnx"]
+    x = parity_inputs(grid.shape, 3)  # the command's own check cubes (--parity-n 3)
+    assert fwd["tolerance_over_prior_width"] == pytest.approx(width_tol(head_from_onnx(vdir)[1], x),
+                                                              rel=1e-3)
+    assert fwd["max_diff_over_prior_width"] < fwd["tolerance_over_prior_width"]
     assert entry["parity"]["max_rel_l2"]["mean"]["vs_float32_autograd"] < grad_tol(
         net, grid.shape, 2)
     assert entry["weights_from"].startswith("model.onnx initializers")

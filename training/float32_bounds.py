@@ -1,5 +1,8 @@
 """Parity tolerances derived from float32 arithmetic, not from one machine's measurement.
 
+Used by the exporters (the cutoffs they write into manifests) and by the tests, so both hold
+the same bound.
+
 A bound such as "rel. L2 < 1e-5" held on the CPU it was tuned on and failed at 2.5e-5 on
 another (other SIMD widths and kernels sum in other orders). The derivation:
 
@@ -29,6 +32,8 @@ import math
 from collections.abc import Iterable
 
 import numpy as np
+import onnx
+from onnx import helper
 from torch import nn
 
 U32 = float(np.finfo(np.float32).eps) / 2  # unit roundoff of float32, 2^-24
@@ -65,3 +70,38 @@ def gradient_tol(net: nn.Module, extra: Iterable[int] = (), sides: int = 1) -> f
 def forward_tol(net: nn.Module, extra: Iterable[int] = (), sides: int = 1) -> float:
     """Relative tolerance of ``net``'s float32 outputs (forward pass only)."""
     return rel_tol([*reduction_lengths(net)[0], *extra], sides)
+
+
+def _onnx_length(node: onnx.NodeProto, shapes: dict[str, list[int]]) -> int:
+    """Forward dot-product length of a Conv/ConvTranspose/Gemm/MatMul with a constant weight
+    (0 for any other node)."""
+    w = shapes.get(node.input[1]) if len(node.input) > 1 else None
+    if w is None:
+        return 0
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type == "Conv":  # (out, in/groups, *kernel): in/groups x kernel per output
+        return math.prod(w[1:])
+    if node.op_type == "ConvTranspose":  # (in, out/groups, *kernel): in/groups x kernel
+        return w[0] // attrs.get("group", 1) * math.prod(w[2:])
+    if node.op_type == "Gemm":
+        return w[1] if attrs.get("transB", 0) else w[0]
+    if node.op_type == "MatMul" and len(w) >= 2:
+        return w[-2]
+    return 0
+
+
+def onnx_reduction_lengths(model: onnx.ModelProto) -> list[int]:
+    """Forward dot-product lengths along ``model``'s heaviest chain (largest Σ sqrt(n)) of
+    Conv/ConvTranspose/Gemm/MatMul nodes, for a graph whose PyTorch module is not at hand:
+    an ensemble's members run side by side (separate chains, as reduction_lengths takes one
+    member); a saliency graph's backward pass continues its forward chain."""
+    shapes = {i.name: list(i.dims) for i in model.graph.initializer}
+    best: dict[str, tuple[float, list[int]]] = {}
+    for node in model.graph.node:  # ONNX graphs list their nodes in topological order
+        prev = max((best[i] for i in node.input if i in best), key=lambda b: b[0],
+                   default=(0.0, []))
+        n = _onnx_length(node, shapes)
+        here = (prev[0] + math.sqrt(n), [*prev[1], n]) if n else prev
+        for out in node.output:
+            best[out] = here
+    return max(best.values(), key=lambda b: b[0], default=(0.0, []))[1]
