@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -137,6 +137,20 @@ class Settings(BaseSettings):
             raise ValueError("api_keys holds an empty (or whitespace-only) key; remove it, "
                              "or set api_keys to [] to run without authentication")
         return keys
+
+    @model_validator(mode="after")
+    def _key_file_has_keys(self) -> "Settings":
+        """A key file that holds no key (empty, only comments, unreadable) would leave the
+        service without authentication while the operator believes it has some: refuse."""
+        if self.api_keys_file is not None:
+            try:
+                keys = self.api_key_values()
+            except OSError as exc:
+                raise ValueError(f"api_keys_file {self.api_keys_file}: {exc.strerror}") from None
+            if not keys:
+                raise ValueError(f"api_keys_file {self.api_keys_file} holds no key; add one, "
+                                 "or unset api_keys_file to run without authentication")
+        return self
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],

@@ -180,6 +180,16 @@ def test_empty_api_keys_are_refused_by_the_settings():
         Settings(api_keys=["k", " \t"])
 
 
+def test_a_key_file_without_keys_is_refused_by_the_settings(tmp_path):
+    """A key file of only comments (or a missing one) used to leave authentication off."""
+    keys = tmp_path / "keys"
+    keys.write_text("# rotated out\n\n   \n")
+    with pytest.raises(ValueError, match="holds no key"):
+        Settings(api_keys_file=keys)
+    with pytest.raises(ValueError, match="No such file"):
+        Settings(api_keys_file=tmp_path / "absent")
+
+
 def test_api_keys_from_env_and_file(tmp_path):
     keys = tmp_path / "keys"
     keys.write_text("a\n# c\n b \n")
