@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
-from starlette.routing import Match
+from starlette.routing import compile_path
 
 from service.inference.batcher import (
     BatcherClosed,
@@ -124,13 +125,15 @@ def error_response(exc: BaseException, settings) -> Response:
     return failure.response()
 
 
-def allowed_methods(request: Request) -> str:
-    """Every method some route serves at this request's path. Starlette's 405 names only the
-    methods of the first route whose path matched, so ``GET /v1/spectra:introspect`` hid
-    ``POST`` (RFC 9110: Allow lists every method the resource supports)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        if getattr(route, "methods", None) and route.matches(request.scope)[0] != Match.NONE:
+def allowed_methods(request: Request, named: str) -> str:
+    """Every method some route serves at this request's path. The router's 405 names only
+    the methods of the first route whose path matched (``named``), so ``Allow: GET`` hid
+    ``POST /v1/spectra:introspect`` (RFC 9110: Allow lists every method the resource has).
+    Walked per 405 only: a client's mistake, rare enough not to cache for."""
+    methods = {m.strip() for m in named.split(",") if m.strip()}
+    for route in iter_route_contexts(request.app.routes):  # the routes of included routers
+        if route.path and route.methods and compile_path(route.path)[0].fullmatch(
+                request.scope["path"]):
             methods |= route.methods
     return ", ".join(sorted(methods))
 
@@ -143,7 +146,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def method_not_allowed(request: Request, exc: Exception) -> Response:
         response = error_response(exc, settings)
-        response.headers["Allow"] = allowed_methods(request)
+        response.headers["Allow"] = allowed_methods(request, response.headers.get("allow", ""))
         return response
 
     app.add_exception_handler(405, method_not_allowed)

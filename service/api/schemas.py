@@ -96,6 +96,14 @@ class SpectrumFailure(BaseModel):
     error: dict[str, str]
 
 
+class UploadFailure(BaseModel):
+    """A file of a streamed request (``?stream=true``) that could not be read at all: it has
+    no spectrum, so no ``object_id``; ``error`` holds ``code``, ``detail`` and ``source``."""
+
+    source: str
+    error: dict[str, str]
+
+
 class ClassifyResponse(BaseModel):
     model: str
     version: int

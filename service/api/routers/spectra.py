@@ -26,7 +26,7 @@ from ..deps import DeadlineDep, MetricsDep, ServerDep, SettingsDep, observe
 from ..errors import ApiError, failure_of
 from ..jsonbudget import json_bytes, reserve_json
 from ..multipart import parse_multipart
-from ..schemas import ClassifyResponse, error_responses
+from ..schemas import ClassifyResponse, UploadFailure, error_responses
 
 router = APIRouter(prefix="/v1", tags=["spectra"])
 NDJSON = "application/x-ndjson"
@@ -80,7 +80,8 @@ class ClassifyQuery(BaseModel):
 STREAM_DOC = {200: {"content": {NDJSON: {"schema": {
     "type": "array", "description": "one line per spectrum, as its file finishes",
     "items": {"anyOf": [{"$ref": "#/components/schemas/ClassifiedSpectrum"},
-                        {"$ref": "#/components/schemas/SpectrumFailure"}]}}}}}}
+                        {"$ref": "#/components/schemas/SpectrumFailure"},
+                        UploadFailure.model_json_schema()]}}}}}}
 
 
 @router.post("/spectra:classify", operation_id="classify_spectra", response_model=ClassifyResponse,
