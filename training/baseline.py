@@ -122,6 +122,22 @@ def chi2_stars(f: np.ndarray, w: np.ndarray, rs: RestSet, P: np.ndarray) -> tupl
     return chi2.reshape(N, K, len(shifts)), shifts
 
 
+def redshift_sets(grid: LogLambdaGrid = DEFAULT_GRID) -> dict[str, RestSet]:
+    """GALAXY and QSO eigenspectra aligned with ``grid``: what every χ²(z) fitter here fits.
+
+    One definition for the numpy baseline and the ONNX graph (training/redshift_graph.py), so
+    the two fit the same templates over the same redshift ranges.
+    """
+    t = load_templates()
+    gal = aligned(t.gal.loglam, t.gal.basis, grid, 0.0, 1.1)
+    qso = aligned(t.qso_sdss.loglam, t.qso_sdss.basis, grid, 0.03, 5.0)
+    # No polynomials for quasars: with them the 4 eigenspectra (which hold host-galaxy
+    # light) fit low-z galaxies better than the galaxy set does (tested: top-class
+    # accuracy 0.75 with, 0.87 without, on 60 spectra).
+    qso.n_poly = 0
+    return {"GALAXY": gal, "QSO": qso}
+
+
 class TemplateFitter:
     """Build once (templates on the grid), then ``fit(x)`` on batches of model inputs."""
 
@@ -129,12 +145,8 @@ class TemplateFitter:
         t = load_templates()
         self.grid = grid
         self.P = legendre(grid.npix)
-        self.gal = aligned(t.gal.loglam, t.gal.basis, grid, 0.0, 1.1)
-        self.qso = aligned(t.qso_sdss.loglam, t.qso_sdss.basis, grid, 0.03, 5.0)
-        # No polynomials for quasars: with them the 4 eigenspectra (which hold host-galaxy
-        # light) fit low-z galaxies better than the galaxy set does (tested: top-class
-        # accuracy 0.75 with, 0.87 without, on 60 spectra).
-        self.qso.n_poly = 0
+        sets = redshift_sets(grid)
+        self.gal, self.qso = sets["GALAXY"], sets["QSO"]
         cv_flux = np.interp(t.star_loglam, t.cv.loglam, t.cv.basis[0], left=0, right=0)
         stars = np.concatenate([t.star_flux, cv_flux[None] / np.median(np.abs(cv_flux))])
         self.star_letter = t.star_letter + ["CV"]
