@@ -139,7 +139,7 @@ class Settings(BaseSettings):
         return keys
 
     @model_validator(mode="after")
-    def _key_file_has_keys(self) -> "Settings":
+    def _key_file_has_keys(self) -> Settings:
         """A key file that holds no key (empty, only comments, unreadable) would leave the
         service without authentication while the operator believes it has some: refuse."""
         if self.api_keys_file is not None:

@@ -48,6 +48,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from service.inference.postprocess import Z_WARNING_BITS
 from service.spectra import DEFAULT_GRID
 from service.spectra.preprocess import LogLambdaGrid
 
@@ -58,7 +59,9 @@ C_KMS = 299792.458
 LN10 = math.log(10.0)
 OPSET = 18  # the shipped classifier's opset; every op used here is in ONNX Runtime's CPU EP
 BIG = 1e30  # χ² of excluded shifts (float32-safe, compares above any real χ²)
-WARN_AMBIGUOUS, WARN_POOR_FIT, WARN_NO_FIT = 1, 2, 4
+# the service names the bits (service.inference.postprocess.Z_WARNING_BITS); one truth
+_BIT = {name: bit for bit, name in Z_WARNING_BITS.items()}
+WARN_AMBIGUOUS, WARN_POOR_FIT, WARN_NO_FIT = _BIT["z_ambiguous"], _BIT["z_poor_fit"], _BIT["z_no_fit"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,12 @@ class RedshiftGraphConfig:
     dv_second_kms: dict[str, float] = field(
         default_factory=lambda: {"GALAXY": 1000.0, "QSO": 3000.0})
     star_z_sigma: float = 1e-3  # fused graph: σ of the z = 0 prior for stars (~300 km/s)
+    # fused graph: σ_z = σ_curvature · √max(χ²/dof, 1) · scale[class]. The curvature assumes
+    # the templates are exact and the noise is as stated; template mismatch shows as χ²/dof > 1
+    # (the usual inflation), and what remains is calibrated on simulated validation spectra
+    # (fit_sigma_scale) so that the 1σ interval holds 68 % of them
+    z_sigma_scale: dict[str, float] = field(
+        default_factory=lambda: {"GALAXY": 1.0, "QSO": 1.0})
     curves: bool = False  # also output the fine χ² curves and their shifts (tests, plots)
 
 
@@ -650,6 +659,20 @@ def _by_class(g: _Graph, top: str, galaxy: str, qso: str, star: str) -> str:
     return g.op("Where", is_gal, galaxy, g.op("Where", is_qso, qso, star))
 
 
+def _calibrated_sigma(g: _Graph, sigma: str, rchi2: str, scale: float) -> str:
+    """σ_curvature · √max(χ²/dof, 1) · scale (see RedshiftGraphConfig.z_sigma_scale)."""
+    inflate = g.op("Sqrt", g.op("Max", rchi2, g.const(1.0)))
+    return g.mul(g.mul(sigma, inflate), g.const(scale))
+
+
+def fit_sigma_scale(z: np.ndarray, z_sigma: np.ndarray, z_true: np.ndarray,
+                    coverage: float = 0.6827) -> float:
+    """The factor that makes ``coverage`` of |z − z_true| ≤ factor·z_sigma (on validation
+    spectra of the right class; outliers included, so the interval is honest about them)."""
+    ratio = np.abs(z - z_true) / np.maximum(z_sigma, 1e-12)
+    return float(np.quantile(ratio, coverage))
+
+
 def fuse_with_classifier(classifier: onnx.ModelProto,
                          cfg: RedshiftGraphConfig = RedshiftGraphConfig(),
                          grid: LogLambdaGrid = DEFAULT_GRID) -> onnx.ModelProto:
@@ -675,10 +698,12 @@ def fuse_with_classifier(classifier: onnx.ModelProto,
     zero = g.const(0.0)
     star_warn = g.const(WARN_NO_FIT, np.int32)
     rchi2 = {c: g.div(f["chi2"], f["dof"]) for c, f in fits.items()}
+    sigma = {c: _calibrated_sigma(g, f["z_sigma"], rchi2[c], cfg.z_sigma_scale[c])
+             for c, f in fits.items()}
     outputs = {
         "z": (_by_class(g, top, gal["z"], qso["z"], zero), TensorProto.FLOAT),
-        "z_sigma": (_by_class(g, top, gal["z_sigma"], qso["z_sigma"], g.const(cfg.star_z_sigma)),
-                    TensorProto.FLOAT),
+        "z_sigma": (_by_class(g, top, sigma["GALAXY"], sigma["QSO"],
+                              g.const(cfg.star_z_sigma)), TensorProto.FLOAT),
         "z_warning": (_by_class(g, top, gal["z_warning"], qso["z_warning"], star_warn),
                       TensorProto.INT32),
         "z_galaxy": (gal["z"], TensorProto.FLOAT),

@@ -40,6 +40,7 @@ SCHEMA = pa.schema([
     pa.field("epistemic", pa.float32()),
     pa.field("z", pa.float32()),
     pa.field("z_sigma", pa.float32()),
+    pa.field("z_warning", pa.int32()),  # null for models without an in-graph template fit
     pa.field("warnings", pa.list_(pa.string())),
     pa.field("model", pa.string(), nullable=False),
     pa.field("model_version", pa.int32(), nullable=False),
@@ -78,7 +79,8 @@ def rows_from_results(entry: InputFile, key: int, results: list[dict[str, Any]],
                        class_probabilities=list(r["class_probabilities"].values()),
                        **{k: r[k] for k in ("class", "class_probability", "subtype", "label",
                                             "label_probability", "entropy", "epistemic", "z",
-                                            "z_sigma")})
+                                            "z_sigma")},
+                       z_warning=r.get("z_warning"))
         rows.append(row)
     return rows
 

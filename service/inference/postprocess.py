@@ -16,6 +16,20 @@ import numpy as np
 
 from .repository import Manifest
 
+# z_warning bits of a model with an in-graph template fit (training/redshift_graph.py builds
+# the graph from these): what a pipeline routes on, as it routes on SDSS's ZWARNING
+Z_WARNING_BITS: dict[int, str] = {
+    1: "z_ambiguous",  # a second, separate χ² minimum within Δχ² < 9
+    2: "z_poor_fit",  # χ²/dof of the template fit above the poor-fit threshold
+    4: "z_no_fit",  # no template fit (STAR: z is the z = 0 prior)
+}
+# outputs passed through as they are when a model has them
+OPTIONAL_FLOATS = ("z_rchi2",)
+
+
+def z_warning_names(bits: int) -> list[str]:
+    return [name for bit, name in Z_WARNING_BITS.items() if bits & bit]
+
 
 @dataclass(frozen=True)
 class LabelMap:
@@ -38,7 +52,8 @@ class LabelMap:
 
 
 def summarise(outputs: dict[str, np.ndarray], labels: LabelMap) -> list[dict[str, Any]]:
-    """One dict per row of ``outputs`` (probs, entropy, epistemic, z, z_sigma)."""
+    """One dict per row of ``outputs`` (probs, entropy, epistemic, z, z_sigma, and
+    ``z_warning`` / ``z_rchi2`` where the model computes them)."""
     probs = outputs["probs"].astype(np.float64)
     top_probs = probs @ labels.membership
     top = top_probs.argmax(axis=1)
@@ -46,6 +61,8 @@ def summarise(outputs: dict[str, np.ndarray], labels: LabelMap) -> list[dict[str
     inside = labels.membership[:, top].T > 0  # (N, K)
     best = np.where(inside, probs, -1.0).argmax(axis=1)
     cols = {k: outputs[k].reshape(-1).tolist() for k in ("entropy", "epistemic", "z", "z_sigma")}
+    extra = {k: outputs[k].reshape(-1).tolist() for k in OPTIONAL_FLOATS if k in outputs}
+    zwarn = outputs["z_warning"].reshape(-1).tolist() if "z_warning" in outputs else None
     probs_l, top_l = probs.tolist(), top_probs.tolist()
     out = []
     for i in range(probs.shape[0]):
@@ -63,4 +80,7 @@ def summarise(outputs: dict[str, np.ndarray], labels: LabelMap) -> list[dict[str
             "z": cols["z"][i],
             "z_sigma": cols["z_sigma"][i],
         })
+        if zwarn is not None:
+            out[-1].update(z_warning=int(zwarn[i]), z_warnings=z_warning_names(int(zwarn[i])))
+        out[-1].update({k: v[i] for k, v in extra.items()})
     return out

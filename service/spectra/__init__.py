@@ -6,7 +6,8 @@ Shared by the service and training; imports no web framework, no ONNX Runtime, n
 from . import readers  # noqa: F401  (registers the readers)
 from .errors import ERROR_CODES, SpectrumError
 from .preprocess import DEFAULT_GRID, PREPROCESS_VERSION, LogLambdaGrid, Prepared, preprocess
-from .registry import identify_format, read_spectra, readers as list_readers
+from .registry import identify_format, read_spectra
+from .registry import readers as list_readers
 from .source import Source
 from .spectrum import Spectrum, make_spectrum
 

@@ -9,8 +9,9 @@ own, so that a spectrum endpoint never decodes a cube and vice versa.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from .errors import SpectrumError
 from .source import Source

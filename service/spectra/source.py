@@ -11,10 +11,10 @@ import io
 import math
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from astropy.io import fits
@@ -71,7 +71,7 @@ class Source:
             self.data = gunzip_bounded(self.data, self.max_bytes, source=self.name)
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES) -> "Source":
+    def from_path(cls, path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES) -> Source:
         p = Path(path)
         try:
             size = p.stat().st_size
@@ -84,8 +84,7 @@ class Source:
     @property
     def suffix(self) -> str:
         name = self.name.lower()
-        if name.endswith(".gz"):
-            name = name[:-3]
+        name = name.removesuffix(".gz")
         return os.path.splitext(name)[1]
 
     @property

@@ -47,7 +47,7 @@ def _spectrum_from_mapping(d: Any, source: Source, index: int) -> Spectrum:
         raise SpectrumError("bad_request", f"spectrum {index} is not an object",
                             source=source.name)
     wave = d.get("wavelength", d.get("wave"))
-    if wave is None or "flux" not in d:
+    if wave is None or d.get("flux") is None:  # "flux": null is as absent as no key
         raise SpectrumError("missing_column", f"spectrum {index} needs 'wavelength' and 'flux'",
                             source=source.name)
     if d.get("ivar") is not None and d.get("error") is not None:
