@@ -1,0 +1,56 @@
+"""training/fuse_redshift.py on a copy of the shipped classifier: the fused version is one the
+service loads and serves, with the template-fit redshift, its warning bits and a calibrated
+σ_z; the telluric band mask is where the physics says."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.inference.offline import build_pipeline
+from service.inference.postprocess import Z_WARNING_BITS
+from service.inference.repository import ModelRepository
+from service.spectra import DEFAULT_GRID
+from training.fuse_redshift import TELLURIC_BANDS, fuse_version
+from training.redshift_graph import band_mask
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = REPO / "models" / "spectrum_classifier" / "2"
+TINY = REPO / "training" / "configs" / "spectra_tiny.json"
+
+
+def test_band_mask_covers_the_o2_bands_only():
+    keep = band_mask(TELLURIC_BANDS, DEFAULT_GRID)
+    lam = 10.0 ** (DEFAULT_GRID.loglam_start + DEFAULT_GRID.dloglam * np.arange(DEFAULT_GRID.npix))
+    assert keep[np.argmin(np.abs(lam - 7620.0))] == 0 and keep[np.argmin(np.abs(lam - 6875.0))] == 0
+    assert keep[np.argmin(np.abs(lam - 6563.0))] == 1 and keep[np.argmin(np.abs(lam - 5007.0))] == 1
+    # the A band (120 Å) and B band (40 Å) at Δlog10λ = 1e-4: ~70 + ~25 pixels
+    assert 80 < (keep == 0).sum() < 110
+
+
+@pytest.mark.skipif(not SHIPPED.is_dir(), reason="shipped model absent")
+def test_fused_version_is_served_with_template_fit_redshift(tmp_path):
+    vdir = tmp_path / "spectrum_classifier" / "2"
+    shutil.copytree(SHIPPED, vdir)
+    info = fuse_version(vdir, TINY, 96, data_dir=None)
+    for c in ("GALAXY", "QSO"):
+        cal = info["calibration"][c]
+        assert cal["scale"] > 0 and cal["n"] > 0
+        assert abs(cal["coverage_after"] - 0.68) <= 1.0 / cal["n"] + 0.01
+    manifest = json.loads((vdir / "manifest.json").read_text())
+    names = {o["name"]: o["dtype"] for o in manifest["outputs"]}
+    assert names["z_warning"] == "int32" and "z_network" in names and "z_rchi2" in names
+    with pytest.raises(SystemExit):  # fusing twice would nest the graphs
+        fuse_version(vdir, TINY, 96, data_dir=None)
+    pipeline = build_pipeline(ModelRepository(tmp_path).load("spectrum_classifier", 2), "cpu")
+    x = np.zeros((3, 2, DEFAULT_GRID.npix), np.float32)
+    x[:, 0] = 1.0
+    x[:, 1] = 0.5
+    outputs = pipeline.runner.run({"spectrum": x})
+    assert outputs["z_warning"].dtype == np.int32
+    bits = sum(Z_WARNING_BITS)
+    assert ((outputs["z_warning"] & ~bits) == 0).all()
