@@ -62,6 +62,7 @@ BIG = 1e30  # χ² of excluded shifts (float32-safe, compares above any real χ�
 # the service names the bits (service.inference.postprocess.Z_WARNING_BITS); one truth
 _BIT = {name: bit for bit, name in Z_WARNING_BITS.items()}
 WARN_AMBIGUOUS, WARN_POOR_FIT, WARN_NO_FIT = _BIT["z_ambiguous"], _BIT["z_poor_fit"], _BIT["z_no_fit"]
+WARN_NO_SIGNAL = _BIT["z_no_signal"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,11 @@ class RedshiftGraphConfig:
     # off). Empty by default so that the graph matches baseline.py exactly (tests); the served
     # graph sets it (training/fuse_redshift.py, TELLURIC_BANDS)
     mask_bands: tuple[tuple[float, float], ...] = ()
+    # fused graph: "no signal" when the best galaxy or quasar fit lowers χ² below the null model
+    # (zero flux, Σw·f²) by less than this. Pure Gaussian noise, best of every shift and 4-7
+    # free amplitudes: Δχ² ≤ 186 over 200 noise spectra (p50 126); the faintest simulated
+    # spectra (S/N 1-1.5 per pixel): Δχ² ≥ 4,856 for 99 % (models/spectrum_classifier/3)
+    no_signal_dchi2: float = 1000.0
 
 
 # ---------------------------------------------------------------------------- graph builder
@@ -614,8 +620,11 @@ def build_nodes(g: _Graph, spectrum: str, cfg: RedshiftGraphConfig,
     sets = redshift_sets(grid)
     P = legendre(grid.npix)
     inp = _inputs(g, spectrum, band_mask(cfg.mask_bands, grid) if cfg.mask_bands else None)
-    return {cls: _class_search(g, class_tables(cls, sets[cls], grid, cfg), inp, P, grid, cfg)
+    fits = {cls: _class_search(g, class_tables(cls, sets[cls], grid, cfg), inp, P, grid, cfg)
             for cls in CLASSES}
+    for f in fits.values():
+        f["wff"] = inp["wff"]  # (B, 1): χ² of the null model, for the no-signal test
+    return fits
 
 
 def _output_info(name: str, key: str, cfg: RedshiftGraphConfig) -> onnx.ValueInfoProto:
@@ -678,6 +687,15 @@ def _by_class(g: _Graph, top: str, galaxy: str, qso: str, star: str) -> str:
     return g.op("Where", is_gal, galaxy, g.op("Where", is_qso, qso, star))
 
 
+def _no_signal(g: _Graph, fits: dict[str, dict[str, str]], cfg: RedshiftGraphConfig) -> str:
+    """(B,) int32: WARN_NO_SIGNAL where Σw·f² − min(χ²_galaxy, χ²_qso) < cfg.no_signal_dchi2
+    (a sky fibre, an empty or pure-noise spectrum: any class the network gives it is a guess)."""
+    null = g.op("Squeeze", fits["GALAXY"]["wff"], g.i64(1))
+    best = g.op("Min", fits["GALAXY"]["chi2"], fits["QSO"]["chi2"])
+    weak = g.op("Less", g.sub(null, best), g.const(cfg.no_signal_dchi2))
+    return g.op("Where", weak, g.const(WARN_NO_SIGNAL, np.int32), g.const(0, np.int32))
+
+
 def _calibrated_sigma(g: _Graph, sigma: str, rchi2: str, scale: float) -> str:
     """σ_curvature · √max(χ²/dof, 1) · scale (see RedshiftGraphConfig.z_sigma_scale)."""
     inflate = g.op("Sqrt", g.op("Max", rchi2, g.const(1.0)))
@@ -723,7 +741,8 @@ def fuse_with_classifier(classifier: onnx.ModelProto,
         "z": (_by_class(g, top, gal["z"], qso["z"], zero), TensorProto.FLOAT),
         "z_sigma": (_by_class(g, top, sigma["GALAXY"], sigma["QSO"],
                               g.const(cfg.star_z_sigma)), TensorProto.FLOAT),
-        "z_warning": (_by_class(g, top, gal["z_warning"], qso["z_warning"], star_warn),
+        "z_warning": (g.op("BitwiseOr", _by_class(g, top, gal["z_warning"], qso["z_warning"],
+                                                  star_warn), _no_signal(g, fits, cfg)),
                       TensorProto.INT32),
         "z_galaxy": (gal["z"], TensorProto.FLOAT),
         "z_qso": (qso["z"], TensorProto.FLOAT),

@@ -22,6 +22,7 @@ Z_WARNING_BITS: dict[int, str] = {
     1: "z_ambiguous",  # a second, separate χ² minimum within Δχ² < 9
     2: "z_poor_fit",  # χ²/dof of the template fit above the poor-fit threshold
     4: "z_no_fit",  # no template fit (STAR: z is the z = 0 prior)
+    8: "z_no_signal",  # the best template fit explains no more than noise would
 }
 # outputs passed through as they are when a model has them
 OPTIONAL_FLOATS = ("z_rchi2",)

@@ -14,12 +14,14 @@ import pytest
 from service.inference.offline import build_pipeline
 from service.inference.postprocess import Z_WARNING_BITS
 from service.inference.repository import ModelRepository
-from service.spectra import DEFAULT_GRID
+from service.inference.postprocess import summarise
+from service.spectra import DEFAULT_GRID, make_spectrum, preprocess
 from training.fuse_redshift import TELLURIC_BANDS, fuse_version
 from training.redshift_graph import band_mask
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "models" / "spectrum_classifier" / "2"
+V3 = REPO / "models" / "spectrum_classifier" / "3"
 TINY = REPO / "training" / "configs" / "spectra_tiny.json"
 
 
@@ -54,3 +56,19 @@ def test_fused_version_is_served_with_template_fit_redshift(tmp_path):
     assert outputs["z_warning"].dtype == np.int32
     bits = sum(Z_WARNING_BITS)
     assert ((outputs["z_warning"] & ~bits) == 0).all()
+
+
+@pytest.mark.skipif(not V3.is_dir(), reason="shipped v3 absent")
+def test_pure_noise_is_flagged_no_signal_by_the_served_model():
+    """Gaussian noise with honest errors used to come back QSO at P ≈ 1 with nothing to say
+    it was noise; the template fit's Δχ² against the null model says it (bit z_no_signal)."""
+    pipeline = build_pipeline(ModelRepository(REPO / "models").load("spectrum_classifier", 3),
+                              "cpu")
+    rng = np.random.default_rng(7)
+    lam = np.geomspace(3700.0, 9100.0, 3800)
+    x = np.stack([preprocess(make_spectrum(lam, rng.normal(0.0, s, lam.size),
+                                           np.full(lam.size, s ** -2.0), None,
+                                           {"survey": "arrays", "object_id": str(i)}),
+                             DEFAULT_GRID).x for i, s in enumerate((0.5, 1.0, 3.0))])
+    results = summarise(pipeline.runner.run({"spectrum": x.astype(np.float32)}), pipeline.labels)
+    assert all("z_no_signal" in r["z_warnings"] for r in results)
