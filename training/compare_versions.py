@@ -50,8 +50,9 @@ def scores(out: dict[str, np.ndarray], data: dict[str, np.ndarray]) -> dict[str,
 def render(config: str, results: dict[int, dict[str, Any]], n: int) -> str:
     vs = sorted(results)
     head = "| | " + " | ".join(f"v{v}" for v in vs) + " |\n|---|" + "---|" * len(vs)
-    lines = [f"Simulated test split of `{config}` ({n} spectra), through each version's "
-             "model.onnx.", "", head]
+    intro = (f"Simulated test split of `{config}` ({n} spectra), through each version's "
+             "model.onnx.")
+    lines = [intro, "", head]
     lines.append("| top-class accuracy | " + " | ".join(
         f"{results[v]['accuracy_top']:.4f}" for v in vs) + " |")
     lines.append("| top-class ECE (10 bins) | " + " | ".join(
