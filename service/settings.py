@@ -34,6 +34,25 @@ from pydantic_settings import (
 ENV_PREFIX = "SPECULA_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 _config_override: ContextVar[Path | None] = ContextVar("specula_config", default=None)
+# how the tables show the default of model_repository: the absolute path differs per install
+SHIPPED_MODELS_TEXT = "<install>/models"
+
+
+def shipped_model_repository() -> Path:
+    """The ``models/`` beside the ``service`` package (a source or editable install), absolute,
+    so that `specula serve` and `specula classify` find the shipped models from any directory;
+    an install without it (a wheel in an image) falls back to ``./models``, which the images
+    override with ``SPECULA_MODEL_REPOSITORY``."""
+    shipped = Path(__file__).resolve().parents[1] / "models"
+    return shipped if shipped.is_dir() else Path("models").absolute()
+
+
+def command_model_repository() -> Path:
+    """The repository of a command that builds no ``Settings`` (`specula classify`) when no
+    ``--repository`` is given: ``SPECULA_MODEL_REPOSITORY`` as for `specula serve`, else the
+    shipped one, so that both commands find the same models."""
+    env = os.environ.get(ENV_PREFIX + "MODEL_REPOSITORY")
+    return Path(env) if env else shipped_model_repository()
 
 
 class Settings(BaseSettings):
@@ -43,7 +62,11 @@ class Settings(BaseSettings):
                                 "environment variables override it")
 
     # where models live and which are served
-    model_repository: Path = Field(Path("models"), description="Triton-style repository root")
+    model_repository: Path = Field(
+        default_factory=shipped_model_repository,
+        json_schema_extra={"default_text": SHIPPED_MODELS_TEXT},
+        description="Triton-style repository root; default: the models/ shipped beside the "
+                    "installed package, whatever the current directory")
     models: list[str] = Field(default_factory=list, description="model names to serve, as JSON "
                               "(`[\"spectrum_classifier\"]`); [] = all")
     default_model: str = Field("spectrum_classifier", description="model of /v1 when none named")
@@ -227,6 +250,9 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
 
 
 def _default_text(name: str, field: FieldInfo) -> str:
+    extra = field.json_schema_extra
+    if isinstance(extra, dict) and "default_text" in extra:  # a default that differs per install
+        return str(extra["default_text"])
     if field.default_factory is not None:
         return json.dumps(field.default_factory())
     value = field.default

@@ -125,6 +125,13 @@ OTHER_TASKS = {
     "lightcone": "training.lightcone.cli",  # 21cm lightcone regressor
     "saliency": "training.export_saliency",  # gradient graphs beside a shipped model
 }
+TASK_HELP = {
+    "spectra": "simulate, train, calibrate and export the spectrum classifier",
+    "lightcone": "build the 21cmFAST dataset, train and export the lightcone regressor "
+                 "(`specula train lightcone --help`)",
+    "saliency": "export the gradient graphs (saliency.onnx, introspect.onnx) beside a "
+                "shipped model (`specula train saliency --help`)",
+}
 # `specula train saliency --model-dir DIR`: the exporter is chosen by the manifest's kind
 SALIENCY_BY_KIND = {"lightcone-regressor": "training.lightcone.export_saliency"}
 
@@ -144,15 +151,7 @@ def saliency_module(argv: list[str]) -> str:
     return OTHER_TASKS["saliency"]
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in OTHER_TASKS:
-        module = saliency_module(argv[1:]) if argv[0] == "saliency" else OTHER_TASKS[argv[0]]
-        return int(importlib.import_module(module).main(argv[1:]) or 0)
-    ap = argparse.ArgumentParser(prog="specula train",
-                                 description="train a model and export it to models/ "
-                                             "(tasks: spectra, " + ", ".join(OTHER_TASKS) + ")")
-    ap.add_argument("task", choices=["spectra"], help="what to train")
+def add_spectra_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--config", help="JSON config (training/configs/*.json); with --resume and "
                                      "no RUN_DIR, the newest run of this config is continued")
     ap.add_argument("--resume", nargs="?", const="", metavar="RUN_DIR",
@@ -162,8 +161,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(REPO / "models"), help="model repository root")
     ap.add_argument("--runs", default=str(REPO / "runs"), help="checkpoints and logs")
     ap.add_argument("--data-dir", default=str(REPO / "data"), help="simulated-dataset cache")
-    ap.add_argument("--no-progress", action="store_true")
-    a = ap.parse_args(argv)
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One subparser per task, so that ``specula train --help`` lists them all; the tasks
+    that own their command line (OTHER_TASKS) take everything after their name, ``-h`` too."""
+    ap = argparse.ArgumentParser(prog="specula train",
+                                 description="train a model and export it to models/")
+    tasks = ap.add_subparsers(dest="task", metavar="TASK", title="tasks", required=True)
+    spectra = tasks.add_parser("spectra", help=TASK_HELP["spectra"],
+                               description=__doc__.split("\n\n")[1])
+    add_spectra_options(spectra)
+    for name in OTHER_TASKS:
+        tasks.add_parser(name, help=TASK_HELP[name], add_help=False)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = build_parser()
+    a, rest = ap.parse_known_args(argv)
+    if a.task in OTHER_TASKS:
+        module = saliency_module(rest) if a.task == "saliency" else OTHER_TASKS[a.task]
+        return int(importlib.import_module(module).main(rest) or 0)
+    if rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
     run_dir = resume_dir(a)
     cfg = load_config(run_dir / "config.json" if run_dir else a.config)
     if a.time_budget is not None:

@@ -15,9 +15,10 @@ import signal
 from contextlib import asynccontextmanager
 from functools import partial
 
-from fastapi import Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from service.inference.repository import repository_hint
 from service.inference.serving import ModelServer
 from service.metrics import Metrics
 from service.settings import Settings
@@ -56,6 +57,23 @@ async def lifespan(app: FastAPI):
     log.info("drained and stopped")
 
 
+class NoModelLoaded(RuntimeError):
+    """The service would serve nothing: it refuses to start (uvicorn exits, status 3)."""
+
+
+@asynccontextmanager
+async def require_a_model(app: FastAPI):
+    """Entered after every model set has loaded (its router is included last). A service
+    with no model answers every request 404 while its log says it started, which is what a
+    repository path resolved against the wrong directory looks like: refuse to start
+    instead, naming the absolute path and how to change it."""
+    if not (app.state.server.ready or app.state.lightcones.names()):
+        hint = repository_hint(app.state.settings.model_repository)
+        log.error("no model loaded; refusing to start", extra={"hint": hint})
+        raise NoModelLoaded(f"no model loaded from {hint}")
+    yield
+
+
 async def sighup_reload(server: ModelServer) -> None:
     log.info("SIGHUP: reloading models", extra={"report": await server.reload()})
 
@@ -83,6 +101,7 @@ def create_app(settings: Settings | None = None, metrics_: Metrics | None = None
     # (keys are read once, so with none configured the check is left out, not run per request)
     keyed = [Depends(require_api_key)] if app.state.api_keys else []
     app.include_router(lightcones.router, dependencies=keyed)  # before models.router
+    app.include_router(APIRouter(lifespan=require_a_model))  # after every model has loaded
     for router in (models.router, spectra.router, saliency.router, health.metadata_router,
                    repository.index_router, docs.router):
         app.include_router(router, dependencies=keyed)
@@ -90,6 +109,8 @@ def create_app(settings: Settings | None = None, metrics_: Metrics | None = None
                        else [])
     for router in (health.router, repository.router):
         app.include_router(router)
+    # the viewers' JS/CSS (routers.docs): open even with keys, as a browser loads them keyless
+    app.mount(docs.STATIC_URL, docs.static_files(), name="static")
     install_error_handlers(app)
     app.openapi = partial(openapi_schema, app)  # type: ignore[method-assign]
     if settings.hot_routes:  # innermost: the limits, trace context and access log wrap it

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 
 from service.settings import load_settings, settings_help
 
@@ -26,11 +27,15 @@ def main(argv: list[str] | None = None) -> int:
         epilog=settings_help())
     p.add_argument("--config", metavar="FILE", help="settings file (.toml, .json or .env); "
                    "same as SPECULA_CONFIG")
-    p.add_argument("--host", help="SPECULA_HOST")
-    p.add_argument("--port", type=int, help="SPECULA_PORT")
-    p.add_argument("--model-repository", help="SPECULA_MODEL_REPOSITORY")
-    p.add_argument("--log-level", help="SPECULA_LOG_LEVEL")
-    p.add_argument("--workers", type=int, help="SPECULA_WORKERS")
+    p.add_argument("--host", help="bind address (SPECULA_HOST)")
+    p.add_argument("--port", type=int, help="port (SPECULA_PORT)")
+    p.add_argument("--repository", "--model-repository", dest="model_repository", metavar="DIR",
+                   help="model repository root (SPECULA_MODEL_REPOSITORY; default: the models/ "
+                        "shipped with the package); the service refuses to start when no "
+                        "model in it loads")
+    p.add_argument("--log-level", help="debug, info, warning or error (SPECULA_LOG_LEVEL)")
+    p.add_argument("--workers", type=int, help="service processes on the one port "
+                   "(SPECULA_WORKERS)")
     args = p.parse_args(argv)
     config = args.config
     overrides = {k: v for k, v in vars(args).items() if v is not None and k != "config"}
@@ -42,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings.workers > 1:
         from .workers import serve_workers
 
-        serve_workers(settings)
-        return 0
+        return serve_workers(settings)
     from .main import create_app
 
     keep_upload_memory(settings)
@@ -51,5 +55,6 @@ def main(argv: list[str] | None = None) -> int:
         create_app(settings), host=settings.host, port=settings.port, log_config=None,
         access_log=False, timeout_graceful_shutdown=settings.graceful_shutdown_s,
         timeout_keep_alive=30)
-    DrainingServer(config).run()  # SIGTERM: service/api/shutdown.py
-    return 0
+    server = DrainingServer(config)
+    server.run()  # SIGTERM: service/api/shutdown.py
+    return 0 if server.started else STARTUP_FAILURE  # e.g. no model loaded (main.py)

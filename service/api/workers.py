@@ -79,9 +79,18 @@ class WorkerProcess(Process):
             self._server = DrainingServer(config=self.config)
         return self._server
 
+    def target(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's, but a worker whose app refused to start (no model loaded) exits with
+        STARTUP_FAILURE: it would fail again, so the supervisor stops instead of replacing it."""
+        super().target(sockets)
+        if not self.server.started:
+            sys.exit(STARTUP_FAILURE)
+
 
 class Supervisor(Multiprocess):
     """uvicorn's supervisor: a socket per worker, SIGHUP (and SIGUSR1) forwarded."""
+
+    startup_failed = False  # a worker could not start: `specula serve` exits non-zero
 
     def init_processes(self) -> None:
         """Worker i listens on ``sockets[i]`` (one socket per worker: serve_workers)."""
@@ -104,6 +113,7 @@ class Supervisor(Multiprocess):
                 multiprocess.mark_process_dead(process.pid)
             if process.exitcode == STARTUP_FAILURE:  # broken app or settings: fails again
                 log.error("worker %s failed to start; stopping", process.pid)
+                self.startup_failed = True
                 self.should_exit.set()
                 return
             if self.should_exit.is_set():
@@ -195,8 +205,9 @@ def reuseport_sockets(host: str, port: int, n: int, backlog: int = 2048
     return socks
 
 
-def serve_workers(settings: Settings) -> None:
-    """Run ``settings.workers`` worker processes until SIGTERM/SIGINT; blocks."""
+def serve_workers(settings: Settings) -> int:
+    """Run ``settings.workers`` worker processes until SIGTERM/SIGINT; blocks. Returns the exit
+    status: STARTUP_FAILURE when a worker could not start (e.g. no model loaded), else 0."""
     metrics_dir = tempfile.mkdtemp(prefix="specula-metrics-")
     # read by prometheus-client when the spawned workers import it
     os.environ[MULTIPROC_ENV] = metrics_dir
@@ -209,9 +220,11 @@ def serve_workers(settings: Settings) -> None:
     socks = reuseport_sockets(settings.host, settings.port, settings.workers, config.backlog)
     log.info("starting workers", extra={"workers": settings.workers, "port": settings.port,
                                         "metrics_dir": metrics_dir})
+    supervisor = Supervisor(config, sockets=socks)
     try:
-        Supervisor(config, sockets=socks).run()
+        supervisor.run()
     finally:
         for sock in socks:
             sock.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
+    return STARTUP_FAILURE if supervisor.startup_failed else 0

@@ -89,6 +89,15 @@ class ModelVersion:
         return self.manifest.version
 
 
+def repository_hint(root: str | Path) -> str:
+    """How to point the service elsewhere, with the absolute path it looked in: a relative
+    repository is resolved against the current directory, and "no model in models" does not
+    say which directory that was."""
+    return (f"model repository {Path(root).resolve()}; pass --repository DIR or set "
+            "SPECULA_MODEL_REPOSITORY to a directory of <name>/<version>/manifest.json "
+            "(models/README.md)")
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 from http_service import free_port
@@ -78,16 +77,25 @@ def test_compose_wiring_is_consistent():
     dashboard = json.loads((DOCKER / "grafana/dashboards/specula.json").read_text())
     uid = ds["datasources"][0]["uid"]
     assert ds["datasources"][0]["url"] == "http://prometheus:9090"
-    assert {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]} == {uid}
+    # (row panels are headers: no targets)
+    queries = [t for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert {t["datasource"]["uid"] for t in queries} == {uid}
     mounts = {v.split(":")[1] for v in graf["volumes"]}
     assert provider["providers"][0]["options"]["path"] in mounts
     # the dashboard covers what issue 7 asks for
-    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    exprs = " ".join(t["expr"] for t in queries)
     for needle in ("specula_requests_total", "histogram_quantile(0.99",
                    "specula_request_duration_seconds_bucket", "specula_queue_depth_rows",
                    "specula_batch_size_rows_bucket", 'outcome!="success"',
-                   "by (model, version"):
+                   "by (model, version",
+                   # first contact, item 11: memory (process metrics) and saliency rows
+                   "process_resident_memory_bytes", "process_cpu_seconds_total",
+                   "specula_explain_requests_total",
+                   "specula_explain_request_duration_seconds_bucket"):
         assert needle in exprs, needle
+    rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
+    assert any("Memory" in r for r in rows) and any("Saliency" in r for r in rows), rows
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
     # stop grace covers the service's graceful shutdown
     assert int(spec["stop_grace_period"].rstrip("s")) > Settings().graceful_shutdown_s
 
@@ -181,20 +189,15 @@ def test_image_cmd_and_healthcheck_outside_docker(ops_repo, tmp_path):
 
 
 @pytest.mark.e2e
-def test_healthcheck_says_unhealthy_when_no_model_is_loaded(start_ops, tmp_path):
+def test_with_no_model_the_service_refuses_to_start_and_the_healthcheck_fails(start_ops,
+                                                                               tmp_path):
+    """A service with no model would answer every request 404 (the image's HEALTHCHECK used
+    to be its only sign): it exits with status 3 and says why, and the check reports 1."""
     empty = tmp_path / "empty-repo"
     empty.mkdir()
     svc = start_ops(empty, wait=False)
-    t0 = time.monotonic()
-    while True:  # live, but not ready
-        try:
-            if svc.client.get("/v2/health/live").status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)  # not listening yet
-        assert svc.proc.poll() is None and time.monotonic() - t0 < 90, svc.log()
-        time.sleep(0.1)
-    assert svc.client.get("/v2/health/ready").status_code == 400
+    assert svc.proc.wait(90) == 3, svc.log()
+    assert "no model loaded; refusing to start" in svc.log_path.read_text()
     assert healthcheck(svc.port) == 1
 
 

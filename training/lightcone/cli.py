@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="specula train lightcone",
                                  description="simulate (resumable), train and export the 21cm "
                                              "lightcone regressor")
-    ap.add_argument("--config", default=str(DEFAULT_CONFIG))
+    ap.add_argument("--config", default=str(DEFAULT_CONFIG),
+                    help="JSON config (default: training/lightcone/configs/lightcone.json)")
     ap.add_argument("--out", default=str(REPO / "models"), help="model repository root")
     ap.add_argument("--runs", default=str(REPO / "runs"), help="checkpoints and logs")
     ap.add_argument("--data-dir", default=str(REPO / "data"), help="dataset directory")
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="train on the dataset as it is (no new simulations)")
     ap.add_argument("--max-build-seconds", type=float, default=0.0,
                     help="stop simulating after this long (resumable); 0 = build all n_sims")
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     a = ap.parse_args(argv)
     cfg = load_config(a.config)
     train_lightcone(cfg, Path(a.out), Path(a.runs), Path(a.data_dir),

@@ -35,9 +35,19 @@ def identify_sdss_spspec(source: Source) -> bool:
     return len(shape) == 2 and shape[0] >= 4 and "COEFF0" in h and "COEFF1" in h
 
 
+def is_eigen_template(header) -> bool:
+    """SDSS's spEigen* template files share spSpec's layout (a primary image with COEFF0/
+    COEFF1) but hold one basis vector per row (EIGENn or NAMEn keys) and no error or mask:
+    read as a spectrum they would be a fully masked one, so they are refused by name."""
+    return "EIGEN0" in header or "NAME0" in header
+
+
 def read_sdss_spspec(source: Source) -> list[Spectrum]:
     primary = source.fits[0]
     h = primary.header
+    if is_eigen_template(h):
+        raise SpectrumError("unknown_format", "an SDSS eigen-template (spEigen*: one basis "
+                            "vector per row), not an observed spectrum", source=source.name)
     img = primary.image()
     if img.ndim != 2 or img.shape[0] < 4:
         raise SpectrumError("bad_shape", f"primary image has shape {img.shape}",

@@ -29,7 +29,8 @@ def test_real_files_and_a_bad_one(sdss_spec_path, desi_paths, tmp_path):
         "file": str(sdss_spec_path), "reader": "sdss-spec", "object_id": "1198-52669-0063",
         "npix": 3835, "wavelength_min": sdss["wavelength_min"],
         "wavelength_max": sdss["wavelength_max"], "masked_fraction": sdss["masked_fraction"],
-        "grid_coverage": sdss["grid_coverage"]}
+        "grid_coverage": sdss["grid_coverage"], "pipeline": sdss["pipeline"]}
+    assert sdss["pipeline"]["class"] == "STAR" and sdss["pipeline"]["subclass"] == "A0"
     assert 3799 < sdss["wavelength_min"] < 3800 and 9185 < sdss["wavelength_max"] < 9186
     assert 0 < sdss["masked_fraction"] < 0.01 and 0.93 < sdss["grid_coverage"] < 0.95
     assert err["file"] == str(bad) and err["error"] == "corrupt_file" and err["detail"]
