@@ -68,30 +68,42 @@ def openapi_schema(app: FastAPI) -> dict[str, Any]:
 
 
 class ClassifiedSpectrum(BaseModel):
-    object_id: str
-    source: str
-    format: str | None
+    """One classified spectrum. Probabilities are calibrated, in [0, 1]; uncertainties are
+    in nats (natural-log units of information); redshifts are dimensionless."""
+
+    object_id: str = Field(description="the spectrum's id in its file (e.g. plate-mjd-fiber)")
+    source: str = Field(description="the uploaded file it came from")
+    format: str | None = Field(description="the reader that read the file, e.g. sdss-spec")
     model: str
     version: int
-    class_: str = Field(alias="class")
-    class_probability: float
-    subtype: str | None
-    label: str
-    label_probability: float
-    class_probabilities: dict[str, float]
-    probabilities: dict[str, float]
-    entropy: float
-    epistemic: float
-    z: float = Field(description="redshift")
-    z_sigma: float = Field(description="1σ redshift error")
+    class_: str = Field(alias="class", description="the most probable class: GALAXY, QSO or "
+                        "STAR")
+    class_probability: float = Field(description="probability of `class`: the sum of its "
+                                     "labels' probabilities")
+    subtype: str | None = Field(description="the most probable subtype inside `class`")
+    label: str = Field(description="the most probable label inside `class`, e.g. STAR:A")
+    label_probability: float = Field(description="probability of `label`")
+    class_probabilities: dict[str, float] = Field(description="probability of each class")
+    probabilities: dict[str, float] = Field(description="probability of each label")
+    entropy: float = Field(description="predictive entropy of the label distribution, in nats "
+                           "(total uncertainty)")
+    epistemic: float = Field(description="the epistemic part of `entropy`: mutual information "
+                             "between label and ensemble member, in nats")
+    z: float = Field(description="redshift (dimensionless)")
+    z_sigma: float = Field(description="1σ (one standard deviation) total error of z")
     z_warning: int | None = Field(
         None, description="models with an in-graph template fit: bitmask in the spirit of "
         "SDSS ZWARNING (1 z_ambiguous, 2 z_poor_fit, 4 z_no_fit, 8 z_no_signal); 0 = none")
     z_warnings: list[str] | None = Field(None, description="the names of the set z_warning bits")
     z_rchi2: float | None = Field(None, description="χ²/dof of the template fit behind z "
                                   "(−1: no fit)")
-    warnings: list[str]
-
+    file_class: str | None = Field(None, description="the file's own pipeline class (SDSS "
+                                   "SPECOBJ CLASS), when the file carries one")
+    file_subclass: str | None = Field(None, description="the file's pipeline SUBCLASS")
+    file_z: float | None = Field(None, description="the file's pipeline redshift (SPECOBJ Z)")
+    file_zwarning: int | None = Field(None, description="the file's pipeline ZWARNING bits")
+    warnings: list[str] = Field(description="quality notes, e.g. the share of masked grid "
+                                "pixels")
 
 
 class SpectrumFailure(BaseModel):

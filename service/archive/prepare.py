@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.inference.pipeline import Prep, SpectrumPipeline, Upload
+from service.inference.pipeline import RESPONSE_META, Prep, SpectrumPipeline, Upload
 from service.inference.repository import ModelVersion
 from service.spectra import Prepared, Spectrum, SpectrumError
 from service.spectra.source import DEFAULT_MAX_BYTES
@@ -58,8 +58,8 @@ def decoding_pipeline(model: ModelVersion, max_file_bytes: int = DEFAULT_MAX_BYT
 
 
 def identity(s: Spectrum) -> Spectrum:
-    return Spectrum(_EMPTY, _EMPTY, _EMPTY, _EMPTY, {k: s.meta.get(k) for k in
-                                                    ("object_id", "format") if k in s.meta})
+    return Spectrum(_EMPTY, _EMPTY, _EMPTY, _EMPTY,
+                    {k: s.meta[k] for k in RESPONSE_META if k in s.meta})
 
 
 def prepare_file(pipeline: SpectrumPipeline, entry: InputFile, key: int,

@@ -4,7 +4,11 @@ Built from ``SpectrumPipeline.encode_response``'s dicts (the API's own fields), 
 what the API would have said. Model outputs are float32 in ONNX Runtime and stored as float32
 (lossless); ``class_probability`` and ``class_probabilities`` are float64 sums of them, as in
 the API. ``probabilities`` follows the label order stored in the schema metadata
-(``specula.labels``), ``class_probabilities`` the ``specula.top_classes`` order.
+(``specula.labels``), ``class_probabilities`` the ``specula.top_classes`` order. The same
+numbers are also flat columns, one per class and label (``p_STAR``, ``p_STAR_A``: named by
+``service.inference.columns``, as in the FITS/ECSV/VOTable outputs), so a query needs no list
+indexing; ``schema_for`` adds them, since they depend on the model. ``file_*`` hold the
+input file's own pipeline answer (SDSS SPECOBJ CLASS/SUBCLASS/Z/ZWARNING) when it has one.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from service.inference.columns import ProbabilityColumn, probability_columns, probability_values
+from service.inference.postprocess import LabelMap
 from service.inference.repository import ModelVersion
 
 from .inputs import InputFile
@@ -41,19 +47,39 @@ SCHEMA = pa.schema([
     pa.field("z", pa.float32()),
     pa.field("z_sigma", pa.float32()),
     pa.field("z_warning", pa.int32()),  # null for models without an in-graph template fit
+    pa.field("z_warnings", pa.list_(pa.string())),  # names of the set z_warning bits
+    pa.field("z_rchi2", pa.float32()),  # null for models without an in-graph template fit
     pa.field("warnings", pa.list_(pa.string())),
+    pa.field("file_class", pa.string()),  # the file's own pipeline answer, null when absent
+    pa.field("file_subclass", pa.string()),
+    pa.field("file_z", pa.float64()),
+    pa.field("file_zwarning", pa.int64()),
     pa.field("model", pa.string(), nullable=False),
     pa.field("model_version", pa.int32(), nullable=False),
     pa.field("model_sha256", pa.string(), nullable=False),
 ])
 
 
+FILE_FIELDS = ("file_class", "file_subclass", "file_z", "file_zwarning")
+
+
+def model_columns(model: ModelVersion) -> list[ProbabilityColumn]:
+    return probability_columns(LabelMap.from_manifest(model.manifest))
+
+
 def schema_for(model: ModelVersion) -> pa.Schema:
-    """SCHEMA plus the model's label order, so ``probabilities`` can be read by name."""
+    """SCHEMA plus one column per class and label probability (after ``probabilities``) and
+    the model's label order, so ``probabilities`` can be read by name."""
     m = model.manifest
-    return SCHEMA.with_metadata({
+    cols = model_columns(model)
+    fields = [pa.field(c.name, pa.float64() if c.kind == "class" else pa.float32())
+              for c in cols]
+    at = SCHEMA.get_field_index("probabilities") + 1
+    schema = pa.schema(list(SCHEMA)[:at] + fields + list(SCHEMA)[at:])
+    return schema.with_metadata({
         "specula.labels": json.dumps([lab.name for lab in m.labels]),
         "specula.top_classes": json.dumps(list(m.top_classes)),
+        "specula.probability_columns": json.dumps({c.name: c.key for c in cols}),
         "specula.model": json.dumps({"name": m.name, "version": m.version,
                                      "sha256": m.sha256.lower()}),
     })
@@ -63,6 +89,7 @@ def rows_from_results(entry: InputFile, key: int, results: list[dict[str, Any]],
                       model: ModelVersion) -> list[dict[str, Any]]:
     """``encode_response`` dicts of one file → archive rows (a file-level error has no index)."""
     m = model.manifest
+    cols = model_columns(model)
     base = {"file": entry.path, "file_size": entry.size, "file_mtime_ns": entry.mtime_ns,
             "input_key": key, "model": m.name, "model_version": m.version,
             "model_sha256": m.sha256.lower()}
@@ -80,7 +107,9 @@ def rows_from_results(entry: InputFile, key: int, results: list[dict[str, Any]],
                        **{k: r[k] for k in ("class", "class_probability", "subtype", "label",
                                             "label_probability", "entropy", "epistemic", "z",
                                             "z_sigma")},
-                       z_warning=r.get("z_warning"))
+                       **probability_values(r, cols),
+                       **{k: r.get(k) for k in ("z_warning", "z_warnings", "z_rchi2")},
+                       **{k: r.get(k) for k in FILE_FIELDS})
         rows.append(row)
     return rows
 

@@ -6,6 +6,10 @@ read gives one line ``{"source": ..., "error": {"code": ..., "detail": ...}}`` (
 single spectrum that cannot be preprocessed) and the run goes on; the exit status is 1 when
 any file failed, so scripts can tell.
 
+With a table output (``--output results.fits``; ``.fits``/``.fit``, ``.ecsv``, ``.vot``/``.xml``)
+the same results become one astropy Table with units (``tables.py``), written atomically when
+the run ends; JSON lines then go only to an ``--out`` file, if one is named.
+
 With a Parquet output (``--output results.parquet``) or ``--engine ray`` the same command is
 an archive job instead (``service.archive``: directories walked, decoding in worker
 processes or Ray tasks, resumable atomic Parquet parts; docs/archive.md).
@@ -16,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import IO
 
@@ -24,12 +28,14 @@ import numpy as np
 import orjson
 from tqdm import tqdm
 
+from service.settings import command_model_repository
 from service.spectra import Prepared, SpectrumError
 
 from .pipeline import SpectrumPipeline, Upload
-from .repository import ModelError, ModelRepository, ModelVersion
+from .repository import ModelError, ModelRepository, ModelVersion, repository_hint
 from .runner import OnnxRunner
 from .serving import check_contract
+from .tables import results_table, table_format, write_table
 
 
 def build_pipeline(mv: ModelVersion, device: str, intra_op_threads: int = 0
@@ -84,6 +90,21 @@ def parquet_output(args: argparse.Namespace) -> str | None:
     return None
 
 
+def json_sink(path: str | None) -> AbstractContextManager[IO[bytes] | None]:
+    """Where JSON goes: nowhere (a table run with no --out file), stdout ("-") or a file."""
+    if path is None:
+        return nullcontext(None)
+    return nullcontext(sys.stdout.buffer) if path == "-" else open(path, "wb")
+
+
+def table_output(args: argparse.Namespace) -> str | None:
+    """The FITS/ECSV/VOTable file this run writes (by extension of --output or --out)."""
+    for path in (args.output, args.out):
+        if table_format(path) is not None:
+            return path
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="specula classify",
@@ -95,12 +116,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="files; for Parquet output also directories and .txt/.lst path lists")
     p.add_argument("--model", default="spectrum_classifier")
     p.add_argument("--version", type=int, default=None, help="default: latest")
-    p.add_argument("--repository", default="models", help="model repository root")
-    p.add_argument("--output", default="jsonl", metavar="jsonl|json|parquet|DIR.parquet",
+    p.add_argument("--repository", default=str(command_model_repository()), metavar="DIR",
+                   help="model repository root (default: SPECULA_MODEL_REPOSITORY, else the "
+                        "models/ shipped with the package)")
+    p.add_argument("--output", default="jsonl",
+                   metavar="jsonl|json|parquet|DIR.parquet|FILE.fits|FILE.ecsv|FILE.vot",
                    help="jsonl: one object per line (default); json: one array at the end; "
-                        "parquet or a path ending in .parquet: the archive job")
-    p.add_argument("--out", default="-", help="output file (default: stdout); the Parquet "
-                   "directory with --output parquet")
+                        "a path ending in .fits/.fit, .ecsv or .vot/.xml: one table with "
+                        "units (astropy); parquet or a path ending in .parquet: the archive "
+                        "job")
+    p.add_argument("--out", default="-", help="output file (default: stdout; with a table "
+                   "--output, none); the Parquet directory with --output parquet")
     p.add_argument("--format", default=None, help="force a reader, e.g. sdss-spec")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -117,8 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     archive.add_argument("--files-per-unit", type=int, default=None,
                          help="files per work unit (the grain of decoding and commits)")
     args = p.parse_args(argv)
-    if args.output not in ("jsonl", "json", "parquet") and not args.output.endswith(".parquet"):
-        p.error("--output must be jsonl, json, parquet or a path ending in .parquet")
+    if args.output not in ("jsonl", "json", "parquet") and not args.output.endswith(".parquet") \
+            and table_format(args.output) is None:
+        p.error("--output must be jsonl, json, parquet or a path ending in .parquet, .fits, "
+                ".fit, .ecsv, .vot or .xml")
     if args.output == "parquet" or args.engine == "ray" or args.output.endswith(".parquet") \
             or args.out.endswith(".parquet"):
         target = parquet_output(args)
@@ -129,20 +157,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pipeline = load_pipeline(args.repository, args.model, args.version, args.device)
     except ModelError as exc:
-        print(f"specula classify: {exc}", file=sys.stderr)
+        print(f"specula classify: {exc}\n  {repository_hint(args.repository)}", file=sys.stderr)
         return 2
+    table_path = table_output(args)
+    json_out = args.out if table_path is None or args.out not in ("-", table_path) else None
+    keep = args.output == "json" or table_path is not None
     failed = 0
     collected: list[dict] = []
-    stdout = nullcontext(sys.stdout.buffer)
-    with stdout if args.out == "-" else open(args.out, "wb") as out:
+    with json_sink(json_out) as out:
         for path in tqdm(args.files, unit="file", file=sys.stderr, disable=args.quiet):
             items = list(classify_file(pipeline, path, args.batch_size, args.format))
             failed += any("error" in i for i in items)
-            if args.output == "json":
+            if keep:
                 collected += items
-            else:
+            if out is not None and args.output != "json":
                 write(out, items, False)
                 out.flush()
-        if args.output == "json":
+        if out is not None and args.output == "json":
             write(out, collected, True)
+    if table_path is not None:
+        write_table(results_table(collected, pipeline.model), table_path)
     return 1 if failed else 0

@@ -45,6 +45,13 @@ class Upload:
 
 Prep = Prepared | SpectrumError  # one spectrum after preprocess: model input, or why not
 
+# The file's own pipeline answer (SDSS SPECOBJ CLASS/SUBCLASS/Z/ZWARNING, as the readers put
+# it in meta), reported beside the prediction so a disagreement is seen without a join.
+FILE_FIELDS = {"file_class": "class", "file_subclass": "subclass", "file_z": "z",
+               "file_zwarning": "zwarning"}
+# every meta key encode_response reads: what an archive worker ships back with a spectrum
+RESPONSE_META = ("object_id", "format", "warnings", *FILE_FIELDS.values())
+
 
 def check_deadline(deadline: float | None, step: str) -> None:
     if deadline is not None and time.monotonic() > deadline:
@@ -141,6 +148,8 @@ class SpectrumPipeline:
                 r.update(object_id=s.object_id, source=upload.name,
                          format=s.meta.get("format"), model=name, version=int(version),
                          warnings=p.warnings() + s.meta.get("warnings", []))
+                r.update({k: s.meta[m] for k, m in FILE_FIELDS.items()
+                          if s.meta.get(m) is not None})
             out.append(r)
         return out
 
