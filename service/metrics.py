@@ -14,16 +14,37 @@ per worker, so a reload can be followed worker by worker. That is why it is a ga
 ``Info`` (which the multiprocess mode cannot export), and why a retired version is set to 0
 before it is removed (a worker's file keeps a removed series' last value): dashboards count
 ``specula_model_info == 1``.
+
+Process metrics (``process_resident_memory_bytes``, ``process_cpu_seconds_total``,
+``process_open_fds``, ...: prometheus-client's standard names, read from ``/proc``): a single
+process registers prometheus-client's ``ProcessCollector`` on its registry. The multiprocess
+mode has no process metrics (its collector reads only the sample files, and a gauge written to
+them would be as old as the worker's last write), so there :class:`WorkerProcessCollector`
+reads ``/proc/<pid>`` of every live worker at scrape time — the workers share one host, and
+the live-gauge files in ``PROMETHEUS_MULTIPROC_DIR`` name their pids — and exports the same
+names with a ``pid`` label: fresh values per worker, whichever worker answers the scrape.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 LABELS = ("model", "version")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # set by the --workers supervisor
@@ -89,6 +110,36 @@ class ModelLoadStats:
 
 
 Stats = RequestStats | PreprocessStats | BatchStats | QueueStats | ModelLoadStats
+# a live worker's gauge file (multiprocess_mode live*), removed by mark_process_dead
+LIVE_FILE = re.compile(r"^gauge_live\w*?_(\d+)\.db$")
+
+
+class WorkerProcessCollector(Collector):
+    """The process metrics of every live worker under ``--workers``, labelled by ``pid``
+    (see the module docstring for why not ``ProcessCollector`` on the registry)."""
+
+    def __init__(self, path: str, proc: str = "/proc") -> None:
+        self.path = Path(path)
+        self.proc = proc
+
+    def pids(self) -> list[int]:
+        """Workers with a live-gauge file and a ``/proc`` entry (a killed worker's file can
+        outlive it until the supervisor marks it dead)."""
+        found = {int(m.group(1)) for f in self.path.iterdir() if (m := LIVE_FILE.match(f.name))}
+        found.add(os.getpid())  # this worker, even before its first gauge is written
+        return sorted(p for p in found if os.path.exists(f"{self.proc}/{p}"))
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        for pid in self.pids():
+            one = ProcessCollector(pid=lambda pid=pid: pid, proc=self.proc, registry=None)
+            for metric in one.collect():
+                out = merged.setdefault(metric.name, Metric(metric.name, metric.documentation,
+                                                            metric.type))
+                for sample in metric.samples:
+                    out.add_sample(sample.name, {**sample.labels, "pid": str(pid)},
+                                   sample.value)
+        yield from merged.values()
 
 
 class Metrics:
@@ -166,6 +217,8 @@ class Metrics:
             ("model", "provider", "sha256", "version"), registry=r,
             multiprocess_mode="liveall")
         self._info_labels: dict[tuple[str, str], tuple[str, str, str, str]] = {}
+        if not os.environ.get(MULTIPROC_ENV):  # multiprocess: WorkerProcessCollector
+            ProcessCollector(registry=r)
 
     def _child(self, metric, labels: tuple[str, ...]):
         """``metric.labels(*labels)``, remembered: prometheus_client validates and locks on
@@ -241,4 +294,5 @@ class Metrics:
             return generate_latest(self.registry)
         registry = CollectorRegistry()  # every worker's files, this one's included
         MultiProcessCollector(registry, path)
+        registry.register(WorkerProcessCollector(path))
         return generate_latest(registry)

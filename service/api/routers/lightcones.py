@@ -186,11 +186,17 @@ async def read_cube(request: Request, lightcones: LightconeModels, pipe, q: Cube
 
 
 @router.post("/v1/lightcones:infer", operation_id="lightcone_infer", openapi_extra=CUBE_BODY,
+             summary="Estimate 21cm parameters from a lightcone cube",
              responses=error_responses(400, 401, 404, 411, 413, 415, 422, 429, 503, 504))
 async def infer_lightcone(
     request: Request, lightcones: LightconesDep, metrics: MetricsDep, deadline: DeadlineDep,
     q: CubeDep,
 ) -> Response:
+    """One 21cm brightness-temperature lightcone in (raw float32 with ``?shape=``, .npy,
+    FITS cube or HDF5), each astrophysical parameter's posterior mean and 1σ out, in the
+    parameter's physical units. A cube off the model grid is resampled onto it from its axes
+    (read from the file, or ``z_first``/``z_last`` or ``nu_first_mhz``/``nu_last_mhz`` and
+    ``cell_mpc``)."""
     served = q.served(lightcones)
     pipe = served.pipeline
     async with observe(metrics, served) as obs:
@@ -213,6 +219,7 @@ def lightcone_explainer(served: ServedLightcone) -> LightconeSaliency:
 
 
 @router.post("/v1/lightcones:saliency", operation_id="lightcone_saliency",
+             summary="Saliency map of a lightcone parameter estimate",
              openapi_extra=CUBE_BODY, responses={**MAPS_200, **error_responses(
                  400, 401, 404, 409, 411, 413, 415, 422, 429, 503, 504)})
 async def lightcone_saliency(
@@ -355,8 +362,11 @@ INFER = {
 }
 
 
-@oip.get("/{name}", operation_id="model_metadata", responses=METADATA)
+@oip.get("/{name}", operation_id="model_metadata", summary="Model metadata",
+         responses=METADATA)
 async def model_metadata(name: str, request: Request, server: ServerDep):
+    """The model's served versions, input and output tensors (name, datatype, shape) and its
+    parameters (provider, sha256, labels, grid)."""
     lc: LightconeModels = request.app.state.lightcones
     if lc.has(name):
         return lightcone_metadata(lc, name, None)
@@ -364,31 +374,41 @@ async def model_metadata(name: str, request: Request, server: ServerDep):
 
 
 @oip.get("/{name}/versions/{version}", operation_id="model_version_metadata",
+         summary="Model version metadata",
          responses={**METADATA, **error_responses(400)})
 async def model_version_metadata(name: str, version: int, request: Request, server: ServerDep):
+    """As the model's metadata, for one version."""
     lc: LightconeModels = request.app.state.lightcones
     if lc.has(name):
         return lightcone_metadata(lc, name, version)
     return await spectrum_oip.model_version_metadata(name, version, server)
 
 
-@oip.get("/{name}/ready", operation_id="model_ready", responses=error_responses(401, 404, 503))
+@oip.get("/{name}/ready", operation_id="model_ready", summary="Model readiness",
+         responses=error_responses(401, 404, 503))
 async def model_ready(name: str, request: Request, server: ServerDep):
+    """Whether the model is loaded and served (404 when not)."""
     lc: LightconeModels = request.app.state.lightcones
     if lc.has(name):
         return {"name": name, "ready": True}
     return await spectrum_oip.model_ready(name, server)
 
 
-@oip.post("/{name}/infer", operation_id="model_infer", **INFER)
+@oip.post("/{name}/infer", operation_id="model_infer", summary="OIP v2 inference", **INFER)
 async def infer(name: str, request: Request, server: ServerDep, metrics: MetricsDep,
                 deadline: DeadlineDep) -> Response:
+    """Open Inference Protocol v2 infer on the latest version: model-ready (preprocessed)
+    tensors in, as JSON or the binary tensor extension, the raw output tensors out. Spectrum
+    models take ``spectrum`` FP32 [N, 2, npix]; lightcone models ``lightcone`` FP32
+    [N, 1, n_xy, n_xy, n_los]. Batched with the native endpoints' requests."""
     return await oip_infer(name, None, request, server, metrics, deadline)
 
 
-@oip.post("/{name}/versions/{version}/infer", operation_id="model_version_infer", **INFER)
+@oip.post("/{name}/versions/{version}/infer", operation_id="model_version_infer",
+          summary="OIP v2 inference on one version", **INFER)
 async def infer_version(name: str, version: int, request: Request, server: ServerDep,
                         metrics: MetricsDep, deadline: DeadlineDep) -> Response:
+    """As OIP infer, pinned to one version of the model."""
     return await oip_infer(name, version, request, server, metrics, deadline)
 
 

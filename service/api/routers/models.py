@@ -84,8 +84,10 @@ async def model_ready(name: str, server: ServerDep) -> dict:
 
 
 @router.get("/{name}/versions/{version}/ready", operation_id="model_version_ready",
+            summary="Model version readiness",
             responses=error_responses(400, 401, 404, 503))
 async def model_version_ready(name: str, version: int, server: ServerDep) -> dict:
+    """Whether this version of the model is loaded and served (404 when not)."""
     server.get(name, version)
     return {"name": name, "version": str(version), "ready": True}
 

@@ -36,6 +36,7 @@ def report_response(report: dict[str, dict]) -> Response:
 
 
 @index_router.post("/v2/repository/index", operation_id="repository_index",
+                   summary="List the model repository",
                    response_model=list[RepositoryEntry], responses=error_responses(401, 503))
 async def repository_index(server: ServerDep) -> list[dict]:
     """Every spectrum-model version on disk and whether it is served (other kinds of model,
@@ -53,8 +54,11 @@ async def repository_index(server: ServerDep) -> list[dict]:
 
 
 @router.post("/v2/repository/models/{name}/load", operation_id="repository_model_load",
+             summary="Reload one model (admin token)",
              responses=error_responses(401, 403, 404, 409, 503))
 async def load_model(name: str, server: ServerDep, _: AdminDep) -> Response:
+    """Load the versions of one model from the repository again (admin token). A reload that
+    fails answers 409 with the reason; the versions loaded before keep serving."""
     # the name becomes a path under the repository root: only a directory listed there (or a
     # model being served) may be named, never '..' or anything else a client makes up
     if name not in server.repository.names() and name not in server.names():
@@ -65,8 +69,11 @@ async def load_model(name: str, server: ServerDep, _: AdminDep) -> Response:
 
 
 @router.post("/v1/admin/reload", operation_id="repository_reload",
+             summary="Reload every model (admin token)",
              responses=error_responses(401, 403, 409, 503))
 async def reload_all(server: ServerDep, _: AdminDep) -> Response:
+    """Reload the whole repository, as SIGHUP does (admin token); under ``--workers`` every
+    worker reloads. A failed reload answers 409; the versions loaded before keep serving."""
     report = await server.reload()
     notify_supervisor()
     return report_response(report)

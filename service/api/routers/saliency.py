@@ -78,6 +78,7 @@ def _npy(a: np.ndarray) -> bytes:
 
 
 @router.post("/spectra:saliency", operation_id="spectra_saliency", openapi_extra=BODY_DOC,
+             summary="Saliency maps of spectrum classifications",
              responses={**MAPS_200, **ERRORS})
 async def saliency(
     request: Request, server: ServerDep, metrics: MetricsDep, settings: SettingsDep,
@@ -104,6 +105,11 @@ async def saliency(
     format: Annotated[str | None, Query(description="reader name, e.g. sdss-spec")] = None,
     out: Annotated[str | None, Query(description="json | npy | png (overrides Accept)")] = None,
 ) -> Response:
+    """Which pixels drove a prediction: per spectrum, the map on the model's wavelength grid
+    (flux and inverse-variance channels), the prediction it explains and the model version.
+    Same bodies as ``/v1/spectra:classify``; ``Accept`` application/json (default),
+    application/x-npy (the maps, float32 [N, 2, npix]) or image/png (one spectrum's figure,
+    ``index`` picks it)."""
     media = wants(request, out)
     if baseline not in ("zeros", "continuum"):
         raise ApiError(400, "bad_request", "baseline must be zeros or continuum")
@@ -165,6 +171,7 @@ async def render(served: ServedModel, sal: SaliencyPipeline, r: dict[str, Any]) 
 
 
 @router.get("/spectra:introspect", operation_id="spectra_filters",
+            summary="First-layer filters of a spectrum model",
             responses={**FIGURES_200, **error_responses(400, 401, 404, 409, 429, 503, 504)})
 async def filters(
     request: Request, server: ServerDep, metrics: MetricsDep, settings: SettingsDep,
@@ -173,7 +180,8 @@ async def filters(
     version: Annotated[int | None, Query()] = None,
     out: Annotated[str | None, Query(description="json | png (overrides Accept)")] = None,
 ) -> Response:
-    """The first-layer filters (members, channels, 2, k)."""
+    """The first-layer convolution filters, shape (members, channels, 2, k), as JSON arrays
+    or a PNG grid; read from the model's ``introspect.onnx``, never a weight file."""
     async with server.use(model or settings.default_model, version) as served, \
             observe(metrics, served, "introspect"):
         try:
@@ -193,6 +201,7 @@ async def filters(
 
 
 @router.post("/spectra:introspect", operation_id="spectra_activations", openapi_extra=BODY_DOC,
+             summary="Layer activations for one spectrum",
              responses={**FIGURES_200, **ERRORS})
 async def activations(
     request: Request, server: ServerDep, metrics: MetricsDep, settings: SettingsDep,
@@ -204,7 +213,8 @@ async def activations(
     format: Annotated[str | None, Query(description="reader name")] = None,
     out: Annotated[str | None, Query(description="json | png (overrides Accept)")] = None,
 ) -> Response:
-    """One layer's activations (members, channels, length) for one spectrum, plus filters."""
+    """One layer's activations, shape (members, channels, length), for one spectrum of the
+    upload (``index``), plus the first-layer filters; JSON arrays or a PNG grid."""
     loop = asyncio.get_running_loop()
     async with server.use(model or settings.default_model, version) as served, \
             observe(metrics, served, "introspect") as m:

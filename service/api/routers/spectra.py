@@ -33,11 +33,20 @@ NDJSON = "application/x-ndjson"
 OFFLOAD_BYTES = 4 << 20  # parse multipart bodies bigger than this on the worker pool
 
 # the body is hand-declared (the handlers read it raw): at least one non-empty file, since an
-# empty body or a multipart without files is answered 400 (read_uploads)
+# empty body or a multipart without files is answered 400 (read_uploads). parse_multipart
+# keeps every file part whatever its field name; `files` (this schema's name from the start)
+# and `file` (README's `curl -F file=@...`) are the two declared, so a client generated from
+# the schema and one copied from the README both work
 BODY_DOC = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "required": ["files"], "properties": {
-        "files": {"type": "array", "minItems": 1,
-                  "items": {"type": "string", "format": "binary", "minLength": 1}}}}},
+    "multipart/form-data": {"schema": {
+        "type": "object", "minProperties": 1,
+        "anyOf": [{"required": ["files"]}, {"required": ["file"]}], "properties": {
+            "files": {"type": "array", "minItems": 1, "description": "one or many files",
+                      "items": {"type": "string", "format": "binary", "minLength": 1}},
+            "file": {"type": "string", "format": "binary", "minLength": 1,
+                     "description": "one file (curl -F file=@...): the same as `files`"}},
+        "description": "every file part is read, whatever its field name: `files` and "
+                       "`file` are the two documented ones"}},
     "application/octet-stream": {"schema": {"type": "string", "format": "binary",
                                             "minLength": 1}},
     "application/json": {"schema": {"type": "object", "minProperties": 1,
@@ -85,11 +94,18 @@ STREAM_DOC = {200: {"content": {NDJSON: {"schema": {
 
 
 @router.post("/spectra:classify", operation_id="classify_spectra", response_model=ClassifyResponse,
+             summary="Classify spectra, with redshift and uncertainty",
              openapi_extra=BODY_DOC, responses={**STREAM_DOC, **error_responses(
                  400, 401, 404, 413, 415, 422, 429, 503, 504)})
 async def classify(request: Request, server: ServerDep, metrics: MetricsDep,
                    settings: SettingsDep, deadline: DeadlineDep,
                    q: Annotated[ClassifyQuery, Query()]) -> Response:
+    """Spectrum files in — multipart ``files`` or ``file`` parts (any field name is read), or
+    one file as the raw body (``X-Filename`` names it) — one result per spectrum out: class
+    and subtype probabilities, redshift ``z`` with its 1σ ``z_sigma``, predictive entropy and
+    epistemic uncertainty (nats). Formats: SDSS spec/spSpec, DESI coadd, ESO SDP, the
+    exposure container, JSON arrays, .npy, gzipped or not. ``?stream=true`` or
+    ``Accept: application/x-ndjson``: one JSON line per spectrum as each file finishes."""
     return await classify_request(request, q, server, metrics, settings, deadline)
 
 

@@ -54,6 +54,20 @@ def test_many_fits_files_in_one_request(service, sdss_bytes, reference):
         assert r["probabilities"] == pytest.approx(reference["results"][0]["probabilities"])
 
 
+@pytest.mark.parametrize("field", ["file", "files"])
+def test_upload_field_file_or_files(service, sdss_bytes, reference, field):
+    """README's ``curl -F file=@...`` and the schema's ``files`` (both declared) are read the
+    same; the schema says so."""
+    r = service.client.post(URL, files={field: ("spec.fits", sdss_bytes)})
+    assert r.status_code == 200, r.text
+    assert r.json()["results"][0]["probabilities"] == pytest.approx(
+        reference["results"][0]["probabilities"])
+    body = service.client.get("/openapi.json").json()["paths"][URL]["post"]["requestBody"]
+    form = body["content"]["multipart/form-data"]["schema"]
+    assert {"file", "files"} <= set(form["properties"])
+    assert {tuple(alt["required"]) for alt in form["anyOf"]} == {("file",), ("files",)}
+
+
 def test_raw_body_and_pinned_version(service, sdss_bytes, reference):
     r = service.client.post(URL, params={"version": 1}, content=sdss_bytes,
                             headers={"content-type": "application/fits",
