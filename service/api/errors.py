@@ -38,7 +38,7 @@ from .middleware import BodyTooLarge
 log = logging.getLogger("specula.api")
 
 SPECTRUM_STATUS = {"too_large": 413, "decompression_bomb": 413, "unknown_format": 415,
-                   "bad_request": 400}  # every other SpectrumError code: 422
+                   "bad_request": 400, "empty_file": 400}  # every other SpectrumError code: 422
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
               405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
 

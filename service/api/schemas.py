@@ -10,6 +10,8 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field
 from pydantic.json_schema import SkipJsonSchema
 
+from service.inference.quality import BITS_TEXT
+
 
 class ErrorBody(BaseModel):
     """Every error the service answers (service/api/errors.py): ``source`` only when the
@@ -97,6 +99,12 @@ class ClassifiedSpectrum(BaseModel):
     z_warnings: list[str] | None = Field(None, description="the names of the set z_warning bits")
     z_rchi2: float | None = Field(None, description="χ²/dof of the template fit behind z "
                                   "(−1: no fit)")
+    quality: int | None = Field(
+        None, description=f"quality bitmask in the spirit of SDSS/DESI ZWARNING ({BITS_TEXT}); "
+        "0 = none raised. A flagged spectrum needs template fitting or a person "
+        "(docs/service.md, Quality flags)")
+    quality_flags: list[str] | None = Field(None, description="the names of the set "
+                                            "`quality` bits")
     file_class: str | None = Field(None, description="the file's own pipeline class (SDSS "
                                    "SPECOBJ CLASS), when the file carries one")
     file_subclass: str | None = Field(None, description="the file's pipeline SUBCLASS")
@@ -115,8 +123,10 @@ class SpectrumFailure(BaseModel):
 
 
 class UploadFailure(BaseModel):
-    """A file of a streamed request (``?stream=true``) that could not be read at all: it has
-    no spectrum, so no ``object_id``; ``error`` holds ``code``, ``detail`` and ``source``."""
+    """A file of a request that could not be read at all, in its place among the results
+    (the buffered response and each ``?stream=true`` line alike): it has no spectrum, so no
+    ``object_id``; ``error`` holds ``code``, ``detail`` and ``source``. When every file of a
+    request fails, the request is answered with the first one's 4xx instead."""
 
     source: str
     error: dict[str, str]
@@ -125,7 +135,7 @@ class UploadFailure(BaseModel):
 class ClassifyResponse(BaseModel):
     model: str
     version: int
-    results: list[ClassifiedSpectrum | SpectrumFailure]
+    results: list[ClassifiedSpectrum | SpectrumFailure | UploadFailure]
 
 
 class TensorMetadata(BaseModel):

@@ -2,7 +2,8 @@
 
 The options are parsed by ``service.inference.offline`` (one ``classify`` command); this
 module only builds the job, picks the engine and turns the outcome into an exit status:
-0 all done, 1 some file or spectrum failed (rows with status=error), 2 the model or the
+0 all done, 1 some file or spectrum of the inputs failed (rows with status=error), in this
+run or in an earlier one whose rows it skipped, 2 the model or the
 output directory cannot be used, 130 interrupted (rerun to resume).
 """
 
@@ -42,4 +43,4 @@ def run_archive(args: argparse.Namespace, output: str) -> int:
     print_summary(summary)
     if summary.interrupted:
         return 130
-    return 1 if summary.errors else 0
+    return 1 if summary.failed else 0

@@ -59,15 +59,18 @@ class ArchiveJob:
                 "batch_size": self.batch_size, "files_per_unit": self.files_per_unit,
                 "bytes_per_unit": self.bytes_per_unit}
 
-    def units(self, model: ModelVersion, done: np.ndarray, summary: JobSummary
-              ) -> Iterator[WorkUnit]:
+    def units(self, model: ModelVersion, done: np.ndarray, summary: JobSummary,
+              failed: np.ndarray | None = None) -> Iterator[WorkUnit]:
         """Work units still to do, in input order; whole units already done are counted in
-        ``summary.files_skipped`` and not yielded."""
+        ``summary.files_skipped`` and not yielded, and those of them with error rows
+        (``failed``) in ``summary.files_failed_before``: unchanged, they fail again."""
         ident = model_identity(model)
         for unit in plan_units(walk_inputs(self.inputs), lambda f: input_key(f, ident),
                                self.files_per_unit, self.bytes_per_unit):
             pending = sum(not is_done(done, k) for k in unit.keys)
             summary.files_skipped += len(unit.keys) - pending
+            if failed is not None:
+                summary.files_failed_before += sum(is_done(failed, k) for k in unit.keys)
             if pending:
                 yield unit
 
@@ -75,6 +78,7 @@ class ArchiveJob:
 @dataclass
 class JobSummary:
     files_skipped: int = 0  # done by an earlier run
+    files_failed_before: int = 0  # skipped, with error rows from an earlier run
     files_done: int = 0  # written by this run (ok or not)
     files_failed: int = 0  # written by this run with a file-level error
     spectra_ok: int = 0
@@ -111,6 +115,7 @@ class JobSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {"files_done": self.files_done, "files_skipped": self.files_skipped,
+                "files_failed_before": self.files_failed_before,
                 "files_failed": self.files_failed, "spectra_ok": self.spectra_ok,
                 "errors": dict(sorted(self.errors.items())), "seconds": round(self.seconds, 3),
                 "spectra_per_s": round(self.spectra_per_s, 1),
@@ -118,9 +123,20 @@ class JobSummary:
                     self.steady_spectra_per_s, 1),
                 "interrupted": self.interrupted}
 
+    @property
+    def failed(self) -> bool:
+        """Whether the output holds errors for this run's inputs: written now, or skipped
+        from an earlier run (the exit status 1 either way; docs/archive.md)."""
+        return bool(self.errors) or self.files_failed_before > 0
+
+    def _failed_before(self) -> str:
+        n = self.files_failed_before
+        return f", {n} of them with errors from before" if n else ""
+
     def text(self) -> str:
         errs = ", ".join(f"{k}: {v}" for k, v in sorted(self.errors.items())) or "none"
         return (f"{'interrupted' if self.interrupted else 'done'}: {self.files_done} files "
-                f"({self.files_skipped} already done, skipped), {self.spectra_ok} spectra "
+                f"({self.files_skipped} already done, skipped{self._failed_before()}), "
+                f"{self.spectra_ok} spectra "
                 f"classified, {self.files_failed} files failed; errors by code: {errs}; "
                 f"{self.seconds:.1f} s, {self.spectra_per_s:.1f} spectra/s")

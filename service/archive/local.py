@@ -40,7 +40,7 @@ from .prepare import (
     weightless,
 )
 from .progress import Progress
-from .resume import done_keys, is_done
+from .resume import done_keys, failed_keys, is_done
 from .schema import schema_for
 from .stopping import StopRequest
 from .units import WorkUnit
@@ -95,7 +95,7 @@ def run_local(job: ArchiveJob) -> JobSummary:
                             summary.spectra_ok)
             skipped_seen = summary.files_skipped
 
-        units = job.units(model, done, summary)
+        units = job.units(model, done, summary, failed_keys(output.path))
         workers = job.decode_workers()
         with keeping_finished_units(writer):
             if workers == 0:

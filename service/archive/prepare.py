@@ -17,7 +17,7 @@ import numpy as np
 from service.inference.pipeline import RESPONSE_META, Prep, SpectrumPipeline, Upload
 from service.inference.repository import ModelVersion
 from service.spectra import Prepared, Spectrum, SpectrumError
-from service.spectra.source import DEFAULT_MAX_BYTES
+from service.spectra.source import DEFAULT_MAX_BYTES, path_error
 
 from .inputs import InputFile
 from .units import WorkUnit
@@ -65,8 +65,10 @@ def identity(s: Spectrum) -> Spectrum:
 def prepare_file(pipeline: SpectrumPipeline, entry: InputFile, key: int,
                  fmt: str | None) -> PreparedFile:
     out = PreparedFile(entry, key)
-    if entry.size < 0:
-        out.error = ("corrupt_file", "cannot stat the file")
+    if entry.size < 0:  # a path named in a list that is not there is file_not_found, as in
+        # `specula classify` and `specula inspect`, not a corrupt file
+        out.error = (("corrupt_file", "cannot stat the file") if Path(entry.path).exists()
+                     else ("file_not_found", "no such file"))
         return out
     if entry.size > pipeline.max_file_bytes:
         out.error = ("too_large", f"{entry.size} bytes > limit {pipeline.max_file_bytes}")
@@ -74,7 +76,8 @@ def prepare_file(pipeline: SpectrumPipeline, entry: InputFile, key: int,
     try:
         data = Path(entry.path).read_bytes()
     except OSError as exc:
-        out.error = ("corrupt_file", str(exc))
+        failure = path_error(entry.path, exc)
+        out.error = (failure.code, failure.detail)
         return out
     upload = Upload(data, entry.path, None, fmt)
     try:

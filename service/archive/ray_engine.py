@@ -36,7 +36,7 @@ from .infer import infer_unit
 from .job import ArchiveJob, JobSummary
 from .prepare import decoding_pipeline, prepare_unit, weightless
 from .progress import Progress
-from .resume import done_keys, is_done
+from .resume import done_keys, failed_keys, is_done
 from .schema import schema_for
 from .stopping import StopRequest
 from .units import WorkUnit
@@ -147,7 +147,7 @@ def run_ray(job: ArchiveJob, *, address: str | None = None, actors: int | None =
             window.clear()
 
         with keeping_finished_units(writer):
-            for unit in job.units(model, done, summary):
+            for unit in job.units(model, done, summary, failed_keys(output.path)):
                 if stop.requested:
                     break
                 unit_done = [k for k in unit.keys if is_done(done, k)]

@@ -45,6 +45,16 @@ def done_keys(output: Path) -> np.ndarray:
     return np.unique(np.concatenate(arrays))
 
 
+def failed_keys(output: Path) -> np.ndarray:
+    """Sorted unique keys of committed files with an error row (the file or a spectrum of
+    it): a rerun skips them as done, and still has to report them (exit status 1)."""
+    arrays = [pq.read_table(p, columns=["input_key"], filters=[("status", "=", "error")])
+              .column(0).to_numpy() for p in committed_parts(output)]
+    if not arrays:
+        return np.empty(0, dtype=np.int64)
+    return np.unique(np.concatenate(arrays))
+
+
 def is_done(keys: np.ndarray, key: int) -> bool:
     i = int(np.searchsorted(keys, key))
     return i < keys.shape[0] and int(keys[i]) == key

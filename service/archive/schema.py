@@ -49,6 +49,8 @@ SCHEMA = pa.schema([
     pa.field("z_warning", pa.int32()),  # null for models without an in-graph template fit
     pa.field("z_warnings", pa.list_(pa.string())),  # names of the set z_warning bits
     pa.field("z_rchi2", pa.float32()),  # null for models without an in-graph template fit
+    pa.field("quality", pa.int32()),  # quality bits (service.inference.quality.FLAGS)
+    pa.field("quality_flags", pa.list_(pa.string())),  # names of the set quality bits
     pa.field("warnings", pa.list_(pa.string())),
     pa.field("file_class", pa.string()),  # the file's own pipeline answer, null when absent
     pa.field("file_subclass", pa.string()),
@@ -108,7 +110,8 @@ def rows_from_results(entry: InputFile, key: int, results: list[dict[str, Any]],
                                             "label_probability", "entropy", "epistemic", "z",
                                             "z_sigma")},
                        **probability_values(r, cols),
-                       **{k: r.get(k) for k in ("z_warning", "z_warnings", "z_rchi2")},
+                       **{k: r.get(k) for k in ("z_warning", "z_warnings", "z_rchi2",
+                                                "quality", "quality_flags")},
                        **{k: r.get(k) for k in FILE_FIELDS})
         rows.append(row)
     return rows

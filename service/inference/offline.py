@@ -21,7 +21,6 @@ import argparse
 import sys
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
-from pathlib import Path
 from typing import IO
 
 import numpy as np
@@ -30,6 +29,7 @@ from tqdm import tqdm
 
 from service.settings import command_model_repository
 from service.spectra import Prepared, SpectrumError
+from service.spectra.source import read_path
 
 from .pipeline import SpectrumPipeline, Upload
 from .repository import ModelError, ModelRepository, ModelVersion, repository_hint
@@ -52,18 +52,25 @@ def load_pipeline(repository: str, model: str, version: int | None, device: str
     return build_pipeline(ModelRepository(repository).load(model, version), device)
 
 
+# a directory is walked only by the archive job: say how, where the user looks (the line)
+DIRECTORY_HINT = ("; without a Parquet output `specula classify` reads files only: name them "
+                  "(DIR/*.fits), or walk the directory as an archive job with --output "
+                  "results.parquet (docs/archive.md)")
+
+
+def file_failure(path: str, exc: SpectrumError) -> dict:
+    """A file's one line when it gave no spectrum: the per-item shape of the HTTP results."""
+    detail = exc.detail + (DIRECTORY_HINT if exc.code == "not_a_file" else "")
+    return {"source": path, "error": {"code": exc.code, "detail": detail, "source": path}}
+
+
 def classify_file(pipeline: SpectrumPipeline, path: str, batch_size: int,
                   fmt: str | None) -> Iterator[dict]:
     try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        yield {"source": path, "error": {"code": "corrupt_file", "detail": str(exc)}}
-        return
-    upload = Upload(data, path, None, fmt)
-    try:
+        upload = Upload(read_path(path, pipeline.max_file_bytes), path, None, fmt)
         spectra = pipeline.decode_request(upload)
     except SpectrumError as exc:
-        yield {"source": path, "error": exc.to_dict()}
+        yield file_failure(path, exc)
         return
     for i in range(0, len(spectra), batch_size):
         part = spectra[i:i + batch_size]

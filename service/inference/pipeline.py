@@ -27,6 +27,7 @@ from service.spectra.preprocess import preprocess_many
 
 from .batcher import BatcherError, DeadlineExceeded, DynamicBatcher
 from .postprocess import LabelMap, summarise
+from .quality import quality, quality_names
 from .repository import ModelVersion
 from .runner import OnnxRunner
 
@@ -51,6 +52,13 @@ FILE_FIELDS = {"file_class": "class", "file_subclass": "subclass", "file_z": "z"
                "file_zwarning": "zwarning"}
 # every meta key encode_response reads: what an archive worker ships back with a spectrum
 RESPONSE_META = ("object_id", "format", "warnings", *FILE_FIELDS.values())
+
+
+def upload_failure(upload: Upload, code: str, detail: str) -> dict[str, Any]:
+    """The item of a file that gave no spectrum, in its place among the results: the one
+    shape the stream, the buffered response and `specula classify` share."""
+    return {"source": upload.name, "error": {"code": code, "detail": detail,
+                                             "source": upload.name}}
 
 
 def check_deadline(deadline: float | None, step: str) -> None:
@@ -137,6 +145,8 @@ class SpectrumPipeline:
         """One dict per spectrum, in file order: the classification, or the spectrum's error.
         ``outputs`` holds rows for the spectra that preprocessed, in order."""
         results = iter(summarise(outputs, self.labels) if outputs is not None else [])
+        good = [p for p in prepared if isinstance(p, Prepared)]
+        flags = iter(quality(good, outputs).tolist() if outputs is not None else [])
         name, version = self.stat_labels
         out = []
         for s, p in zip(spectra, prepared):
@@ -144,7 +154,8 @@ class SpectrumPipeline:
                 r = {"object_id": s.object_id, "source": upload.name,
                      "error": {**p.to_dict(), "source": upload.name}}
             else:
-                r = next(results)
+                r, q = next(results), next(flags)
+                r.update(quality=q, quality_flags=quality_names(q))
                 r.update(object_id=s.object_id, source=upload.name,
                          format=s.meta.get("format"), model=name, version=int(version),
                          warnings=p.warnings() + s.meta.get("warnings", []))
@@ -198,13 +209,21 @@ class SpectrumPipeline:
 
     async def classify(self, uploads: list[Upload], deadline: float | None = None
                        ) -> list[dict[str, Any]]:
-        """Every upload, in order. An unreadable upload fails the request (a 4xx naming it)."""
+        """Every upload, in order. A file that cannot be read is one item ``{"source",
+        "error"}`` in its place, as in the stream, so one bad file does not lose the other
+        files' results; when *every* file failed there is nothing to return and the first
+        failure (in upload order) is raised: the request's 4xx. Anything but a bad file (a
+        full queue, the deadline) is about the request, not a file: raised as it is."""
         done = await asyncio.gather(*(self.classify_upload(u, deadline) for u in uploads),
                                     return_exceptions=True)
         for d in done:
-            if isinstance(d, BaseException):
+            if isinstance(d, BaseException) and not isinstance(d, SpectrumError):
                 raise d
-        return [r for rs in done for r in rs]
+        if all(isinstance(d, SpectrumError) for d in done):
+            raise done[0]
+        return [r for u, d in zip(uploads, done)
+                for r in ([upload_failure(u, d.code, d.detail)]
+                          if isinstance(d, SpectrumError) else d)]
 
     async def classify_stream(self, uploads: list[Upload], deadline: float | None = None
                               ) -> AsyncIterator[dict[str, Any]]:
@@ -222,7 +241,5 @@ class SpectrumPipeline:
         try:
             return await self.classify_upload(upload, deadline)
         except (SpectrumError, BatcherError) as exc:
-            code = exc.code
             detail = exc.detail if isinstance(exc, SpectrumError) else str(exc)
-            return [{"source": upload.name,
-                     "error": {"code": code, "detail": detail, "source": upload.name}}]
+            return [upload_failure(upload, exc.code, detail)]

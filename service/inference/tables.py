@@ -26,6 +26,7 @@ from astropy.table import MaskedColumn, Table
 
 from .columns import probability_columns
 from .postprocess import LabelMap
+from .quality import BITS_TEXT
 from .repository import ModelVersion
 
 # output file extension → astropy format name
@@ -94,6 +95,9 @@ def column_specs(labels: LabelMap) -> list[Spec]:
              _joined("z_warnings", ",")),
         _field("z_rchi2", "f4", "chi2 per degree of freedom of the template fit behind z "
                "(-1: no fit)", ONE),
+        _field("quality", "i4", f"quality bits ({BITS_TEXT}; 0 none)"),
+        Spec("quality_flags", "U", "names of the set quality bits, comma-separated",
+             _joined("quality_flags", ",")),
         _field("file_class", "U", "the file's own pipeline class (SDSS SPECOBJ CLASS)"),
         _field("file_subclass", "U", "the file's own pipeline subclass (SPECOBJ SUBCLASS)"),
         _field("file_z", "f8", "the file's own pipeline redshift (SPECOBJ Z)", ONE),

@@ -26,6 +26,9 @@ ERROR_CODES: dict[str, str] = {
     "too_large": "the input (or a size it declares) exceeds a configured limit",
     "decompression_bomb": "compressed input expands beyond the configured limit",
     "bad_request": "the request itself is malformed",
+    "file_not_found": "no file at the path given (command line and archive job)",
+    "not_a_file": "the path is a directory or another non-regular file (command line)",
+    "empty_file": "the file (or upload) has no bytes at all",
 }
 
 

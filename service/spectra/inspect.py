@@ -5,8 +5,9 @@ range (Å), masked fraction, the fraction of the canonical grid its range covers
 the file carries them, its own pipeline's answer (``pipeline``: SDSS SPECOBJ CLASS, SUBCLASS,
 Z, ...), to set beside `specula classify`'s. A file no spectrum reader takes is tried as a
 lightcone, as the server's lightcone routes would read it: shape, redshift range, cell size
-and simulation parameters. A file that cannot be read gives one line with its error code and
-the run goes on; the exit status is 1 when any file failed, else 0. Nothing is resampled, so
+and simulation parameters. A file that cannot be read gives one line ``{"file", "source", "error":
+{"code", "detail", "source"}}`` (the per-item error shape of `specula classify`) and the run
+goes on; the exit status is 1 when any file failed, else 0. Nothing is resampled, so
 inspecting an exposure is cheap.
 """
 
@@ -107,18 +108,22 @@ def inspect_lightcone(path: str, source: Source, spectrum_error: SpectrumError
     except SpectrumError as exc:
         if exc.code != "unknown_format":
             return [error_line(path, exc)]
-        return [{"file": path, "error": "unknown_format",
-                 "detail": f"{spectrum_error.detail}; {exc.detail}"}]
+        return [error_line(path, SpectrumError(
+            "unknown_format", f"{spectrum_error.detail}; {exc.detail}"))]
     return [describe_lightcone(path, reader, lc)]
 
 
 def error_line(path: str, exc: SpectrumError) -> dict[str, Any]:
-    return {"file": path, "error": exc.code, "detail": exc.detail}
+    """The per-item error shape of `specula classify` and the HTTP results (``source``,
+    ``error: {code, detail, source}``), so one parser reads all three; ``file`` too, which
+    every inspect line has."""
+    return {"file": path, "source": path,
+            "error": {"code": exc.code, "detail": exc.detail, "source": path}}
 
 
 def _text(line: dict[str, Any]) -> str:
     if "error" in line:
-        return f"{line['file']}: ERROR {line['error']}: {line['detail']}"
+        return f"{line['file']}: ERROR {line['error']['code']}: {line['error']['detail']}"
     if line.get("kind") == "lightcone":
         z = ("z unknown" if line["redshift_min"] is None
              else f"z {line['redshift_min']:.2f}–{line['redshift_max']:.2f}")

@@ -110,7 +110,11 @@ identify_format = SPECTRUM_READERS.identify
 
 
 def read_spectra(source: Source, format: str | None = None) -> tuple[str, list[Spectrum]]:
-    """Read every spectrum in ``source``; returns (format name, spectra)."""
+    """Read every spectrum in ``source``; returns (format name, spectra). Zero bytes are
+    ``empty_file`` before any reader looks: "no reader identifies it" would send a user
+    hunting for a format problem in a file that was never written."""
+    if not source.data:
+        raise SpectrumError("empty_file", "the file is empty (0 bytes)", source=source.name)
     name, spectra = SPECTRUM_READERS.read(source, format)
     if not spectra:
         raise SpectrumError("empty_spectrum", "the file holds no spectra", source=source.name)

@@ -52,6 +52,30 @@ def gunzip_bounded(data: bytes, max_bytes: int, *, source: str | None = None) ->
     return out
 
 
+def path_error(path: str | os.PathLike, exc: OSError) -> SpectrumError:
+    """The typed reason a path gave no bytes: a missing file, a directory and an unreadable
+    file are told apart, so that a user fixes the right thing (not a "corrupt" typo)."""
+    if isinstance(exc, FileNotFoundError):
+        return SpectrumError("file_not_found", "no such file", source=str(path))
+    if isinstance(exc, IsADirectoryError):
+        return SpectrumError("not_a_file", "a directory, not a file", source=str(path))
+    return SpectrumError("corrupt_file", f"cannot read: {exc.strerror or exc}", source=str(path))
+
+
+def read_path(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """A file's bytes, size-checked before reading; every failure a typed SpectrumError."""
+    p = Path(path)
+    try:
+        if p.is_dir():
+            raise IsADirectoryError(21, "Is a directory", str(p))
+        size = p.stat().st_size
+        if size > max_bytes:
+            raise SpectrumError("too_large", f"{size} bytes > limit {max_bytes}", source=str(p))
+        return p.read_bytes()
+    except OSError as exc:
+        raise path_error(p, exc) from None
+
+
 @dataclass
 class Source:
     """Raw input bytes plus a name; FITS is opened on first use and size-checked."""
@@ -72,14 +96,7 @@ class Source:
 
     @classmethod
     def from_path(cls, path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES) -> Source:
-        p = Path(path)
-        try:
-            size = p.stat().st_size
-        except OSError as exc:
-            raise SpectrumError("corrupt_file", f"cannot stat: {exc.strerror}", source=str(p))
-        if size > max_bytes:
-            raise SpectrumError("too_large", f"{size} bytes > limit {max_bytes}", source=str(p))
-        return cls(data=p.read_bytes(), name=str(p), max_bytes=max_bytes)
+        return cls(data=read_path(path, max_bytes), name=str(path), max_bytes=max_bytes)
 
     @property
     def suffix(self) -> str:

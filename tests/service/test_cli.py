@@ -166,5 +166,6 @@ def test_inspect_reads_lightcones_pipeline_answers_and_refuses_templates(tmp_pat
     assert lightcone["shape"] == [30, 30, 716] and lightcone["cell_mpc"] == 5.0
     assert 5 < lightcone["redshift_min"] < lightcone["redshift_max"] < 40
     refused = by_file[str(template)]
-    assert refused["error"] == "unknown_format" and "not an observed spectrum" in refused["detail"]
+    assert refused["error"]["code"] == "unknown_format"
+    assert "not an observed spectrum" in refused["error"]["detail"]
     assert "npix" not in refused

@@ -65,8 +65,10 @@ async def read_uploads(request: Request, max_files: int, fmt: str | None) -> lis
             parts = parse_multipart(body, ctype, max_files)
         uploads = [Upload(p.data, p.filename or p.name, p.content_type, fmt) for p in parts]
     else:
+        if not body:  # the one file is empty: said as a multipart part's would be
+            raise ApiError(400, "empty_file", "the body is empty (0 bytes): no file")
         name = request.headers.get("x-filename") or "body"
-        uploads = [Upload(body, name, ctype or None, fmt)] if body else []
+        uploads = [Upload(body, name, ctype or None, fmt)]
     if not uploads:
         raise ApiError(400, "bad_request", "no file in the request (multipart parts or a body)")
     reserve_json(request, sum(json_bytes(u.data) for u in uploads))  # before any is parsed

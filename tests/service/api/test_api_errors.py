@@ -19,6 +19,7 @@ URL = "/v1/spectra:classify"
      "wavelength_not_increasing"),
     (b'{"wavelength": [10, 20, 30], "flux": [1, 2, 3]}', "a.json", 422, "no_grid_overlap"),
     (b"\x1f\x8b\x08\x00garbage", "x.gz", 422, "corrupt_file"),
+    (b"", "empty.fits", 400, "empty_file"),
 ])
 def test_bad_files(service, body, filename, status, code):
     r = service.client.post(URL, files={"files": (filename, body)})
@@ -32,16 +33,17 @@ def test_truncated_real_fits_is_rejected(service, sdss_spec_path):
     assert r.status_code == 422 and r.json()["code"] == "corrupt_file"
 
 
-def test_one_bad_file_fails_a_non_streaming_request_and_names_it(service, sdss_spec_path):
-    files = [("files", ("ok.fits", sdss_spec_path.read_bytes())), ("files", ("bad.x", b"??"))]
+def test_when_every_file_fails_the_first_failure_is_the_status(service):
+    files = [("files", ("bad.x", b"??")), ("files", ("cut.gz", b"\x1f\x8b\x08\x00garbage"))]
     r = service.client.post(URL, files=files)
     assert r.status_code == 415 and r.json()["source"] == "bad.x"
+    assert r.json()["code"] == "unknown_format"
 
 
 def test_request_problems(service):
     c = service.client
     r = c.post(URL, content=b"", headers={"content-type": "application/octet-stream"})
-    assert (r.status_code, r.json()["code"]) == (400, "bad_request")
+    assert (r.status_code, r.json()["code"]) == (400, "empty_file")
     r = c.post(URL, params={"model": "nope"}, content=b"x")
     assert (r.status_code, r.json()["code"]) == (404, "model_not_found")
     r = c.post(URL, params={"version": "latest-ish"}, content=b"x")

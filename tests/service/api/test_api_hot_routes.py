@@ -62,6 +62,11 @@ def requests(sdss: bytes) -> list[tuple[str, str, dict]]:
         ("POST", "/v1/spectra:classify?model=nope", {"content": sdss}),
         ("POST", "/v1/spectra:classify", {"content": b"SIMPLE  = garbage"}),
         ("POST", "/v1/spectra:classify", {"content": b""}),
+        # one bad file among good ones: 200, its error in place; every file bad: the 4xx
+        ("POST", "/v1/spectra:classify", {"files": [("files", ("a.fits", sdss)),
+                                                     ("files", ("junk.bin", b"junk"))]}),
+        ("POST", "/v1/spectra:classify", {"files": [("files", ("junk.bin", b"junk")),
+                                                     ("files", ("empty.fits", b""))]}),
     ]
 
 

@@ -17,7 +17,7 @@ from spectrum_writers import sdss_like_spectrum, write_sdss_spec
 
 N_GOOD = 40  # good files in the session archive (conftest.archive)
 BAD = {"truncated.fits": "corrupt_file", "notes.dat": "unknown_format",
-       "empty.fits": "unknown_format", "infrared.fits": "no_grid_overlap"}
+       "empty.fits": "empty_file", "infrared.fits": "no_grid_overlap"}
 
 
 def write_archive(root: Path, n_good: int, *, n_templates: int = 8) -> dict[str, str]:

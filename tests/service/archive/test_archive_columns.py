@@ -36,5 +36,7 @@ def test_flat_probability_and_file_columns_match_classify_json(archive_models, s
 
     assert (row["file_class"], row["file_subclass"]) == ("STAR", "A0")
     assert row["file_z"] == ref["file_z"] and row["file_zwarning"] == ref["file_zwarning"] == 0
+    assert row["quality"] == ref["quality"] and row["quality_flags"] == ref["quality_flags"]
+    assert table.schema.field("quality").type == "int32"
     for k in ("z_warning", "z_warnings", "z_rchi2"):  # null when the model has no fit
         assert row[k] == ref.get(k), k

@@ -65,8 +65,8 @@ def test_default_units_batch_across_files_and_agree_with_classify(archive, archi
                      files_per_unit=16, workers=0, progress=False)
     summary = run_local(job)
     assert summary.spectra_ok == N_GOOD and summary.files_failed == 3  # + one spectrum error
-    assert dict(summary.errors) == {"corrupt_file": 1, "no_grid_overlap": 1,
-                                    "unknown_format": 2}
+    assert dict(summary.errors) == {"corrupt_file": 1, "empty_file": 1, "no_grid_overlap": 1,
+                                    "unknown_format": 1}
     table = read_sorted(job.output)
     ok = table.filter(pc.equal(table.column("status"), "ok"))
     for row in ok.to_pylist():

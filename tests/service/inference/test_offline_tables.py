@@ -75,6 +75,9 @@ def test_table_matches_json_lines_of_the_same_run(ext, shipped_models, sdss_spec
     assert row["version"] == good["version"] == 3 and row["status"] == "ok"
     assert row["z_warning"] == good["z_warning"] and row["z_warnings"] == ",".join(
         good["z_warnings"])
+    # no flag names (this bright star has none) is an empty string: read back masked
+    flags = "" if row["quality_flags"] is np.ma.masked else row["quality_flags"]
+    assert row["quality"] == good["quality"] and flags == ",".join(good["quality_flags"])
 
     # the file's own SPECOBJ: an A0 star at z ≈ 0, beside the prediction
     assert (good["file_class"], good["file_subclass"]) == ("STAR", "A0")

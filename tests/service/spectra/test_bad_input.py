@@ -79,7 +79,7 @@ def test_truncation_after_the_needed_hdus_still_reads(sdss_spec_path, cut):
 def test_not_a_fits_file():
     assert code_of(b"SIMPLE  = this is not fits" + b" " * 3000) == "corrupt_file"
     assert code_of(b"hello world") == "unknown_format"
-    assert code_of(b"") == "unknown_format"
+    assert code_of(b"") == "empty_file"
 
 
 def test_fits_with_the_wrong_hdus():

@@ -33,7 +33,8 @@ def test_real_files_and_a_bad_one(sdss_spec_path, desi_paths, tmp_path):
     assert sdss["pipeline"]["class"] == "STAR" and sdss["pipeline"]["subclass"] == "A0"
     assert 3799 < sdss["wavelength_min"] < 3800 and 9185 < sdss["wavelength_max"] < 9186
     assert 0 < sdss["masked_fraction"] < 0.01 and 0.93 < sdss["grid_coverage"] < 0.95
-    assert err["file"] == str(bad) and err["error"] == "corrupt_file" and err["detail"]
+    assert err["file"] == err["source"] == err["error"]["source"] == str(bad)
+    assert err["error"]["code"] == "corrupt_file" and err["error"]["detail"]
     assert len(desi) == 5 and all(d["reader"] == "desi-coadd" for d in desi)
     assert all(d["grid_coverage"] == 1.0 for d in desi)
 
@@ -50,7 +51,7 @@ def test_exposure_gives_a_line_per_fibre(tmp_path):
 def test_missing_file_and_text_output(tmp_path, capsys):
     out = io.StringIO()
     rc = main([str(tmp_path / "nope.fits"), "--output", "text"], out=out)
-    assert rc == 1 and "ERROR corrupt_file" in out.getvalue()
+    assert rc == 1 and "ERROR file_not_found: no such file" in out.getvalue()
 
 
 def test_cli_dispatches_to_inspect(sdss_spec_path, capsys):
