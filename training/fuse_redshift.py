@@ -75,7 +75,7 @@ def fuse_version(version_dir: Path, config: str | Path, n_calib: int,
     model_path = version_dir / manifest["file"]
     classifier = onnx.load(str(model_path))
     data = calibration_set(config, n_calib, data_dir)
-    search = RedshiftGraphConfig(mask_bands=TELLURIC_BANDS)
+    search = RedshiftGraphConfig(mask_bands=TELLURIC_BANDS, qso_n_poly=3)
     first = fuse_with_classifier(classifier, search)
     tmp = version_dir / "model.uncalibrated.onnx"
     onnx.save(first, str(tmp))
@@ -96,7 +96,7 @@ def fuse_version(version_dir: Path, config: str | Path, n_calib: int,
     manifest["sha256"] = _sha256(model_path)
     manifest["redshift"] = {
         "method": "in-graph χ² fit of the SDSS galaxy (4 eigenspectra + 3 Legendre) and quasar "
-                  "(4 eigenspectra) templates over every shift; z of the top class; STAR: z = 0 "
+                  "(4 eigenspectra + 3 Legendre) templates over every shift, O₂ A/B bands masked; z of the top class; STAR: z = 0 "
                   "prior (training/redshift_graph.py)",
         "config": dataclasses.asdict(cfg),
         "calibration": {"data": f"{n_calib} simulated validation spectra of {config}",
