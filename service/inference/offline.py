@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                     "resumable (docs/archive.md).")
     p.add_argument("files", nargs="+", metavar="PATH",
                    help="files; for Parquet output also directories and .txt/.lst path lists")
-    p.add_argument("--model", default="spectrum_classifier")
+    p.add_argument("--model", default="spectrum_classifier",
+                   help="model name in the repository (default: spectrum_classifier)")
     p.add_argument("--version", type=int, default=None, help="default: latest")
     p.add_argument("--repository", default=str(command_model_repository()), metavar="DIR",
                    help="model repository root (default: SPECULA_MODEL_REPOSITORY, else the "
@@ -135,11 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="-", help="output file (default: stdout; with a table "
                    "--output, none); the Parquet directory with --output parquet")
     p.add_argument("--format", default=None, help="force a reader, e.g. sdss-spec")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="spectra per ONNX Runtime call (default: 256)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="execution provider: cuda when present with auto (default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     archive = p.add_argument_group("archive job (Parquet output)")
-    archive.add_argument("--engine", choices=["local", "ray"], default="local")
+    archive.add_argument("--engine", choices=["local", "ray"], default="local",
+                         help="local worker processes (default) or a Ray cluster")
     archive.add_argument("--address", default=None,
                          help="Ray cluster address (default: start a local Ray)")
     archive.add_argument("--workers", type=int, default=None,

@@ -142,8 +142,8 @@ def options_without_help(help_text: str) -> list[str]:
     return missing
 
 
-@pytest.mark.parametrize("argv", [("serve",), ("inspect",), ("train",), ("train", "spectra"),
-                                  ("train", "lightcone")])
+@pytest.mark.parametrize("argv", [("serve",), ("classify",), ("inspect",), ("train",),
+                                  ("train", "spectra"), ("train", "lightcone")])
 def test_every_option_has_a_help_text(tmp_path, argv):
     r = specula(*argv, "--help", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
