@@ -48,7 +48,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from service.inference.postprocess import Z_WARNING_BITS
+from service.inference.postprocess import Z_WARNING_BIT
 from service.spectra import DEFAULT_GRID
 from service.spectra.preprocess import LogLambdaGrid
 
@@ -60,9 +60,8 @@ LN10 = math.log(10.0)
 OPSET = 18  # the shipped classifier's opset; every op used here is in ONNX Runtime's CPU EP
 BIG = 1e30  # χ² of excluded shifts (float32-safe, compares above any real χ²)
 # the service names the bits (service.inference.postprocess.Z_WARNING_BITS); one truth
-_BIT = {name: bit for bit, name in Z_WARNING_BITS.items()}
-WARN_AMBIGUOUS, WARN_POOR_FIT, WARN_NO_FIT = _BIT["z_ambiguous"], _BIT["z_poor_fit"], _BIT["z_no_fit"]
-WARN_NO_SIGNAL = _BIT["z_no_signal"]
+WARN_AMBIGUOUS, WARN_POOR_FIT = Z_WARNING_BIT["z_ambiguous"], Z_WARNING_BIT["z_poor_fit"]
+WARN_NO_FIT, WARN_NO_SIGNAL = Z_WARNING_BIT["z_no_fit"], Z_WARNING_BIT["z_no_signal"]
 
 
 @dataclass(frozen=True)

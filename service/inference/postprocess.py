@@ -24,6 +24,7 @@ Z_WARNING_BITS: dict[int, str] = {
     4: "z_no_fit",  # no template fit (STAR: z is the z = 0 prior)
     8: "z_no_signal",  # the best template fit explains no more than noise would
 }
+Z_WARNING_BIT: dict[str, int] = {name: bit for bit, name in Z_WARNING_BITS.items()}
 # outputs passed through as they are when a model has them
 OPTIONAL_FLOATS = ("z_rchi2",)
 

@@ -21,11 +21,11 @@ import numpy as np
 from service.spectra import Prepared
 from service.spectra.preprocess import WARN_COVERAGE, WARN_MASKED_FRACTION
 
-from .postprocess import Z_WARNING_BITS
+from .postprocess import Z_WARNING_BIT
 
 # Median S/N per model-grid pixel below which a spectrum is flagged low_snr. The simulator
 # draws S/N ≥ 1.0 per grid pixel (training/config.py snr_min: the model never saw fainter),
-# so below 1.0 the classification is an extrapolation. Measured as below (median_snr) on
+# so below 1.0 the classification is an extrapolation. Measured as Prepared.snr_median (service.spectra.preprocess.snr_statistics) on
 # the first 1,000 simulated validation spectra (data/spectra-val-*/): measured/true S/N has
 # median 1.09 (1–99 %: 0.45–1.78), and 1.5 % of them, all at the training floor, fall under.
 LOW_SNR = 1.0
@@ -42,8 +42,8 @@ OOD_EPISTEMIC = 0.5
 # noise with honest errors scatters around 0 with unit spread; any continuum or line adds.
 NO_SIGNAL_SIGMA = 5.0
 
-_Z_AMBIGUOUS = next(b for b, n in Z_WARNING_BITS.items() if n == "z_ambiguous")
-_Z_NO_SIGNAL = next(b for b, n in Z_WARNING_BITS.items() if n == "z_no_signal")
+_Z_AMBIGUOUS = Z_WARNING_BIT["z_ambiguous"]
+_Z_NO_SIGNAL = Z_WARNING_BIT["z_no_signal"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,33 +76,6 @@ def quality_names(bits: int) -> list[str]:
     return [f.name for f in FLAGS if bits & f.bit]
 
 
-def snr_statistics(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row of model inputs ``(N, 2, npix)``: (median S/N per good grid pixel, signal
-    significance in σ), both from the input alone.
-
-    Channel 1 is w = ivar·s²/(1 + ivar·s²), so ivar·s² = w/(1 − w), and channel 0 is flux/s:
-    their product flux·√ivar is each pixel's S/N, whatever the scale s (SDSS's SN_MEDIAN
-    convention, signed: noise has median 0). Pixels with w = 0 are masked or uncovered.
-    Vectorised with one sort per block rather than ``np.nanmedian`` (a Python loop per row).
-    """
-    w = x[:, 1].astype(np.float64)
-    good = w > 0
-    # w rounds to 1 in float32 above ivar·s² ≈ 1e7; the S/N there is huge whatever the cap
-    snr = np.sqrt(w / np.maximum(1.0 - w, 1e-12))
-    snr *= x[:, 0]  # exactly 0 where masked: both channels are 0 there
-    n = np.count_nonzero(good, axis=1)
-    chi2 = np.einsum("ij,ij->i", snr, snr)
-    snr[~good] = np.nan  # NaN sorts last: a row's good values come first
-    snr.sort(axis=1)
-    # the middle pair (one value twice when n is odd); a row with no good pixel gets 0
-    rows = np.arange(x.shape[0])
-    lo = snr[rows, np.maximum((n - 1) // 2, 0)]
-    hi = snr[rows, n // 2]
-    median = np.where(n > 0, (lo + hi) / 2.0, 0.0)
-    significance = np.where(n > 0, (chi2 - n) / np.sqrt(2.0 * np.maximum(n, 1)), 0.0)
-    return median, significance
-
-
 def quality(prepared: Sequence[Prepared], outputs: dict[str, np.ndarray]) -> np.ndarray:
     """The quality bits (int64, one per row) of the spectra in ``prepared``, whose model
     outputs are the rows of ``outputs`` in the same order."""
@@ -110,7 +83,8 @@ def quality(prepared: Sequence[Prepared], outputs: dict[str, np.ndarray]) -> np.
     bits = np.zeros(n, dtype=np.int64)
     if n == 0:
         return bits
-    median, significance = snr_statistics(np.stack([p.x for p in prepared]))
+    median = np.array([p.snr_median for p in prepared])
+    significance = np.array([p.signal_sigma for p in prepared])
     bits |= np.where(median < LOW_SNR, LOW_SNR_FLAG.bit, 0)
     bits |= np.where([p.coverage < WARN_COVERAGE for p in prepared], LITTLE_COVERAGE.bit, 0)
     bits |= np.where([p.masked_fraction > WARN_MASKED_FRACTION for p in prepared],

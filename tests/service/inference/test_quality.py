@@ -16,10 +16,9 @@ from service.inference.quality import (
     Z_MULTIMODAL,
     quality,
     quality_names,
-    snr_statistics,
 )
 from service.spectra import make_spectrum
-from service.spectra.preprocess import DEFAULT_GRID, preprocess
+from service.spectra.preprocess import DEFAULT_GRID, preprocess, snr_statistics
 
 LAM = DEFAULT_GRID.wavelength  # on the grid's own pixels: resampling keeps each pixel's ivar
 
