@@ -27,6 +27,7 @@ import numpy as np
 from service.spectra import DEFAULT_GRID
 from service.spectra.preprocess import LogLambdaGrid
 
+from .measures import onnx_throughput, top_probs
 from .simulate import LABEL_NAMES, TOP_CLASSES, TOP_OF_LABEL, load_templates
 
 N_POLY = 3
@@ -209,8 +210,6 @@ def _summary(name: str, y, z_true, lab, z, seconds: float) -> dict[str, Any]:
 
 def compare_baseline(cfg, test: dict, pred: dict, onnx_path, log) -> dict[str, Any]:
     """Network vs χ² fitting on the first ``cfg.eval.baseline_n`` test spectra."""
-    from .evaluate import onnx_throughput, top_probs
-
     n = min(cfg.eval.baseline_n, len(test["label"]))
     x = test["x"][:n].astype(np.float32)
     y = test["label"][:n].astype(int)

@@ -22,15 +22,12 @@ from .calibrate import ece
 from .config import load_config
 from .evaluate import redshift_metrics
 from .export_onnx import run_onnx
+from .measures import top_probs
 from .populations import population_masks
 from .real_spectra import classify_real, markdown
-from .simulate import TOP_CLASSES, TOP_OF_LABEL, generate
+from .simulate import TOP_OF_LABEL, generate
 
 TOP = np.asarray(TOP_OF_LABEL)
-
-
-def top_probs(probs: np.ndarray) -> np.ndarray:
-    return probs @ np.eye(len(TOP_CLASSES))[TOP]
 
 
 def scores(out: dict[str, np.ndarray], data: dict[str, np.ndarray]) -> dict[str, Any]:

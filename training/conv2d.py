@@ -39,6 +39,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .float32_bounds import onnx_reduction_lengths, rel_tol
 from .manifest import sha256_file
+from .measures import onnx_throughput
 from .model import OUTPUT_NAMES
 
 ELEMENTWISE = {"Relu", "Add", "Sub", "Mul", "Div", "Clip", "Sigmoid", "Tanh", "LeakyRelu",
@@ -253,8 +254,6 @@ def throughput(src: Path, dst: Path, x: np.ndarray, rounds: int = 5) -> dict:
     """ORT CPU spectra/s of both graphs, alternated (this machine's speed drifts), with the
     evaluation's own timer: the new version's ``onnx_spectra_per_s`` and the source's in the
     same run, so the two can be compared."""
-    from .evaluate import onnx_throughput
-
     runs: dict[str, list[float]] = {"src": [], "dst": []}
     for _ in range(rounds):
         for key, path in (("src", src), ("dst", dst)):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from service.spectra import DEFAULT_GRID, preprocess
 
 from .calibrate import ece, ensemble_probs, ensemble_redshift, softmax
 from .config import Config
+from .measures import onnx_throughput, top_probs
 from .simulate import LABEL_NAMES, SHARED, SURVEY_NAMES, TOP_CLASSES, TOP_OF_LABEL, generate
 
 SNR_BINS = [(1, 3), (3, 5), (5, 10), (10, 20), (20, 1e9)]
@@ -44,13 +44,6 @@ def predict(members, X: np.ndarray, temperature: float, z_scale: float) -> dict[
             "probs_raw": ensemble_probs(logits, 1.0),
             "probs": ensemble_probs(logits, temperature),
             "z": z, "z_sigma": sig_z * z_scale}
-
-
-def top_probs(probs: np.ndarray) -> np.ndarray:
-    out = np.zeros((len(probs), len(TOP_CLASSES)))
-    for k, t in enumerate(TOP_OF_LABEL):
-        out[:, t] += probs[:, k]
-    return out
 
 
 def prf(y: np.ndarray, p: np.ndarray, names: list[str]) -> dict[str, dict[str, float]]:
@@ -180,25 +173,6 @@ def real_sdss_prediction(members, temperature, z_scale, onnx_path: Path | None) 
                        "entropy": float(o["entropy"][0]), "epistemic": float(o["epistemic"][0]),
                        "z": float(o["z"][0]), "z_sigma": float(o["z_sigma"][0])}
     return out
-
-
-# ------------------------------------------------------------------------------ throughput
-def onnx_throughput(onnx_path: Path, X: np.ndarray, batch: int, repeats: int,
-                    threads: int = 2) -> dict[str, float]:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-    xb = np.resize(X[:batch].astype(np.float32), (batch,) + X.shape[1:])
-    sess.run(None, {"spectrum": xb})
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        sess.run(None, {"spectrum": xb})
-        ts.append(time.perf_counter() - t)
-    return {"batch": batch, "threads": threads, "spectra_per_s_median": batch / float(np.median(ts)),
-            "spectra_per_s_best": batch / float(min(ts)), "repeats": repeats}
 
 
 # ------------------------------------------------------------------------------ the report

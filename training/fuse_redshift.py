@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import onnx
 
 from .config import load_config
 from .export_onnx import run_onnx
+from .manifest import sha256_file
 from .redshift_graph import RedshiftGraphConfig, fit_sigma_scale, fuse_with_classifier
 from .simulate import TOP_CLASSES, TOP_OF_LABEL, generate
 
@@ -62,10 +62,6 @@ def scales(outputs: dict[str, np.ndarray], data: dict[str, np.ndarray]) -> dict[
     return out
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def fuse_version(version_dir: Path, config: str | Path, n_calib: int,
                  data_dir: Path | None) -> dict[str, Any]:
     manifest_path = version_dir / "manifest.json"
@@ -93,7 +89,7 @@ def fuse_version(version_dir: Path, config: str | Path, n_calib: int,
             manifest["outputs"].append({"name": out.name,
                                         "dtype": OUTPUT_DTYPES.get(out.name, "float32"),
                                         "shape": [-1]})
-    manifest["sha256"] = _sha256(model_path)
+    manifest["sha256"] = sha256_file(model_path)
     manifest["redshift"] = {
         "method": "in-graph χ² fit of the SDSS galaxy (4 eigenspectra + 3 Legendre) and quasar "
                   "(4 eigenspectra + 3 Legendre) templates over every shift, O₂ A/B bands masked; z of the top class; STAR: z = 0 "

@@ -63,11 +63,10 @@ from service.settings import Settings
 
 from .logs import configure_logging
 from .memory import keep_upload_memory
+from .reload_signal import SUPERVISOR_ENV
 from .shutdown import DrainingServer
 
 log = logging.getLogger("specula.workers")
-
-SUPERVISOR_ENV = "SPECULA_SUPERVISOR_PID"
 
 
 class WorkerProcess(Process):
@@ -161,16 +160,6 @@ def worker_app(settings: Settings):
     configure_logging(settings.log_level)
     keep_upload_memory(settings)
     return create_app(settings)
-
-
-def notify_supervisor() -> bool:
-    """Ask the supervisor (if this process is one of its workers) to have every worker
-    reload; True when there is one."""
-    supervisor = os.environ.get(SUPERVISOR_ENV)
-    if not supervisor or int(supervisor) != os.getppid():
-        return False
-    os.kill(int(supervisor), signal.SIGUSR1)
-    return True
 
 
 def reuseport_sockets(host: str, port: int, n: int, backlog: int = 2048

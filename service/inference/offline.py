@@ -32,19 +32,9 @@ from service.spectra import Prepared, SpectrumError
 from service.spectra.source import read_path
 
 from .pipeline import SpectrumPipeline, Upload
-from .repository import ModelError, ModelRepository, ModelVersion, repository_hint
-from .runner import OnnxRunner
-from .serving import check_contract
+from .repository import ModelError, ModelRepository, repository_hint
+from .serving import build_pipeline
 from .tables import results_table, table_format, write_table
-
-
-def build_pipeline(mv: ModelVersion, device: str, intra_op_threads: int = 0
-                   ) -> SpectrumPipeline:
-    """A pipeline with its own session, no server: also what each archive worker runs."""
-    runner = OnnxRunner(mv.onnx, device=device, intra_op_threads=intra_op_threads)
-    check_contract(mv, runner)
-    return SpectrumPipeline(mv, runner, pool=None, max_file_bytes=1 << 31,
-                            on_stats=lambda stats: None)
 
 
 def load_pipeline(repository: str, model: str, version: int | None, device: str

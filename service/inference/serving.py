@@ -76,6 +76,17 @@ def check_contract(model: ModelVersion, runner: OnnxRunner) -> None:
                          f"{out['probs'].shape}, expected (2, {k}) for {k} labels")
 
 
+def build_pipeline(mv: ModelVersion, device: str, intra_op_threads: int = 0
+                   ) -> SpectrumPipeline:
+    """A pipeline with its own session and no server: what `specula classify` and each
+    archive worker run (here, beside the server's own loading, so that the archive engines
+    need not import the classify command that dispatches to them)."""
+    runner = OnnxRunner(mv.onnx, device=device, intra_op_threads=intra_op_threads)
+    check_contract(mv, runner)
+    return SpectrumPipeline(mv, runner, pool=None, max_file_bytes=1 << 31,
+                            on_stats=lambda stats: None)
+
+
 class ModelServer:
     def __init__(self, settings: Settings, on_stats: Callable[[Stats], None]) -> None:
         self.settings = settings

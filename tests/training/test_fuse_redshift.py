@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.inference.offline import build_pipeline
-from service.inference.postprocess import Z_WARNING_BITS
+from service.inference.postprocess import Z_WARNING_BITS, summarise
 from service.inference.repository import ModelRepository
-from service.inference.postprocess import summarise
+from service.inference.serving import build_pipeline
 from service.spectra import DEFAULT_GRID, make_spectrum, preprocess
 from training.fuse_redshift import TELLURIC_BANDS, fuse_version
 from training.redshift_graph import band_mask

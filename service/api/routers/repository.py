@@ -16,8 +16,8 @@ from service.inference.serving import SUPPORTED_KINDS
 
 from ..deps import AdminDep, ServerDep
 from ..errors import ApiError
+from ..reload_signal import notify_supervisor
 from ..schemas import RepositoryEntry, error_responses
-from ..workers import notify_supervisor
 
 router = APIRouter(tags=["repository"])
 # the index lists every model and version on disk: behind the API key when keys are set, as
