@@ -6,7 +6,7 @@ once more than ``M_TRIM_THRESHOLD`` is free. A 79 MB exposure of 2,436 spectra a
 tensor arrives in chunks that are joined into one body, and each such request faulted in
 ~32,000 fresh pages: 120–160 ms of the service's CPU in the kernel, against 20–33 ms with the
 thresholds raised, and 4–13 % less CPU per request in total (alternated runs,
-bench/results/2026-11-26-cpu-floor-session7.md). A survey pipeline sends such requests all
+bench/results/2026-11-26-cpu-floor.md). A survey pipeline sends such requests all
 night, so the memory is better kept than handed back and faulted in again.
 
 The cost: freed memory is reused, not returned, so a worker's resident memory stays near its

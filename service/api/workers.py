@@ -4,9 +4,9 @@ Why more than one process: one Python process serves HTTP, decoding and batching
 GIL, and that, not ONNX Runtime, is what limits it on a machine with spare cores or a GPU.
 On the H200's 16 CPUs one process reached 2.3–2.8k single-row OIP requests/s and 300
 single-FITS requests/s against ~120k spectra/s of raw ORT (bench/results/
-2026-11-26-gpu-h200-session6.md); on the 2-core bench machine two workers ran single FITS
+2026-11-26-gpu-h200-workers.md); on the 2-core bench machine two workers ran single FITS
 files at concurrency 32 2.4–2.9x faster than one (bench/bench_service.py --workers;
-bench/results/2026-11-26-cpu-service-session6.md).
+bench/results/2026-11-26-cpu-service-workers.md).
 
 The supervisor is uvicorn's own (``uvicorn.supervisors.Multiprocess``: spawns the workers,
 replaces a worker that dies or stops answering its health ping, forwards SIGTERM/SIGINT so

@@ -22,8 +22,8 @@ On CUDA (checked on an H200; bench/results/2026-11-26-gpu-h200.md):
   (consecutive batches still differed); one session per shape means each session always
   sees the same shape. The cost is log2(max batch) + 1 sessions, weights included (~5 MB
   each for the spectrum classifier), and padding rows the GPU has to spare: raw ORT ran
-  ~120k spectra/s there, far more than the CPU side can feed it. Checked on the H200 in the
-  next session (bench/results/2026-11-26-gpu-h200-session6.md): under batch shapes that
+  ~120k spectra/s there, far more than the CPU side can feed it. Checked on an H200
+  (bench/results/2026-11-26-gpu-h200-workers.md): under batch shapes that
   change, one session ran 0.24-0.52 s per batch and ~365 rows/s, one session per shape
   2.8-4.3 ms per batch and ~20k rows/s; the service's c=32 single-row rate rose 34 -> ~2.5k
   spectra/s. The same logic runs on CPU in tests/service/inference/test_runner.py.
@@ -85,7 +85,7 @@ def auto_concurrent_batches(runner: OnnxRunner) -> int:
     with few clients one worker may hold all of them, and with its share of the CPUs alone it
     left the rest idle (2 workers on 2 cores, 2 exposure clients on one worker: 0.25 of raw
     ORT against 0.37 at the worst with every CPU allowed to each worker;
-    bench/results/2026-11-26-cpu-service-session6.md)."""
+    bench/results/2026-11-26-cpu-service-workers.md)."""
     if runner.provider == CUDA:
         return 1
     return max(1, len(os.sched_getaffinity(0)) // runner.intra_op_threads)
