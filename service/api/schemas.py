@@ -10,6 +10,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field
 from pydantic.json_schema import SkipJsonSchema
 
+from service.inference.postprocess import Z_WARNING_TEXT
 from service.inference.quality import BITS_TEXT
 
 
@@ -95,7 +96,7 @@ class ClassifiedSpectrum(BaseModel):
     z_sigma: float = Field(description="1σ (one standard deviation) total error of z")
     z_warning: int | None = Field(
         None, description="models with an in-graph template fit: bitmask in the spirit of "
-        "SDSS ZWARNING (1 z_ambiguous, 2 z_poor_fit, 4 z_no_fit, 8 z_no_signal); 0 = none")
+        f"SDSS ZWARNING ({Z_WARNING_TEXT}); 0 = none")
     z_warnings: list[str] | None = Field(None, description="the names of the set z_warning bits")
     z_rchi2: float | None = Field(None, description="χ²/dof of the template fit behind z "
                                   "(−1: no fit)")

@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from service.inference.columns import ProbabilityColumn, probability_columns, probability_values
+from service.inference.pipeline import FILE_FIELDS
 from service.inference.postprocess import LabelMap
 from service.inference.repository import ModelVersion
 
@@ -62,7 +63,6 @@ SCHEMA = pa.schema([
 ])
 
 
-FILE_FIELDS = ("file_class", "file_subclass", "file_z", "file_zwarning")
 
 
 def model_columns(model: ModelVersion) -> list[ProbabilityColumn]:

@@ -25,6 +25,8 @@ Z_WARNING_BITS: dict[int, str] = {
     8: "z_no_signal",  # the best template fit explains no more than noise would
 }
 Z_WARNING_BIT: dict[str, int] = {name: bit for bit, name in Z_WARNING_BITS.items()}
+# "1 z_ambiguous, 2 z_poor_fit, ...": for the field and column descriptions
+Z_WARNING_TEXT = ", ".join(f"{bit} {name}" for bit, name in Z_WARNING_BITS.items())
 # outputs passed through as they are when a model has them
 OPTIONAL_FLOATS = ("z_rchi2",)
 

@@ -25,7 +25,7 @@ import numpy as np
 from astropy.table import MaskedColumn, Table
 
 from .columns import probability_columns
-from .postprocess import LabelMap
+from .postprocess import Z_WARNING_TEXT, LabelMap
 from .quality import BITS_TEXT
 from .repository import ModelVersion
 
@@ -89,8 +89,8 @@ def column_specs(labels: LabelMap) -> list[Spec]:
                "between prediction and ensemble member, in nats", ONE),
         _field("z", "f4", "predicted redshift", ONE),
         _field("z_sigma", "f4", "1 sigma redshift error", ONE),
-        _field("z_warning", "i4", "template-fit warning bits (1 z_ambiguous, 2 z_poor_fit, "
-               "4 z_no_fit, 8 z_no_signal; 0 none); null for models without a template fit"),
+        _field("z_warning", "i4", f"template-fit warning bits ({Z_WARNING_TEXT}; 0 none); null "
+               "for models without a template fit"),
         Spec("z_warnings", "U", "names of the set z_warning bits, comma-separated",
              _joined("z_warnings", ",")),
         _field("z_rchi2", "f4", "chi2 per degree of freedom of the template fit behind z "
