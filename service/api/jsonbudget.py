@@ -20,17 +20,14 @@ import zlib
 
 from starlette.requests import Request
 
+from service.spectra.readers.arrays import looks_like_json
+from service.spectra.source import GZIP_MAGIC
+
 from .errors import ApiError
 from .middleware import SCOPE_KEY
 
 JSON_DECODE_FACTOR = 40  # measured worst case 36x (empty objects), numbers 14-21x
-GZIP_MAGIC = b"\x1f\x8b"
 GZIP_PEEK = 4096  # compressed bytes inflated to see whether a gzipped upload is JSON
-
-
-def is_json(data: bytes | memoryview) -> bool:
-    """A JSON object: first non-blank byte ``{`` (what the arrays reader identifies)."""
-    return bytes(data[:64]).lstrip()[:1] == b"{"
 
 
 def gzip_json_size(data: bytes) -> int:
@@ -43,7 +40,7 @@ def gzip_json_size(data: bytes) -> int:
         head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data[:GZIP_PEEK], 64)
     except zlib.error:
         return 0  # not ours to judge: the reader says corrupt_file
-    if not is_json(head) or len(data) < 18:
+    if not looks_like_json(head) or len(data) < 18:
         return 0
     return max(int.from_bytes(data[-4:], "little"), len(data))
 
@@ -52,7 +49,7 @@ def json_bytes(data: bytes) -> int:
     """Bytes of JSON text an upload holds (its size, or inflated size); 0 if not JSON."""
     if data[:2] == GZIP_MAGIC:
         return gzip_json_size(data)
-    return len(data) if is_json(data) else 0
+    return len(data) if looks_like_json(data) else 0
 
 
 def oip_json_bytes(body: bytes, header_length: str | None) -> int:

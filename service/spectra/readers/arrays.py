@@ -32,14 +32,15 @@ NPY_MAGIC = b"\x93NUMPY"
 MAX_JSON_DEPTH = 8  # {"spectra": [{"flux": [..]}]} needs 4; deeper is not ours
 
 
-def _is_json(source: Source) -> bool:
-    head = source.data[:64].lstrip()
-    return head[:1] == b"{"
+def looks_like_json(data: bytes | memoryview) -> bool:
+    """A JSON object: first non-blank byte ``{`` (what this reader takes as JSON; the API's
+    JSON memory budget asks the same question before anything is parsed)."""
+    return bytes(data[:64]).lstrip()[:1] == b"{"
 
 
 def identify_arrays(source: Source) -> bool:
     """``.npy`` magic, or a JSON object (first non-blank byte ``{``)."""
-    return source.data[:6] == NPY_MAGIC or _is_json(source)
+    return source.data[:6] == NPY_MAGIC or looks_like_json(source.data)
 
 
 def _spectrum_from_mapping(d: Any, source: Source, index: int) -> Spectrum:
