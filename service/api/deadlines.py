@@ -33,6 +33,12 @@ from .errors import failure_of
 # observe(): one value for the timer, the batcher and the metrics
 REQUEST_DEADLINE: ContextVar[float | None] = ContextVar("specula_request_deadline",
                                                         default=None)
+# the timer of the request this task serves: whether *it* cancelled the task is a fact it
+# records, not something to re-derive from the clock (libuv's loop clock runs in whole
+# milliseconds, so the timer may fire a fraction of a millisecond before time.monotonic()
+# reaches the deadline, and such a timeout was counted as an error)
+REQUEST_TIMER: ContextVar["RequestTimer | None"] = ContextVar("specula_request_timer",
+                                                              default=None)
 
 
 def header_deadline(scope: Scope, header: bytes) -> float | None:
@@ -48,15 +54,15 @@ def header_deadline(scope: Scope, header: bytes) -> float | None:
     return None
 
 
-def deadline_passed() -> bool:
-    deadline = REQUEST_DEADLINE.get()
-    return deadline is not None and time.monotonic() >= deadline
+def cancelled_by_deadline() -> bool:
+    timer = REQUEST_TIMER.get()
+    return timer is not None and timer.expired
 
 
 def outcome_of(exc: BaseException) -> Outcome:
     """The metrics outcome of a failed request: a cancellation by the deadline timer is a
     timeout, as the batcher's own DeadlineExceeded is, not a client that went away."""
-    if isinstance(exc, asyncio.CancelledError) and deadline_passed():
+    if isinstance(exc, asyncio.CancelledError) and cancelled_by_deadline():
         return "timeout"
     return failure_of(exc).outcome
 
@@ -97,13 +103,16 @@ class DeadlineMiddleware:
         if deadline is None:
             return await self.app(scope, receive, send)
         token = REQUEST_DEADLINE.set(deadline)
+        timer = RequestTimer(deadline)
+        timer_token = REQUEST_TIMER.set(timer)
         try:
-            await self.timed(deadline, scope, receive, send)
+            await self.timed(timer, deadline, scope, receive, send)
         finally:
+            REQUEST_TIMER.reset(timer_token)
             REQUEST_DEADLINE.reset(token)
 
-    async def timed(self, deadline: float, scope: Scope, receive: Receive, send: Send) -> None:
-        timer = RequestTimer(deadline)
+    async def timed(self, timer: RequestTimer, deadline: float, scope: Scope, receive: Receive,
+                    send: Send) -> None:
 
         async def disarming_send(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -116,7 +125,7 @@ class DeadlineMiddleware:
             if not timer.expired:  # the client went away, or the shutdown cut it off
                 raise
             timer.task.uncancel()  # our own timer: answer instead of dying
-            late = time.monotonic() - deadline
+            late = max(0.0, time.monotonic() - deadline)
             response = failure_of(DeadlineExceeded(
                 f"deadline passed {late:.3f}s ago, before the answer")).response()
             await response(scope, receive, send)
