@@ -60,6 +60,14 @@ def aligned(loglam_t: np.ndarray, flux_t: np.ndarray, grid: LogLambdaGrid, z_min
     return RestSet(T, J0, s_min, s_max)
 
 
+def spike_free(f: np.ndarray, w: np.ndarray, k: float) -> np.ndarray:
+    """w with 0 where |f − running median of 5 (edges repeated)|·√w > k: the numpy reference
+    of the served fit's robust weights (redshift_graph.RedshiftGraphConfig.spike_sigma)."""
+    padded = np.pad(f, ((0, 0), (2, 2)), mode="edge")
+    med = np.median(np.stack([padded[:, i:i + f.shape[1]] for i in range(5)]), axis=0)
+    return np.where(np.abs(f - med) * np.sqrt(w) > k, 0.0, w)
+
+
 def _xcorr(G: np.ndarray, H: np.ndarray, L: int, m: np.ndarray) -> np.ndarray:
     """c(m) = Σ_q g[q+m]·h[q] for the lags m, from rfft's G (N, F) and H (F,)."""
     return np.fft.irfft(G * np.conj(H), n=L)[:, m % L]

@@ -28,6 +28,7 @@ from .real_spectra import classify_real, markdown
 from .simulate import TOP_OF_LABEL, generate
 
 TOP = np.asarray(TOP_OF_LABEL)
+SNR_BINS = ((0.0, 2.0), (2.0, 3.0), (3.0, 5.0), (5.0, 10.0), (10.0, np.inf))
 
 
 def scores(out: dict[str, np.ndarray], data: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -38,10 +39,19 @@ def scores(out: dict[str, np.ndarray], data: dict[str, np.ndarray]) -> dict[str,
     pops = {name: (float(right[m].mean()), int(m.sum()))
             for name, m in population_masks(data, TOP).items() if m.any()}
     conf = tp.max(1)
+
+    def z_of(m: np.ndarray) -> dict[str, Any]:
+        return redshift_metrics(data["z"][m], out["z"][m], out["z_sigma"][m], y[m])
+
+    every = np.ones(len(y), bool)
     return {"accuracy_top": float(right.mean()), "populations": pops,
             "ece_top": ece(tp, y, 10),
             "wrong_above_0.99": int(((conf > 0.99) & ~right).sum()),
-            "redshift": redshift_metrics(data["z"], out["z"], out["z_sigma"], y)}
+            "redshift": z_of(every),
+            # what a pipeline that trusts only z_warning = 0 gets (SDSS's ZWARNING contract)
+            "redshift_unflagged": z_of(out["z_warning"] == 0) if "z_warning" in out else {},
+            "redshift_by_snr": {f"{lo:g}–{hi:g}": z_of((data["snr"] >= lo) & (data["snr"] < hi))
+                                for lo, hi in SNR_BINS}}
 
 
 def render(config: str, results: dict[int, dict[str, Any]], n: int) -> str:
@@ -68,6 +78,16 @@ def render(config: str, results: dict[int, dict[str, Any]], n: int) -> str:
             cells = [f"{results[v]['redshift'].get(cls, {}).get(key, float('nan')):.3g}"
                      for v in vs]
             lines.append(f"| {cls} z {label} | " + " | ".join(cells) + " |")
+    for cls in ("GALAXY", "QSO"):
+        cells = []
+        for v in vs:
+            m = results[v]["redshift_unflagged"].get(cls)
+            cells.append(f"{m['outlier_fraction']:.3g} (n={m['n']})" if m else "—")
+        lines.append(f"| {cls} z outliers where z_warning = 0 | " + " | ".join(cells) + " |")
+        for b in results[vs[0]]["redshift_by_snr"]:
+            cells = [f"{results[v]['redshift_by_snr'][b].get(cls, {}).get('outlier_fraction', float('nan')):.3g}"
+                     for v in vs]
+            lines.append(f"| {cls} z outliers, S/N {b} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

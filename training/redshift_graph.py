@@ -112,6 +112,16 @@ class RedshiftGraphConfig:
     # free amplitudes: Δχ² ≤ 186 over 200 noise spectra (p50 126); the faintest simulated
     # spectra (S/N 1-1.5 per pixel): Δχ² ≥ 4,856 for 99 % (models/spectrum_classifier/3)
     no_signal_dchi2: float = 1000.0
+    # robust fit: pixels further than this many σ from the running median of 5 pixels get no
+    # weight in the fit (0 = off). Cosmic-ray hits (5–50σ, single pixels) that the pipeline did
+    # not flag, and sharp sky-subtraction residuals, are what it removes: at low S/N one such
+    # spike under an emission line of a wrong redshift outweighs the whole continuum. On 600
+    # simulated validation galaxies (all S/N) the exact fit's outliers fell from 25.5 % to 3.7 %
+    # (S/N < 3: 58 % → 9 %), quasars (3 Legendre terms) from 9.3 % to 3.0 %, with σ_NMAD of the
+    # good fits unchanged and no outlier added at S/N ≥ 10. Lines stay: even a narrow line
+    # spans ≥ 3 pixels at R ≈ 2000 on this grid, so the median follows it. Off by default so
+    # that the graph matches baseline.py exactly (tests); the served graph sets 5
+    spike_sigma: float = 0.0
 
 
 # ---------------------------------------------------------------------------- graph builder
@@ -278,14 +288,36 @@ def band_mask(bands: tuple[tuple[float, float], ...], grid: LogLambdaGrid) -> np
     return keep
 
 
-def _inputs(g: _Graph, spectrum: str, mask: np.ndarray | None = None) -> dict[str, str]:
+def _median5(g: _Graph, x: str, npix: int) -> str:
+    """(B, npix) running median over 5 pixels, edges repeated (scipy's median_filter, mode
+    "nearest"): the median of (a, b, c, d, e) is e clamped to [min(p, q), max(p, q)] with
+    p = max(min(a, b), min(c, d)) and q = min(max(a, b), max(c, d)) — ten elementwise ops, where
+    ONNX has no median and TopK over a (B, npix, 5) stack would copy."""
+    padded = g.op("Pad", x, g.i64(0, 2, 0, 2), mode="edge")
+    a, b, c, d, e = (g.op("Slice", padded, g.i64(i), g.i64(i + npix), g.i64(1))
+                     for i in range(5))
+    p = g.op("Max", g.op("Min", a, b), g.op("Min", c, d))
+    q = g.op("Min", g.op("Max", a, b), g.op("Max", c, d))
+    return g.op("Max", g.op("Min", p, q), g.op("Min", g.op("Max", p, q), e))
+
+
+def _spike_free(g: _Graph, f: str, w: str, k: float, npix: int) -> str:
+    """w with 0 where |f − median5(f)|·√w > k (RedshiftGraphConfig.spike_sigma explains why)."""
+    r = g.mul(g.op("Abs", g.sub(f, _median5(g, f, npix))), g.op("Sqrt", w))
+    return g.op("Where", g.op("Greater", r, g.const(k)), g.const(0.0), w)
+
+
+def _inputs(g: _Graph, spectrum: str, mask: np.ndarray | None = None, spike_sigma: float = 0.0,
+            npix: int = 0) -> dict[str, str]:
     """Flux f and w = ivar·s² = w'/(1 − w') from the model input, as baseline._fit has them
-    (times the band mask, where one is set)."""
+    (times the band mask, where one is set; without the spikes, where spike_sigma is)."""
     f = g.take(spectrum, 0, 1)
     wt = g.op("Clip", g.take(spectrum, 1, 1), g.const(0.0), g.const(0.999))
     w = g.div(wt, g.sub(g.const(1.0), wt))
     if mask is not None:
         w = g.mul(w, g.const(mask[None, :]))
+    if spike_sigma > 0:
+        w = _spike_free(g, f, w, spike_sigma, npix)
     wf = g.mul(w, f)
     return {"f": f, "w": w, "wf": wf,
             "wff": g.op("ReduceSum", g.mul(wf, f), g.i64(1), keepdims=1),  # (B, 1)
@@ -626,7 +658,8 @@ def build_nodes(g: _Graph, spectrum: str, cfg: RedshiftGraphConfig,
     sets = redshift_sets(grid)
     sets["QSO"].n_poly = cfg.qso_n_poly
     P = legendre(grid.npix)
-    inp = _inputs(g, spectrum, band_mask(cfg.mask_bands, grid) if cfg.mask_bands else None)
+    inp = _inputs(g, spectrum, band_mask(cfg.mask_bands, grid) if cfg.mask_bands else None,
+                  cfg.spike_sigma, grid.npix)
     fits = {cls: _class_search(g, class_tables(cls, sets[cls], grid, cfg), inp, P, grid, cfg)
             for cls in CLASSES}
     for f in fits.values():

@@ -15,7 +15,7 @@ from service.inference.postprocess import Z_WARNING_BITS, summarise
 from service.inference.repository import ModelRepository
 from service.inference.serving import build_pipeline
 from service.spectra import DEFAULT_GRID, make_spectrum, preprocess
-from training.fuse_redshift import TELLURIC_BANDS, fuse_version
+from training.fuse_redshift import SERVED_SEARCH, TELLURIC_BANDS, derive_version, fuse_version
 from training.redshift_graph import band_mask
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,3 +71,29 @@ def test_pure_noise_is_flagged_no_signal_by_the_served_model():
                              DEFAULT_GRID).x for i, s in enumerate((0.5, 1.0, 3.0))])
     results = summarise(pipeline.runner.run({"spectrum": x.astype(np.float32)}), pipeline.labels)
     assert all("z_no_signal" in r["z_warnings"] for r in results)
+
+
+@pytest.mark.skipif(not V3.is_dir(), reason="shipped v3 absent")
+def test_new_version_from_a_fused_one_keeps_its_network_and_leaves_the_source_alone(tmp_path):
+    """`fuse_redshift SRC --new-version N`: the network is taken out of a fused version and
+    fused afresh with the served search (robust weights included); SRC is not touched."""
+    src = tmp_path / "spectrum_classifier" / "3"
+    shutil.copytree(V3, src)
+    before = (src / "model.onnx").read_bytes()
+    info = derive_version(src, 5, TINY, 96, data_dir=None)
+    assert (src / "model.onnx").read_bytes() == before
+    assert info["config"]["spike_sigma"] == SERVED_SEARCH.spike_sigma > 0
+    manifest = json.loads((tmp_path / "spectrum_classifier" / "5" / "manifest.json").read_text())
+    assert manifest["version"] == 5 and manifest["derived_from"]["version"] == "spectrum_classifier/3"
+    assert [o["name"] for o in manifest["outputs"]].count("z_warning") == 1
+    with pytest.raises(SystemExit):  # a version is written once
+        derive_version(src, 5, TINY, 96, data_dir=None)
+    repo = ModelRepository(tmp_path)
+    old = build_pipeline(repo.load("spectrum_classifier", 3), "cpu").runner
+    new = build_pipeline(repo.load("spectrum_classifier", 5), "cpu").runner
+    rng = np.random.default_rng(1)
+    x = np.stack([rng.normal(1.0, 0.2, (4, DEFAULT_GRID.npix)),
+                  np.full((4, DEFAULT_GRID.npix), 0.5)], 1).astype(np.float32)
+    a, b = old.run({"spectrum": x}), new.run({"spectrum": x})
+    for k in ("probs", "z_network", "z_sigma_network", "epistemic"):
+        np.testing.assert_array_equal(a[k], b[k])

@@ -19,7 +19,7 @@ import onnxruntime as ort
 import pytest
 
 from service.spectra import DEFAULT_GRID, preprocess
-from training.baseline import _parabola, chi2_fft, legendre, redshift_sets
+from training.baseline import _parabola, chi2_fft, legendre, redshift_sets, spike_free
 from training.config import Effects, SimConfig
 from training.redshift_graph import (
     LN10,
@@ -98,6 +98,35 @@ def test_chi2_curve_and_redshift_match_the_numpy_baseline(curves_session, simula
             if np.any(np.abs(s_c[b] - shifts[i]) < W):
                 z_ref = 10 ** ((shifts[i] + _parabola(ref[b:b + 1], np.array([i]))[0]) * D) - 1
                 assert abs(out[f"z_{key}"][b] - z_ref) / (1 + z_ref) < 0.05 * LN10 * D, (cls, b)
+
+
+def test_robust_weights_match_the_numpy_reference_and_remove_injected_spikes(simulated):
+    """spike_sigma: the graph's χ² curves are the numpy fit's with baseline.spike_free weights,
+    and 40σ single-pixel hits injected into the spectra get no weight (their χ² curves then
+    equal those of the spectra without them, up to the pixels the clip also took there)."""
+    k = 5.0
+    sess = session(build_redshift_model(RedshiftGraphConfig(curves=True, spike_sigma=k)))
+    x = simulated["x"].astype(np.float32)
+    f, w = f_w(x)
+    rng = np.random.default_rng(3)
+    hit = rng.choice(np.flatnonzero(w[0] > 0), 12, replace=False)
+    x_hit = x.copy()
+    x_hit[0, 0, hit] += (40.0 / np.sqrt(w[0, hit])).astype(np.float32)
+    f_hit, _ = f_w(x_hit)
+    w_clean = spike_free(f_hit, w, k)
+    assert np.all(w_clean[0, hit] == 0)
+    out = run(sess, x_hit)
+    wff = (w_clean * f_hit * f_hit).sum(1)
+    P = legendre(DEFAULT_GRID.npix)
+    for cls, rs in redshift_sets().items():
+        ref, shifts = chi2_fft(f_hit, w_clean, rs, P)
+        curve, s_c = out[f"chi2_curve_{cls.lower()}"], out[f"shifts_{cls.lower()}"]
+        W = (curve.shape[2] - 1) // 2
+        for b in range(len(x)):
+            s = s_c[b, 0] + np.arange(-W, W + 1)
+            ok = (s >= shifts[0]) & (s <= shifts[-1])
+            np.testing.assert_allclose(curve[b, 0][ok], ref[b, s[ok] - shifts[0]],
+                                       rtol=0, atol=CHI2_REL_TOL * wff[b])
 
 
 def test_the_true_class_fit_recovers_clean_simulated_redshifts(curves_session):
