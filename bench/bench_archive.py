@@ -3,7 +3,7 @@
 Writes N real-format SDSS files to a temp directory — copies of the real
 ``../shared/data/sdss/spec-1198-52669-0063.fits`` (604 kB: COADD, SPECOBJ with 126 columns,
 SPZLINE, per-exposure HDUs), or with ``--synthetic`` astropy-written spec-lite files from
-tests/service/spectra/spectrum_writers.py — then measures, with the shipped model:
+tests/support/spectrum_writers.py — then measures, with the shipped model:
 
 1. raw ORT: ``OnnxRunner.run`` on already-preprocessed batches of ``--batch-size``, with the
    service's session options, best of 1 and 2 intra-op threads (the fair ceiling: whatever
@@ -36,21 +36,19 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests" / "service" / "spectra"))
 
 from service.archive import ArchiveJob
 from service.archive.local import run_local
 from service.inference.repository import ModelRepository
 from service.inference.runner import OnnxRunner
 from service.spectra import Source, preprocess, read_spectra
+from tests.support.spectrum_writers import sdss_like_spectrum, write_sdss_spec
 
 REAL = REPO.parent / "shared" / "data" / "sdss" / "spec-1198-52669-0063.fits"
 
 
 def write_files(root: Path, n: int, synthetic: bool) -> list[bytes]:
     if synthetic or not REAL.exists():
-        from spectrum_writers import sdss_like_spectrum, write_sdss_spec
         templates = [write_sdss_spec(sdss_like_spectrum(seed=s), variant="lite", fiber=s + 1)
                      for s in range(16)]
     else:

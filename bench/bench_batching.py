@@ -9,7 +9,7 @@ service. It prints the batches' sizes and their time inside the function, next t
 the same sizes. If the batches are slow here too, the cause is between the batcher's worker
 thread and ORT; if not, it is in what the service adds around them.
 
-    .venv/bin/python bench/bench_batching.py --device cuda --concurrency 32
+    .venv/bin/python -m bench.bench_batching --device cuda --concurrency 32
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
 from service.inference.batcher import DynamicBatcher
 from service.inference.repository import ModelRepository

@@ -1,6 +1,6 @@
 """The HTTP stack's floor: what any uvicorn service must spend per request on this machine.
 
-    .venv/bin/python bench/bench_floor.py [--duration 6] [--repeat 3]
+    .venv/bin/python -m bench.bench_floor [--duration 6] [--repeat 3]     (repository root)
 
 Issue 4's throughput goals are ratios to raw ONNX Runtime on the same machine. On a machine
 the client and the service share, a saturated service can reach at most
@@ -16,7 +16,8 @@ on the model), ``floor`` the CPU the server process spends per spectrum when it 
 but receive the request and send a response of the same size, and ``client`` the load
 generator's. This script measures ``floor`` with a bare ASGI app under uvicorn — no FastAPI,
 no model, no decoding, the same uvicorn and allocator settings as ``specula serve`` — driven by
-bench/bench_service.py's client with the same payloads and concurrency, and prints the bound
+bench_service.py's client (tests/support/loadgen.py's ``run_raw``) with the same payloads and
+concurrency, and prints the bound
 beside each goal. A goal above its bound cannot be met by any service built on uvicorn (the
 design card's server) on this machine, however its own code is written.
 
@@ -29,35 +30,28 @@ import argparse
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_service import (
+from bench.common import (
     EXPOSURE_FIBRES,
     REPO_ROOT,
     SDSS,
     exposure_fibres,
-    free_port,
-    http_request,
-    load,
-    multipart,
     oip_binary,
     process_cpu,
     raw_ort,
     raw_parallel,
-    run_client,
     stop,
     wait_ready,
     with_cpu,
 )
-
 from service.inference.repository import ModelRepository
 from service.inference.runner import OnnxRunner
 from service.spectra import Source, preprocess, read_spectra
 from service.spectra.readers.exposure import write_exposure
+from tests.support.http_service import free_port
+from tests.support.loadgen import Payload, multipart_files, run_client, run_raw
 
 
 # ---- the bare server ------------------------------------------------------------------------
@@ -98,7 +92,7 @@ def serve(port: int, response_bytes: int) -> None:
 
 
 def start_bare(port: int, response_bytes: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "bench.bench_floor", "--serve", str(port),
                              "--response-bytes", str(response_bytes)], cwd=REPO_ROOT)
     wait_ready(proc, port, "/", 30, "the bare server")
     return proc
@@ -110,10 +104,10 @@ def floor(req: bytes, rows: int, conc: int, response_bytes: int, args) -> dict:
     port = free_port()
     proc = start_bare(port, response_bytes)
     try:
-        run_client(load(port, req, rows, min(conc, 2), 2, 30))  # warm the connections
+        run_client(run_raw(port, req, rows, min(conc, 2), 2, 30))  # warm the connections
         cpu0 = process_cpu([proc.pid])
-        r = run_client(load(port, req, rows, conc, args.requests if rows == 1 else 12,
-                            args.duration))
+        r = run_client(run_raw(port, req, rows, conc, args.requests if rows == 1 else 12,
+                               args.duration))
         server = process_cpu([proc.pid]) - cpu0
     finally:
         stop(proc)
@@ -149,25 +143,26 @@ def main(argv: list[str] | None = None) -> int:
           f"raw ORT best batch {bs}")
 
     rng = np.random.default_rng(0)
-    fits_body, fits_ct = multipart([(SDSS.name, SDSS.read_bytes())])
+    fits = multipart_files([(SDSS.name, SDSS.read_bytes())]).encode()
     exposure = write_exposure(exposure_fibres(spectrum, EXPOSURE_FIBRES, rng))
     x_exposure = np.broadcast_to(x1, (EXPOSURE_FIBRES, *x1.shape))
     # name, request, spectra per request, concurrency, response bytes (the service's, about:
     # one JSON result ~0.7 KB, one OIP row's binary outputs ~0.6 KB), goal
     scenarios = [
         ("exposure container (FITS, 2,436 fibres)",
-         http_request("/v1/spectra:classify", exposure, "application/fits"),
+         Payload("POST", "/v1/spectra:classify", {"Content-Type": "application/fits"},
+                 exposure).encode(),
          EXPOSURE_FIBRES, 2, EXPOSURE_FIBRES * 700, 0.9),
         ("exposure as OIP binary tensor (2,436 rows)",
          oip_binary(args.model, np.ascontiguousarray(x_exposure)), EXPOSURE_FIBRES, 2,
          EXPOSURE_FIBRES * 68, 0.9),
         ("single SDSS FITS, multipart, c=32",
-         http_request("/v1/spectra:classify", fits_body, fits_ct), 1, 32, 700, 0.6),
+         fits, 1, 32, 700, 0.6),
         ("single row OIP binary, c=32", oip_binary(args.model, x1[None]), 1, 32, 600, 0.6),
     ]
     latency = [  # the c=1 goal: p50 − batch-1 forward ≤ 2 ms
         ("single SDSS FITS, multipart, c=1",
-         http_request("/v1/spectra:classify", fits_body, fits_ct), 1, 1, 700, 2.0),
+         fits, 1, 1, 700, 2.0),
         ("single row OIP binary, c=1", oip_binary(args.model, x1[None]), 1, 1, 600, 2.0),
     ]
     print(f"\n{'scenario':44} {'floor ms':>8} {'client ms':>9} {'raw ms':>7} "

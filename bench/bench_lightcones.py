@@ -7,7 +7,7 @@ grid), and reads the server's peak RSS (VmHWM) and current RSS from /proc after 
 The service's lightcone byte budget (4 × SPECULA_MAX_FILE_BYTES) is what keeps the peak flat
 in N. Not a test: nothing here asserts.
 
-    .venv/bin/python bench/bench_lightcones.py [--repository models] [--n 1 4 8]
+    .venv/bin/python -m bench.bench_lightcones [--repository models] [--n 1 4 8]
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,13 +24,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from tests.support.http_service import free_port
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def proc_mem(pid: int) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """Per-spectrum cost of decode and preprocessing, per format, against the model's forward pass.
 
-    .venv/bin/python bench/bench_preprocess.py [--quick] [--json out.json]
+    .venv/bin/python -m bench.bench_preprocess [--quick] [--json out.json]
 
 For each format: decode (bytes already in memory → Spectrum list, as the service receives
 them), resample+normalise (``preprocess``), their total, all in µs per spectrum, and the ratio
@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from service.spectra import (
     DEFAULT_GRID,

@@ -1,6 +1,6 @@
 """The χ² redshift graph fused into the classifier: its speed cost, and its redshifts.
 
-    .venv/bin/python bench/bench_redshift_graph.py [--n 500] [--rounds 7] [--json out.json]
+    .venv/bin/python -m bench.bench_redshift_graph [--n 500] [--rounds 7] [--json out.json]
                                                    [--write-fused /tmp/fused.onnx]
 
 Speed: spectra/s of (a) the v2 network alone and (b) the fused graph (network + GALAXY/QSO
@@ -30,7 +30,6 @@ import onnx
 import onnxruntime as ort
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from training.baseline import TemplateFitter, _parabola, chi2_fft
 from training.config import SimConfig

@@ -1,6 +1,6 @@
 """Saliency cost vs a forward pass, on ONNX Runtime CPU, in one run.
 
-    .venv/bin/python bench/bench_saliency.py [--model-dir models/spectrum_classifier/1]
+    .venv/bin/python -m bench.bench_saliency [--model-dir models/spectrum_classifier/1]
         [--threads 1] [--batches 1 64] [--rounds 30] [--torch]
 
 Runs ``model.onnx`` (forward) and ``saliency.onnx`` (forward + input gradient) on the same
@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from training.export_saliency import parity_inputs, target_matrix
 

@@ -14,94 +14,52 @@ One run, on this machine, same model, same thread settings:
    behind Ray Serve with ``@serve.batch`` (bench/serve_ray.py), and a side-by-side table.
 
 Every scenario is bounded by --requests and --duration. Not a test: nothing here asserts.
-    .venv/bin/python bench/bench_service.py [--repository models] [--duration 8] [--compare ray]
+From the repository root:
+    .venv/bin/python -m bench.bench_service [--repository models] [--duration 8] [--compare ray]
+
+The client is tests/support/loadgen.py's ``run_raw``; the raw-ORT baseline, process CPU
+accounting and process start/stop are in bench/common.py (bench_floor.py uses them too).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import itertools
-import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
+from bench.common import (
+    EXPOSURE_FIBRES,
+    REPO_ROOT,
+    SDSS,
+    batch1_forward_ms,
+    exposure_fibres,
+    get,
+    oip_binary,
+    process_cpu,
+    process_tree,
+    raw_ort,
+    raw_parallel,
+    raw_throughput,
+    stop,
+    wait_ready,
+    with_cpu,
+)
 from service.inference.repository import ModelRepository
 from service.inference.runner import CUDA, OnnxRunner
-from service.spectra import Source, make_spectrum, preprocess, read_spectra
+from service.spectra import Source, preprocess, read_spectra
 from service.spectra.readers.exposure import write_exposure
-
-SDSS = REPO_ROOT.parent / "shared" / "data" / "sdss" / "spec-1198-52669-0063.fits"
-EXPOSURE_FIBRES = 2436
+from tests.support.http_service import free_port
+from tests.support.loadgen import Payload, multipart_files, run_client, run_raw
 
 
 # ---- 1. raw ONNX Runtime --------------------------------------------------------------------
-def raw_throughput(runner: OnnxRunner, x1: np.ndarray, bs: int, seconds: float) -> float:
-    """Spectra/s of back-to-back runs at batch size ``bs`` (after one warm-up run)."""
-    x = np.ascontiguousarray(np.broadcast_to(x1, (bs, *x1.shape)))
-    name = runner.input_names[0]
-    runner.run({name: x})
-    n, t0 = 0, time.perf_counter()
-    while n < 3 or time.perf_counter() - t0 < seconds:
-        runner.run({name: x})
-        n += 1
-    return bs * n / (time.perf_counter() - t0)
-
-
-def raw_parallel(runner: OnnxRunner, x1: np.ndarray, bs: int, seconds: float,
-                 workers: int) -> float:
-    """Spectra/s of ``workers`` threads running the same session at once (ORT releases the
-    GIL): the service's own layout (SPECULA_MAX_CONCURRENT_BATCHES one-thread runs), so a
-    baseline without it would flatter the service (it beat one all-core run by ~1.4x)."""
-    with ThreadPoolExecutor(workers) as pool:
-        return sum(pool.map(lambda _: raw_throughput(runner, x1, bs, seconds), range(workers)))
-
-
-def raw_ort(runner: OnnxRunner, x1: np.ndarray, sizes: list[int], seconds: float,
-            rounds: int = 3) -> dict:
-    """Spectra/s by batch size, as the median of ``rounds`` interleaved passes (on a shared
-    machine one pass per size lets a neighbour's burst pick the "best" size). The best batch
-    is the smallest within 3 % of the highest median: the curve is flat above ~32 rows here,
-    and a needlessly large batch only costs the service latency and tail overlap."""
-    out = {"provider": runner.provider, "by_batch": {}}
-    passes = {bs: [] for bs in sizes}
-    for _ in range(rounds):
-        for bs in sizes:
-            passes[bs].append(raw_throughput(runner, x1, bs, seconds / rounds))
-    out["by_batch"] = {bs: float(np.median(v)) for bs, v in passes.items()}
-    top = max(out["by_batch"].values())
-    out["best_batch"] = min(bs for bs, v in out["by_batch"].items() if v >= 0.97 * top)
-    out["best"] = out["by_batch"][out["best_batch"]]
-    out["batch1_forward_ms"] = batch1_forward_ms(runner, x1)
-    return out
-
-
-def batch1_forward_ms(runner: OnnxRunner, x1: np.ndarray, n: int = 200) -> float:
-    """Median wall time of one batch-1 run: the c=1 goal's reference."""
-    name = runner.input_names[0]
-    forward = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        runner.run({name: x1[None]})
-        forward.append(time.perf_counter() - t0)
-    return float(np.median(forward) * 1e3)
-
-
 def raw_layouts(onnx: bytes, runner: OnnxRunner, x1: np.ndarray, bs: int, seconds: float,
                 n_cpus: int) -> list:
     """The raw baselines a scenario is compared with; the best of them counts.
@@ -129,144 +87,7 @@ def gpu_name() -> str:
     return f", {out.splitlines()[0]}" if out else ""
 
 
-# ---- payloads -------------------------------------------------------------------------------
-def http_request(path: str, body: bytes, content_type: str, extra: dict | None = None) -> bytes:
-    head = [f"POST {path} HTTP/1.1", "Host: bench", f"Content-Type: {content_type}",
-            f"Content-Length: {len(body)}"] + [f"{k}: {v}" for k, v in (extra or {}).items()]
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
-
-
-def multipart(files: list[tuple[str, bytes]]) -> tuple[bytes, str]:
-    boundary = "specula-bench-boundary"
-    parts = []
-    for name, data in files:
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="files"; '
-                     f'filename="{name}"\r\nContent-Type: application/fits\r\n\r\n'.encode()
-                     + data + b"\r\n")
-    return b"".join(parts) + f"--{boundary}--\r\n".encode(), \
-        f"multipart/form-data; boundary={boundary}"
-
-
-def oip_binary(model: str, x: np.ndarray) -> bytes:
-    header = json.dumps({"inputs": [{"name": "spectrum", "shape": list(x.shape),
-                                     "datatype": "FP32",
-                                     "parameters": {"binary_data_size": x.nbytes}}],
-                         "parameters": {"binary_data_output": True}}).encode()
-    return http_request(f"/v2/models/{model}/infer", header + x.tobytes(),
-                        "application/octet-stream",
-                        {"Inference-Header-Content-Length": len(header)})
-
-
-def exposure_fibres(spectrum, n: int, rng: np.random.Generator) -> list:
-    """n fibres: the real SDSS spectrum with independent noise drawn from its own ivar."""
-    sigma = np.where(spectrum.ivar > 0, 1 / np.sqrt(np.maximum(spectrum.ivar, 1e-12)), 0)
-    return [make_spectrum(spectrum.wavelength, spectrum.flux + rng.normal(size=spectrum.npix)
-                          * sigma, spectrum.ivar, spectrum.mask, {"object_id": f"fibre-{i}"})
-            for i in range(n)]
-
-
-# ---- 2. the cheap client --------------------------------------------------------------------
-CHUNK = 1 << 20
-
-
-async def one_exchange(reader, writer, raw: bytes) -> int:
-    """Send one request, read its whole response; the status code.
-
-    A body over 1 MB goes out as 1 MB slices of one memoryview, each drained before the next:
-    one ``write()`` of 80 MB makes asyncio copy the unsent rest into its own buffer (80 MB of
-    memcpy and page faults the server never sees), which made the client's CPU per spectrum
-    swing 3x between runs of the exposure scenarios."""
-    if len(raw) <= CHUNK:
-        writer.write(raw)
-    else:
-        view = memoryview(raw)
-        for i in range(0, len(raw), CHUNK):
-            writer.write(view[i:i + CHUNK])
-            await writer.drain()
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head[9:12])
-    m = re.search(rb"\r\ncontent-length: *(\d+)", head, re.IGNORECASE)
-    await reader.readexactly(int(m.group(1)) if m else 0)
-    return status
-
-
-async def load(port: int, raw: bytes, rows: int, concurrency: int, max_requests: int,
-               seconds: float) -> dict:
-    latencies: list[float] = []
-    errors: dict[int, int] = {}
-    started = 0
-    end = time.perf_counter() + seconds
-
-    async def worker():
-        nonlocal started
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 24)
-        try:
-            while started < max_requests and time.perf_counter() < end:
-                started += 1
-                t0 = time.perf_counter()
-                status = await one_exchange(reader, writer, raw)
-                if status == 200:
-                    latencies.append(time.perf_counter() - t0)
-                else:
-                    errors[status] = errors.get(status, 0) + 1
-        finally:
-            writer.close()
-
-    cpu0, t0 = time.process_time(), time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    wall = time.perf_counter() - t0
-    lat = np.array(latencies) * 1e3 if latencies else np.array([np.nan])
-    return {"requests": len(latencies), "errors": errors, "wall_s": wall,
-            "spectra_per_s": rows * len(latencies) / wall,
-            "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
-            "p99_ms": float(np.percentile(lat, 99)),
-            "client_cpu": (time.process_time() - cpu0) / wall}
-
-
-def run_client(coro):
-    """The client's event loop: uvloop (installed with uvicorn[standard]) when present — the
-    client shares the two cores with the service, so every µs it spends is one the service
-    cannot. BENCH_CLIENT_LOOP=asyncio forces the standard loop."""
-    try:
-        import uvloop
-    except ImportError:
-        uvloop = None
-    if uvloop is None or os.environ.get("BENCH_CLIENT_LOOP") == "asyncio":
-        return asyncio.run(coro)
-    return uvloop.run(coro)
-
-
-# ---- 3. the service -------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get(port: int, path: str) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as r:
-        return r.read().decode()
-
-
-def wait_ready(proc: subprocess.Popen, port: int, path: str, seconds: float, what: str,
-               also: Callable[[], bool] = lambda: True) -> None:
-    """Poll ``path`` until it answers and ``also()`` holds; stop the bench (and ``proc``) if
-    it exits or is not ready within ``seconds``."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        try:
-            get(port, path)
-            if also():
-                return
-        except OSError:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit(f"{what} exited during start-up")
-        time.sleep(0.1)
-    stop(proc)
-    raise SystemExit(f"{what} not ready after {seconds:.0f} s")
-
-
+# ---- 2. the service -------------------------------------------------------------------------
 def start_service(port: int, repo: str, batch: int, threads: int, log, device: str = "auto",
                   workers: int = 1, concurrent_batches: int = 0) -> subprocess.Popen:
     env = {**os.environ, "SPECULA_MODEL_REPOSITORY": repo, "SPECULA_PORT": str(port),
@@ -309,48 +130,12 @@ def histogram_delta(before: dict, after: dict) -> str:
 
 def drive(port: int, req: bytes, rows: int, conc: int, args) -> dict:
     max_req = min(args.requests, 12) if rows > 1 else args.requests
-    return run_client(load(port, req, rows, conc, max_req, args.duration))
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    return run_client(run_raw(port, req, rows, conc, max_req, args.duration))
 
 
 def line(r: dict) -> str:
     return (f"{r['spectra_per_s']:,.0f} spectra/s  p50 {r['p50_ms']:.1f} ms  "
             f"p95 {r['p95_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms")
-
-
-def with_cpu(measure) -> tuple[float, float]:
-    """(spectra/s, CPU seconds this process spent per spectrum) of one raw measurement."""
-    c0, t0 = time.process_time(), time.perf_counter()
-    rate = measure()
-    return rate, (time.process_time() - c0) / (rate * (time.perf_counter() - t0))
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and its children (the workers under --workers)."""
-    pids = [pid]
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                pids.append(int(stat.parent.name))
-        except (OSError, ValueError):
-            continue
-    return pids
-
-
-def process_cpu(pids: list[int]) -> float:
-    """CPU seconds (user + system, all threads) the service processes have used so far."""
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_accounting(r: dict) -> str:
@@ -416,13 +201,13 @@ def summary(judged: dict[str, list[float]], goals: dict[str, float | None]) -> N
 def start_ray(port: int, repo: str, model: str, batch: int, threads: int, log,
               replicas: int = 1) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "bench" / "serve_ray.py"), "--port", str(port),
+        [sys.executable, "-m", "bench.serve_ray", "--port", str(port),
          "--repository", repo, "--model", model, "--max-batch-size", str(batch),
          "--intra-op-threads", str(threads), "--num-replicas", str(replicas)],
         cwd=REPO_ROOT, stdout=log,
         stderr=subprocess.STDOUT, start_new_session=True)
     wait_ready(proc, port, "/v2/health/ready", 180,
-               f"bench/serve_ray.py (Ray Serve); see {log.name}")
+               f"bench.serve_ray (Ray Serve); see {log.name}")
     return proc
 
 
@@ -443,7 +228,7 @@ def compare_ray(args, batch: int, scenarios: list, specula: dict) -> None:
             for name, req, rows, conc, _ in scenarios:
                 if name not in specula:
                     continue
-                run_client(load(port, req, rows, min(conc, 2), 2, 30))
+                run_client(run_raw(port, req, rows, min(conc, 2), 2, 30))
                 ray[name] = r = drive(port, req, rows, conc, args)
                 print(f"  {name}: {r['requests']} requests"
                       + (f", errors {r['errors']}" if r["errors"] else "")
@@ -514,23 +299,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"served (and raw re-measured) at --batch {args.batch}")
 
     rng = np.random.default_rng(0)
-    sdss_bytes = SDSS.read_bytes()
-    fits_body, fits_ct = multipart([("spec-1198-52669-0063.fits", sdss_bytes)])
+    fits = multipart_files([(SDSS.name, SDSS.read_bytes())]).encode()
     exposure = write_exposure(exposure_fibres(spectrum, EXPOSURE_FIBRES, rng))
     xs = np.stack([preprocess(s, grid).x for s in exposure_fibres(spectrum, 64, rng)])
     x_exposure = xs[np.arange(EXPOSURE_FIBRES) % len(xs)]
     scenarios = [
         # name, request bytes, spectra per request, concurrency, goal (ratio to raw)
         ("exposure container (FITS, 2,436 fibres)",
-         http_request("/v1/spectra:classify", exposure, "application/fits",
-                      {"X-Filename": "exposure.fits"}), EXPOSURE_FIBRES, 2, 0.9),
+         Payload("POST", "/v1/spectra:classify", {"Content-Type": "application/fits",
+                                                  "X-Filename": "exposure.fits"},
+                 exposure).encode(), EXPOSURE_FIBRES, 2, 0.9),
         ("exposure as OIP binary tensor (2,436 rows)", oip_binary(args.model, x_exposure),
          EXPOSURE_FIBRES, 2, 0.9),
-        ("single SDSS FITS, multipart, c=32",
-         http_request("/v1/spectra:classify", fits_body, fits_ct), 1, 32, 0.6),
+        ("single SDSS FITS, multipart, c=32", fits, 1, 32, 0.6),
         ("single row OIP binary, c=32", oip_binary(args.model, x1[None]), 1, 32, 0.6),
-        ("single SDSS FITS, multipart, c=1",
-         http_request("/v1/spectra:classify", fits_body, fits_ct), 1, 1, None),
+        ("single SDSS FITS, multipart, c=1", fits, 1, 1, None),
         ("single row OIP binary, c=1", oip_binary(args.model, x1[None]), 1, 1, None),
     ]
 
@@ -549,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not any(part in name for part in args.only.split("|")):
                     continue
                 warm = max(min(conc, 2), 2 * args.workers)  # warm this path in every worker
-                run_client(load(port, req, rows, warm, warm, 30))
+                run_client(run_raw(port, req, rows, warm, warm, 30))
                 # the machine is shared: raw ORT again, right now, so the ratio compares like
                 # with like (the service is idle meanwhile)
                 raw_before = max(with_cpu(f) for f in layouts)

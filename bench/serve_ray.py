@@ -11,7 +11,7 @@ replica over Ray's RPC) and its ``@serve.batch`` queue instead of Specula's batc
 into chunks of at most ``max_batch_size`` rows and ``batch_size_fn`` counts rows, which is
 what a Ray user has to write to batch by spectra.
 
-    .venv/bin/python bench/serve_ray.py --port 8100 [--repository models] [--max-batch-size 64]
+    .venv/bin/python -m bench.serve_ray --port 8100 [--repository models] [--max-batch-size 64]
 
 Routes: ``POST /v1/spectra:classify`` (multipart or raw body), ``POST /v2/models/{name}/infer``
 (JSON or binary tensors), ``GET /v2/health/ready``. Runs until SIGTERM/SIGINT.
@@ -37,7 +37,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
 from service.api.errors import failure_of
 from service.api.oip import decode_infer_request, encode_infer_response

@@ -21,8 +21,8 @@ TRAIN_TASKS = ("spectra", "lightcone", "saliency")
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("service.api.serve", "run the HTTP inference service"),
-    "classify": ("service.inference.offline", "classify spectrum files offline (no server)"),
-    "inspect": ("service.spectra.inspect",
+    "classify": ("service.archive.classify", "classify spectrum files offline (no server)"),
+    "inspect": ("service.inspect",
                 "describe every spectrum or lightcone in files (one JSON line each)"),
     "train": ("training.cli", (f"train a model and export it to models/: "
                                f"{', '.join(TRAIN_TASKS)} (needs the [train] extra)")),

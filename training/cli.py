@@ -19,6 +19,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
+from service.io.manifest import manifest_kind
+
 from .config import Config, config_to_dict, load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,8 +65,7 @@ def train_spectra(cfg: Config, out_root: Path, runs_root: Path, data_dir: Path |
 
     Returns the manifest, or None when the session ended (time budget) before training did.
     """
-    import numpy as np
-
+    # torch comes in only when a run starts: `specula train --help` works without the extra
     from .calibrate import fit_temperature, fit_z_sigma_scale
     from .evaluate import evaluate, headline
     from .export_onnx import export, write_manifest
@@ -142,10 +145,7 @@ def saliency_module(argv: list[str]) -> str:
     ap.add_argument("--model-dir")
     a, _ = ap.parse_known_args(argv)
     if a.model_dir:
-        try:
-            kind = json.loads((Path(a.model_dir) / "manifest.json").read_text()).get("kind")
-        except (OSError, ValueError):
-            kind = None
+        kind = manifest_kind(a.model_dir)
         if kind in SALIENCY_BY_KIND:
             return SALIENCY_BY_KIND[kind]
     return OTHER_TASKS["saliency"]

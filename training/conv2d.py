@@ -31,10 +31,12 @@ import argparse
 import json
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from .float32_bounds import onnx_reduction_lengths, rel_tol
@@ -154,8 +156,6 @@ def conv1d_as_conv2d(model: onnx.ModelProto) -> onnx.ModelProto:
 def rewrite_in_place(path: Path) -> bool:
     """Rewrite the graph file at ``path`` if the pass allows (exports call this); otherwise
     leave it 1-D, warn, and return False. The callers' parity checks then run on the file."""
-    import warnings
-
     try:
         onnx.save(conv1d_as_conv2d(onnx.load(path)), path)
     except Unsupported as exc:
@@ -194,8 +194,6 @@ def compare(a: Path | bytes, b: Path | bytes, x: np.ndarray) -> dict[str, tuple[
     """Per output of two graphs with the same contract: (max |a − b|, max |a|), on ``x`` as
     the ``spectrum`` input (other inputs, e.g. the saliency graph's ``target``: seeded
     noise). The second number scales the first: saliency maps are small numbers."""
-    import onnxruntime as ort
-
     def session(m):
         so = ort.SessionOptions()
         so.intra_op_num_threads = 1

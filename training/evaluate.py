@@ -21,13 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from astropy.io import fits
 
-from service.spectra import DEFAULT_GRID, preprocess
+from service.io.errors import InputError
+from service.spectra import DEFAULT_GRID, Source, make_spectrum, preprocess, read_spectra
 
+from .baseline import compare_baseline
 from .calibrate import ece, ensemble_probs, ensemble_redshift, softmax
 from .config import Config
+from .export_onnx import run_onnx, write_manifest
 from .measures import onnx_throughput, top_probs
 from .simulate import LABEL_NAMES, SHARED, SURVEY_NAMES, TOP_CLASSES, TOP_OF_LABEL, generate
+from .train import load_checkpoint, predict_members
 
 SNR_BINS = [(1, 3), (3, 5), (5, 10), (10, 20), (20, 1e9)]
 Z_OUTLIER = {"GALAXY": 0.01, "QSO": 0.05, "STAR": 0.01}
@@ -36,8 +41,6 @@ REAL_SDSS = SHARED / "sdss" / "spec-1198-52669-0063.fits"
 
 # ---------------------------------------------------------------------------- predictions
 def predict(members, X: np.ndarray, temperature: float, z_scale: float) -> dict[str, np.ndarray]:
-    from .train import predict_members
-
     logits, mu, lv = predict_members(members, X)
     z, sig_t, sig_z = ensemble_redshift(mu, lv)
     return {"logits": logits, "mu": mu, "lv": lv,
@@ -125,16 +128,11 @@ def predsubset(pred: dict, sel: np.ndarray) -> dict:
 # ------------------------------------------------------------------------------ real SDSS
 def read_real_sdss(path: Path = REAL_SDSS):
     """The real SDSS spectrum through the service's reader if registered, else astropy."""
-    from service.spectra import Source, make_spectrum, read_spectra
-    from service.spectra.errors import SpectrumError
-
     try:
         fmt, specs = read_spectra(Source.from_path(path))
         return specs[0], f"service.spectra.read_spectra ({fmt} reader)"
-    except SpectrumError:  # no reader for it yet: read the COADD table directly
+    except InputError:  # no reader for it yet: read the COADD table directly
         pass
-    from astropy.io import fits
-
     with fits.open(path) as h:
         c = h[1].data
         lam = 10 ** np.asarray(c["loglam"], dtype=np.float64)
@@ -146,8 +144,6 @@ def read_real_sdss(path: Path = REAL_SDSS):
 
 
 def real_sdss_prediction(members, temperature, z_scale, onnx_path: Path | None) -> dict[str, Any]:
-    from astropy.io import fits
-
     spec, how = read_real_sdss()
     x = preprocess(spec, DEFAULT_GRID).x[None]
     pred = predict(members, x, temperature, z_scale)
@@ -166,8 +162,6 @@ def real_sdss_prediction(members, temperature, z_scale, onnx_path: Path | None) 
            "z": float(pred["z"][0]), "z_sigma": float(pred["z_sigma"][0]),
            "member_labels": [LABEL_NAMES[int(i)] for i in pred["logits"][:, 0].argmax(-1)]}
     if onnx_path is not None and onnx_path.exists():
-        from .export_onnx import run_onnx
-
         o = run_onnx(onnx_path, x)
         out["onnx"] = {"label": LABEL_NAMES[int(o["probs"][0].argmax())],
                        "entropy": float(o["entropy"][0]), "epistemic": float(o["epistemic"][0]),
@@ -208,8 +202,6 @@ def evaluate(cfg: Config, members, temperature: float, z_scale: float, model_dir
     report["baseline"] = None
     if cfg.eval.baseline_n > 0:
         try:
-            from .baseline import compare_baseline
-
             report["baseline"] = compare_baseline(cfg, test, pred, model_dir / "model.onnx", log)
         except Exception as exc:  # the report must still be written; say what failed
             log(f"baseline failed: {type(exc).__name__}: {exc}")
@@ -378,9 +370,6 @@ def main(argv: list[str] | None = None) -> int:
                     help="only re-render report.md from report.json (+ manifest, notes)")
     ap.add_argument("--note", action="append", default=[], help="a note for the report")
     a = ap.parse_args(argv)
-    from .export_onnx import write_manifest
-    from .train import load_checkpoint
-
     if a.render_only:
         md = Path(a.model_dir)
         rep = json.loads((md / "report.json").read_text())

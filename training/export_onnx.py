@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import torch
 
 from service.spectra import DEFAULT_GRID, PREPROCESS_VERSION
@@ -44,8 +45,6 @@ def export_graph(ens: Ensemble, path: Path, npix: int) -> None:
 
 
 def run_onnx(path: Path, x: np.ndarray, threads: int = 2, batch: int = 512) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
-
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])

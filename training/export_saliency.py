@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -49,6 +50,7 @@ from torch.nn import functional as F
 from .conv2d import rewrite_in_place
 from .export_onnx import OPSET, sha256_file, write_manifest
 from .model import Ensemble, SpectrumNet
+from .train import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SALIENCY_FILE = "saliency.onnx"
@@ -306,8 +308,6 @@ def torch_gradient(ens: Ensemble, x: np.ndarray, target: np.ndarray,
 
 
 def ort_session(path: Path, threads: int = 1):
-    import onnxruntime as ort
-
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.log_severity_level = 3
@@ -426,8 +426,6 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["saliency"]:  # called as `specula train saliency ...` with the task word
         argv = argv[1:]
     a = ap.parse_args(argv)
-    from .train import load_checkpoint
-
     torch.set_num_threads(1)
     model_dir = Path(a.model_dir)
     ck = Path(a.checkpoint) if a.checkpoint else checkpoint_of(model_dir)

@@ -48,9 +48,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from service.inference.postprocess import Z_WARNING_BIT
 from service.spectra import DEFAULT_GRID
 from service.spectra.preprocess import LogLambdaGrid
+from service.spectra.zwarning import Z_WARNING_BIT
 
 from .baseline import RestSet, legendre, redshift_sets
 from .simulate import TOP_CLASSES, TOP_OF_LABEL
@@ -59,7 +59,7 @@ C_KMS = 299792.458
 LN10 = math.log(10.0)
 OPSET = 18  # the shipped classifier's opset; every op used here is in ONNX Runtime's CPU EP
 BIG = 1e30  # χ² of excluded shifts (float32-safe, compares above any real χ²)
-# the service names the bits (service.inference.postprocess.Z_WARNING_BITS); one truth
+# the service names the bits (service.spectra.zwarning.Z_WARNING_BITS); one truth
 WARN_AMBIGUOUS, WARN_POOR_FIT = Z_WARNING_BIT["z_ambiguous"], Z_WARNING_BIT["z_poor_fit"]
 WARN_NO_FIT, WARN_NO_SIGNAL = Z_WARNING_BIT["z_no_fit"], Z_WARNING_BIT["z_no_signal"]
 

@@ -92,21 +92,21 @@ if want ab; then
 step "batcher and ORT, no HTTP (bench/bench_batching.py): per-shape sessions on/off, alternated"
 # --vary: batch shapes change from one batch to the next, as HTTP arrivals make them
 for shape in on off on off; do
-  timeout 60 python3 bench/bench_batching.py --device cuda --concurrency 8 --rows 32 --vary \
+  timeout 60 python3 -m bench.bench_batching --device cuda --concurrency 8 --rows 32 --vary \
     --duration 3 --per-shape $shape 2>&1 | tee -a "$OUT/batching.txt"
 done
 fi
 if want batching; then
 step "batcher and ORT, no HTTP: single rows at c=32, and exposures"
-timeout 60 python3 bench/bench_batching.py --device cuda --concurrency 32 --duration 3 \
+timeout 60 python3 -m bench.bench_batching --device cuda --concurrency 32 --duration 3 \
   2>&1 | tee -a "$OUT/batching.txt"
-timeout 60 python3 bench/bench_batching.py --device cuda --concurrency 2 --rows 2436 \
+timeout 60 python3 -m bench.bench_batching --device cuda --concurrency 2 --rows 2436 \
   --duration 3 2>&1 | tee -a "$OUT/batching.txt"
 fi
 
 if want bench_cuda; then
 step "bench, CUDA"
-timeout 180 python3 bench/bench_service.py --device cuda --duration ${DURATION:-3} \
+timeout 180 python3 -m bench.bench_service --device cuda --duration ${DURATION:-3} \
   --raw-seconds 0.8 2>&1 | tee "$OUT/bench_cuda.txt"
 fi
 
@@ -119,13 +119,13 @@ fi
 
 if want bench_workers; then
 step "bench, CUDA, ${WORKERS:-8} service worker processes (SPECULA_WORKERS)"
-timeout 240 python3 bench/bench_service.py --device cuda --duration ${DURATION:-3} \
+timeout 240 python3 -m bench.bench_service --device cuda --duration ${DURATION:-3} \
   --raw-seconds 0.5 --workers ${WORKERS:-8} --only "${ONLY:-}" 2>&1 | tee "$OUT/bench_workers.txt"
 fi
 
 if want bench_cpu; then
 step "bench, CPU on the same machine, one-thread runs on every CPU"
-timeout 150 python3 bench/bench_service.py --device cpu --duration ${DURATION:-3} \
+timeout 150 python3 -m bench.bench_service --device cpu --duration ${DURATION:-3} \
   --raw-seconds 0.8 --intra-op-threads 1 2>&1 | tee "$OUT/bench_cpu.txt"
 fi
 step "done"

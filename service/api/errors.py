@@ -30,15 +30,19 @@ from service.inference.batcher import (
 from service.inference.repository import ModelError
 from service.inference.runner import InferenceError
 from service.inference.saliency import SaliencyError
+from service.io.errors import InputError
 from service.metrics import Outcome
-from service.spectra import SpectrumError
 
 from .middleware import BodyTooLarge
 
 log = logging.getLogger("specula.api")
 
-SPECTRUM_STATUS = {"too_large": 413, "decompression_bomb": 413, "unknown_format": 415,
-                   "bad_request": 400, "empty_file": 400}  # every other SpectrumError code: 422
+# every kind's input errors (SpectrumError, LightconeError): every other code is a 422
+INPUT_STATUS = {"too_large": 413, "decompression_bomb": 413, "unknown_format": 415,
+                "bad_request": 400, "empty_file": 400}
+# a saliency request that cannot be served: every other code (bad_request, bad_target,
+# bad_layer) is a 400
+SALIENCY_STATUS = {"too_many_spectra": 413, "introspection_unavailable": 409}
 HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
               405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
 
@@ -74,8 +78,8 @@ def failure_of(exc: BaseException, *, queue_full_status: int = 429, retry_after_
                ) -> Failure:
     retry = {"Retry-After": str(retry_after_s)}
     match exc:
-        case SpectrumError():
-            return Failure(SPECTRUM_STATUS.get(exc.code, 422), exc.code, exc.detail,
+        case InputError():
+            return Failure(INPUT_STATUS.get(exc.code, 422), exc.code, exc.detail,
                            "bad_input", exc.source)
         case ApiError():
             # 503 is "not now" (the in-flight budget is full), as a full queue is: rejected
@@ -84,8 +88,8 @@ def failure_of(exc: BaseException, *, queue_full_status: int = 429, retry_after_
             return Failure(exc.status, exc.code, exc.detail, outcome, exc.source,
                            headers=exc.headers)
         case SaliencyError():
-            return Failure(exc.status, exc.code, exc.detail,
-                           "bad_input" if exc.status < 500 else "error")
+            return Failure(SALIENCY_STATUS.get(exc.code, 400), exc.code, exc.detail,
+                           "bad_input")
         case QueueFull():
             return Failure(queue_full_status, exc.code, str(exc), "rejected", headers=retry)
         case RequestTooLarge():
@@ -153,6 +157,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     # a handler for a specific class answers and keeps the connection; the one for Exception
     # is Starlette's last resort, which answers and then re-raises (the connection drops)
-    for exc_type in (SpectrumError, ApiError, BatcherError, ModelError, InferenceError,
-                     RequestValidationError, StarletteHTTPException, Exception):
+    for exc_type in (InputError, ApiError, SaliencyError, BatcherError, ModelError,
+                     InferenceError, RequestValidationError, StarletteHTTPException, Exception):
         app.add_exception_handler(exc_type, handle)

@@ -34,13 +34,14 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.inference.batcher import BatcherError
+from service.inference.kinds.spectrum import KIND as SPECTRUM
 from service.inference.repository import ModelError
-from service.inference.runner import ServedVersion
+from service.inference.serving import ServedModel
 from service.metrics import RequestStats
 
 from .deps import get_deadline, require_api_key
 from .errors import error_response
-from .routers.lightcones import oip_infer
+from .routers.oip import oip_infer
 from .routers.spectra import ClassifyQuery, classify_request
 
 Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]
@@ -76,31 +77,30 @@ async def infer(request: Request, path: dict[str, str]) -> Response:
                            await get_deadline(request))
 
 
-def named_model(request: Request, path: dict[str, str]) -> ServedVersion | None:
-    """The served version an infer path names, lightcone or spectrum model; None when it
-    names none (the handler then answers why)."""
-    state = request.app.state
+def named_model(request: Request, path: dict[str, str]) -> ServedModel | None:
+    """The served version an infer path names, of any kind; None when it names none (the
+    handler then answers why)."""
     try:
         version = VERSION.validate_python(path["version"]) if "version" in path else None
-        if state.lightcones.has(path["name"]):
-            return state.lightcones.get(path["name"], version)
-        return state.server.get(path["name"], version)
+        return request.app.state.server.get(path["name"], version)
     except (ValidationError, ModelError):
         return None
 
 
-def classify_model(request: Request, path: dict[str, str]) -> ServedVersion | None:
-    """The served version ``/v1/spectra:classify`` will use; None as for named_model."""
+def classify_model(request: Request, path: dict[str, str]) -> ServedModel | None:
+    """The served spectrum model ``/v1/spectra:classify`` will use; None as for
+    named_model."""
     state = request.app.state
     query = request.query_params
     try:
         version = VERSION.validate_python(query["version"]) if "version" in query else None
-        return state.server.get(query.get("model") or state.settings.default_model, version)
+        return state.server.get(query.get("model") or state.settings.default_model, version,
+                                kind=SPECTRUM)
     except (ValidationError, ModelError):
         return None
 
 
-def admit(request: Request, served: ServedVersion | None, t0: float) -> None:
+def admit(request: Request, served: ServedModel | None, t0: float) -> None:
     """Raise QueueFull/BatcherClosed, counted as a rejected request, when ``served``'s queue
     has no room for one row — from the headers, before the body is read."""
     if served is None:
@@ -113,7 +113,7 @@ def admit(request: Request, served: ServedVersion | None, t0: float) -> None:
         raise
 
 
-MODEL_OF: dict[Handler, Callable[[Request, dict[str, str]], ServedVersion | None]] = {
+MODEL_OF: dict[Handler, Callable[[Request, dict[str, str]], ServedModel | None]] = {
     infer: named_model, classify: classify_model}
 
 ROUTES: list[tuple[re.Pattern[str], Handler]] = [

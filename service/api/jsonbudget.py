@@ -20,8 +20,8 @@ import zlib
 
 from starlette.requests import Request
 
+from service.io.source import GZIP_MAGIC
 from service.spectra.readers.arrays import looks_like_json
-from service.spectra.source import GZIP_MAGIC
 
 from .errors import ApiError
 from .middleware import SCOPE_KEY

@@ -4,7 +4,7 @@ runs it on uvicorn.
 Shutdown on SIGTERM (service/api/shutdown.py): refuse new requests (503 shutting_down), stop
 accepting connections, let every request in flight finish, answer those still running near
 SPECULA_GRACEFUL_SHUTDOWN_S 503 too, then the lifespan drains the batchers — all within it.
-SIGHUP reloads the model repository, as the admin endpoint does.
+SIGHUP reloads the model repository, every model of every kind, as the admin endpoint does.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from .deps import require_api_key
 from .errors import install_error_handlers
 from .hotpath import HotRoutes
 from .middleware import BodyLimitMiddleware, TraceMiddleware
-from .routers import docs, health, lightcones, metrics, models, repository, saliency, spectra
+from .routers import docs, health, lightcones, metrics, oip, repository, saliency, spectra
 from .schemas import openapi_schema
 from .shutdown import DRAIN_STATE, Drain, DrainMiddleware
 
@@ -63,11 +63,11 @@ class NoModelLoaded(RuntimeError):
 
 @asynccontextmanager
 async def require_a_model(app: FastAPI):
-    """Entered after every model set has loaded (its router is included last). A service
+    """Entered after the models have loaded (the app's lifespan runs first). A service
     with no model answers every request 404 while its log says it started, which is what a
     repository path resolved against the wrong directory looks like: refuse to start
     instead, naming the absolute path and how to change it."""
-    if not (app.state.server.ready or app.state.lightcones.names()):
+    if not app.state.server.ready:
         hint = repository_hint(app.state.settings.model_repository)
         log.error("no model loaded; refusing to start", extra={"hint": hint})
         raise NoModelLoaded(f"no model loaded from {hint}")
@@ -100,10 +100,9 @@ def create_app(settings: Settings | None = None, metrics_: Metrics | None = None
     # take the admin token instead (docs/operations.md, "Secure")
     # (keys are read once, so with none configured the check is left out, not run per request)
     keyed = [Depends(require_api_key)] if app.state.api_keys else []
-    app.include_router(lightcones.router, dependencies=keyed)  # before models.router
-    app.include_router(APIRouter(lifespan=require_a_model))  # after every model has loaded
-    for router in (models.router, spectra.router, saliency.router, health.metadata_router,
-                   repository.index_router, docs.router):
+    app.include_router(APIRouter(lifespan=require_a_model))  # after the models have loaded
+    for router in (oip.router, spectra.router, lightcones.router, saliency.router,
+                   health.metadata_router, repository.index_router, docs.router):
         app.include_router(router, dependencies=keyed)
     app.include_router(metrics.router, dependencies=keyed if settings.metrics_require_key
                        else [])

@@ -10,11 +10,13 @@ code, never a 500.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import numpy as np
 import orjson
 from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
 
 from .errors import ApiError
 
@@ -83,6 +85,31 @@ def check_timeout(parameters: dict[str, Any]) -> None:
     if t is not None and (type(t) is not int or t < 0):  # type(): True is not a timeout
         raise bad(f"parameters.timeout must be a non-negative integer (microseconds), got "
                   f"{t!r}", "bad_request")
+
+
+def request_deadline(parameters: dict[str, Any], deadline: float | None) -> float | None:
+    """The earlier of ``deadline`` (the timeout header's) and Triton's per-request
+    ``parameters.timeout`` (µs, 0: none), as a ``time.monotonic()`` instant."""
+    timeout_us = parameters.get("timeout")
+    if isinstance(timeout_us, int) and timeout_us > 0:
+        t = time.monotonic() + timeout_us / 1e6
+        return t if deadline is None else min(deadline, t)
+    return deadline
+
+
+def content_length(request: Request, limit: int) -> int:
+    """The body size a request declares, for a route that reserves memory for the body
+    before reading it: 411 without one, 400 when empty, 413 over ``limit``."""
+    raw = request.headers.get("content-length")
+    if raw is None or not raw.isdigit():
+        raise ApiError(411, "length_required", "send Content-Length: cubes are sized before "
+                       "they are read")
+    n = int(raw)
+    if n == 0:
+        raise ApiError(400, "bad_request", "empty body: send the cube as the request body")
+    if n > limit:
+        raise ApiError(413, "too_large", f"{n} bytes > limit {limit} (SPECULA_MAX_FILE_BYTES)")
+    return n
 
 
 def check_finite(name: str, datatype: str, arr: np.ndarray) -> None:

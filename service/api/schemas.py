@@ -10,8 +10,8 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field
 from pydantic.json_schema import SkipJsonSchema
 
-from service.inference.postprocess import Z_WARNING_TEXT
 from service.inference.quality import BITS_TEXT
+from service.spectra.zwarning import Z_WARNING_TEXT
 
 
 class ErrorBody(BaseModel):

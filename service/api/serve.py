@@ -17,6 +17,7 @@ from service.settings import load_settings, settings_help
 from .logs import configure_logging
 from .memory import keep_upload_memory
 from .shutdown import DrainingServer
+from .workers import serve_workers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,10 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(exc))
     configure_logging(settings.log_level)
     if settings.workers > 1:
-        from .workers import serve_workers
-
         return serve_workers(settings)
-    from .main import create_app
+    from .main import create_app  # deferred: a --workers supervisor never imports the app
 
     keep_upload_memory(settings)
     config = uvicorn.Config(

@@ -155,7 +155,7 @@ class Supervisor(Multiprocess):
 
 def worker_app(settings: Settings):
     """The app in a worker process (the factory uvicorn calls after spawning it)."""
-    from .main import create_app
+    from .main import create_app  # deferred: only workers import the app, not the supervisor
 
     configure_logging(settings.log_level)
     keep_upload_memory(settings)

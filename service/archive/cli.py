@@ -1,6 +1,6 @@
 """``specula classify ... --output results.parquet [--engine ray]``: argparse → ArchiveJob.
 
-The options are parsed by ``service.inference.offline`` (one ``classify`` command); this
+The options are parsed by ``service.archive.classify`` (one ``classify`` command); this
 module only builds the job, picks the engine and turns the outcome into an exit status:
 0 all done, 1 some file or spectrum of the inputs failed (rows with status=error), in this
 run or in an earlier one whose rows it skipped, 2 the model or the

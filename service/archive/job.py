@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from service.inference.repository import ModelRepository, ModelVersion
-from service.spectra.source import DEFAULT_MAX_BYTES
+from service.io.source import DEFAULT_MAX_BYTES
 
 from .inputs import walk_inputs
 from .resume import input_key, is_done, model_identity

@@ -16,8 +16,9 @@ import numpy as np
 
 from service.inference.pipeline import RESPONSE_META, Prep, SpectrumPipeline, Upload
 from service.inference.repository import ModelVersion
+from service.io.errors import InputError
+from service.io.source import DEFAULT_MAX_BYTES, path_error
 from service.spectra import Prepared, Spectrum, SpectrumError
-from service.spectra.source import DEFAULT_MAX_BYTES, path_error
 
 from .inputs import InputFile
 from .units import WorkUnit
@@ -82,7 +83,7 @@ def prepare_file(pipeline: SpectrumPipeline, entry: InputFile, key: int,
     upload = Upload(data, entry.path, None, fmt)
     try:
         spectra = pipeline.decode_request(upload)
-    except SpectrumError as exc:
+    except InputError as exc:
         out.error = (exc.code, exc.detail)
         return out
     prepared: list[Prep] = pipeline.preprocess(spectra)

@@ -2,13 +2,10 @@
 
     decode_request → preprocess → batch → predict → unbatch → encode_response
 
-plus :class:`LightconeModels`, which finds, verifies and serves the ``lightcone-regressor``
-models of the repository. Why a separate room rather than a branch in ``ModelServer``: the
-spectrum server checks spectrum contracts (``probs``, the spectrum preprocess version), and a
-cube is four orders of magnitude bigger than a spectrum, so its memory bound (an in-flight byte
-budget, :class:`ByteBudget`) and its batch sizes are its own. Shared pieces are reused, not
-copied: the repository's manifest schema and checksum, the ONNX runner, the dynamic batcher,
-the metrics record, the lightcone readers and preprocessing of ``service.lightcones``.
+The server loads and serves these versions as it does every kind (serving.py); what is
+particular to the kind — its contract, how a version is built, its byte budget — is
+kinds/lightcone.py. A cube is four orders of magnitude bigger than a spectrum, so its memory
+bound (an in-flight byte budget, :class:`ByteBudget`) and its batch sizes are its own.
 
 Memory: every upload reserves its size from a :class:`ByteBudget` *before* its body is read
 (the budget covers the body, the decoded float32 cube and the model input, ~3× the cube), so
@@ -18,8 +15,6 @@ N parallel 100 MB uploads wait their turn instead of multiplying peak RSS by N.
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 import math
 import time
 from collections.abc import Callable
@@ -39,17 +34,17 @@ from service.lightcones import (
     preprocess,
     read_lightcone,
 )
-from service.metrics import ModelLoadStats, PreprocessStats, Stats
+from service.metrics import PreprocessStats, Stats
 
 from .batcher import DynamicBatcher
-from .lightcone_saliency import LightconeSaliency, load_lightcone_saliency
-from .repository import MANIFEST, ModelError, ModelRepository, ModelVersion
-from .runner import OnnxRunner, ServedVersion
-
-log = logging.getLogger("specula.lightcones")
+from .repository import ModelRepository, ModelVersion
+from .runner import OnnxRunner
 
 KIND = "lightcone-regressor"
 Row = tuple[dict[str, np.ndarray], int]
+# working memory per upload ≈ body + its copy + float32 cube + resampled cube: the default
+# byte budget holds this many uploads of SPECULA_MAX_FILE_BYTES
+BUDGET_FILES = 4
 
 
 # ---- the repository side ----------------------------------------------------------------------
@@ -57,20 +52,6 @@ def load_lightcone_model(repo: ModelRepository, name: str, version: int) -> Mode
     """Read, validate and checksum one lightcone-regressor version: the repository's ``load``,
     told the kind and the lightcone preprocessing versions this code runs."""
     return repo.load(name, version, kind=KIND, preprocess_versions=PREPROCESS_VERSIONS)
-
-
-def lightcone_names(repo: ModelRepository) -> list[str]:
-    """Models whose latest version declares kind ``lightcone-regressor``."""
-    out = []
-    for name in repo.names():
-        v = repo.versions(name)[-1]
-        try:
-            kind = json.loads((repo.root / name / str(v) / MANIFEST).read_bytes()).get("kind")
-        except (OSError, ValueError):
-            continue
-        if kind == KIND:
-            out.append(name)
-    return out
 
 
 # ---- memory bound -----------------------------------------------------------------------------
@@ -231,95 +212,3 @@ class LightconePipeline:
         finally:
             self.on_stats(PreprocessStats(*self.stat_labels,
                                           seconds=time.perf_counter() - t0))
-
-
-@dataclass(eq=False)
-class ServedLightcone(ServedVersion):
-    model: ModelVersion
-    runner: OnnxRunner
-    pipeline: LightconePipeline
-    saliency: LightconeSaliency | None = None  # None: no (servable) saliency.onnx, see why
-    saliency_unavailable: str | None = None
-
-
-class LightconeModels:
-    """The served lightcone regressors (all versions), loaded at start-up, drained at stop."""
-
-    def __init__(self, repository_root, *, pool: Executor, on_stats: Callable[[Stats], None],
-                 max_file_bytes: int, budget_bytes: int, device: str = "auto",
-                 intra_op_threads: int = 0, saliency_max_batch_rows: int | None = None,
-                 saliency_max_queue_rows: int | None = None) -> None:
-        self.repository = ModelRepository(repository_root)
-        self.pool, self.on_stats = pool, on_stats
-        self.max_file_bytes = max_file_bytes
-        self.budget = ByteBudget(budget_bytes)
-        self.device, self.threads = device, intra_op_threads
-        self.saliency_rows = (saliency_max_batch_rows, saliency_max_queue_rows)
-        self._models: dict[str, dict[int, ServedLightcone]] = {}
-
-    def _build(self, mv: ModelVersion) -> ServedLightcone:
-        runner = OnnxRunner(mv.onnx, device=self.device,  # type: ignore[arg-type]
-                            intra_op_threads=self.threads)
-        m = mv.manifest
-        if runner.input_names != [m.inputs[0].name] or not {"theta_mean", "theta_sigma"} <= set(
-                runner.output_names):
-            raise ModelError("contract_mismatch", f"{m.name} v{m.version}: graph "
-                             f"{runner.input_names} → {runner.output_names}")
-        x = np.zeros([2 if d < 0 else d for d in m.inputs[0].shape], np.float32)
-        out = runner.run({m.inputs[0].name: x})  # warm-up, and the output contract
-        n = len(getattr(m, "parameters", []) or [])
-        if out["theta_mean"].shape != (2, n):
-            raise ModelError("contract_mismatch", f"{m.name}: theta_mean {out['theta_mean'].shape}"
-                             f" for {n} parameters")
-        pipe = LightconePipeline(mv, runner, pool=self.pool, max_file_bytes=self.max_file_bytes,
-                                 on_stats=self.on_stats)
-        saliency, why_not = load_lightcone_saliency(
-            mv, runner, pipe.batcher, device=self.device, intra_op_threads=self.threads,
-            on_stats=self.on_stats, max_batch_rows=self.saliency_rows[0],
-            max_queue_rows=self.saliency_rows[1])
-        return ServedLightcone(mv, runner, pipe, saliency, why_not)
-
-    async def load(self) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        report: dict[str, Any] = {}
-        for name in await loop.run_in_executor(None, lightcone_names, self.repository):
-            served: dict[int, ServedLightcone] = {}
-            try:
-                for v in self.repository.versions(name):
-                    mv = await loop.run_in_executor(None, load_lightcone_model, self.repository,
-                                                    name, v)
-                    served[v] = await loop.run_in_executor(None, self._build, mv)
-                    self.on_stats(ModelLoadStats(name, str(v), served[v].provider,
-                                                 mv.manifest.sha256))
-                report[name] = {"status": "ok", "versions": sorted(served)}
-            except ModelError as exc:
-                log.error("lightcone model not loaded",
-                          extra={"model": name, "code": exc.code, "detail": exc.detail})
-                report[name] = {"status": "failed", "code": exc.code, "error": exc.detail}
-            if served:
-                self._models[name] = served
-        return report
-
-    def names(self) -> list[str]:
-        return sorted(self._models)
-
-    def has(self, name: str) -> bool:
-        return name in self._models
-
-    def get(self, name: str, version: int | None = None) -> ServedLightcone:
-        versions = self._models.get(name)
-        if not versions:
-            raise ModelError("model_not_found", f"no lightcone model {name!r} is being served")
-        if version is None:
-            return versions[max(versions)]
-        if version not in versions:
-            raise ModelError("model_not_found", f"{name!r} has no served version {version}")
-        return versions[version]
-
-    async def close(self) -> None:
-        for versions in self._models.values():
-            for s in versions.values():
-                await s.pipeline.batcher.close()
-                if s.saliency is not None:
-                    await s.saliency.close()
-        self._models = {}

@@ -75,10 +75,10 @@ def baseline_of(x: np.ndarray, kind: str) -> np.ndarray:
 def check_params(p: MethodParams) -> None:
     p.check()
     if p.rows > MAX_ROWS_PER_CUBE:
-        raise SaliencyError(400, "bad_request", f"samples/steps must be ≤ {MAX_ROWS_PER_CUBE} "
-                            "for a lightcone")
+        raise SaliencyError("bad_request", f"samples/steps must be ≤ {MAX_ROWS_PER_CUBE} "
+                       "for a lightcone")
     if p.method == "integrated_gradients" and p.baseline not in BASELINES:
-        raise SaliencyError(400, "bad_request", f"baseline must be one of {BASELINES}")
+        raise SaliencyError("bad_request", f"baseline must be one of {BASELINES}")
 
 
 class LightconeSaliency:
@@ -109,8 +109,8 @@ class LightconeSaliency:
         raw = target or self.default_target()
         name, _, what = raw.partition(":")
         if name not in self.names or what not in ("", "mean", "sigma"):
-            raise SaliencyError(400, "bad_target", f"target {raw!r}: use a parameter name "
-                                f"{self.names}, optionally with ':sigma'")
+            raise SaliencyError("bad_target", f"target {raw!r}: use a parameter name "
+                           f"{self.names}, optionally with ':sigma'")
         return LightconeTarget(name, self.names.index(name), what == "sigma")
 
     def weights(self, t: LightconeTarget) -> np.ndarray:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from service.io.errors import InputError
 from service.metrics import PreprocessStats, Stats
 from service.spectra import Prepared, Source, Spectrum, SpectrumError, read_spectra
 from service.spectra.preprocess import preprocess_many
@@ -85,12 +86,12 @@ class SpectrumPipeline:
 
     # ---- 1. decode_request (worker pool) ------------------------------------------------
     def decode_request(self, upload: Upload) -> list[Spectrum]:
-        """Bytes → spectra; a file that cannot be read raises ``SpectrumError`` (a 4xx)."""
+        """Bytes → spectra; a file that cannot be read raises an ``InputError`` (a 4xx)."""
         source = Source(upload.data, name=upload.name, max_bytes=self.max_file_bytes,
                         content_type=upload.content_type)
         try:
             return read_spectra(source, format=upload.format)[1]
-        except SpectrumError as exc:
+        except InputError as exc:
             exc.source = exc.source or upload.name
             raise
         finally:
@@ -217,13 +218,13 @@ class SpectrumPipeline:
         done = await asyncio.gather(*(self.classify_upload(u, deadline) for u in uploads),
                                     return_exceptions=True)
         for d in done:
-            if isinstance(d, BaseException) and not isinstance(d, SpectrumError):
+            if isinstance(d, BaseException) and not isinstance(d, InputError):
                 raise d
-        if all(isinstance(d, SpectrumError) for d in done):
+        if all(isinstance(d, InputError) for d in done):
             raise done[0]
         return [r for u, d in zip(uploads, done)
                 for r in ([upload_failure(u, d.code, d.detail)]
-                          if isinstance(d, SpectrumError) else d)]
+                          if isinstance(d, InputError) else d)]
 
     async def classify_stream(self, uploads: list[Upload], deadline: float | None = None
                               ) -> AsyncIterator[dict[str, Any]]:
@@ -240,6 +241,6 @@ class SpectrumPipeline:
     async def _one(self, upload: Upload, deadline: float | None) -> list[dict[str, Any]]:
         try:
             return await self.classify_upload(upload, deadline)
-        except (SpectrumError, BatcherError) as exc:
-            detail = exc.detail if isinstance(exc, SpectrumError) else str(exc)
+        except (InputError, BatcherError) as exc:
+            detail = exc.detail if isinstance(exc, InputError) else str(exc)
             return [upload_failure(upload, exc.code, detail)]

@@ -14,25 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from service.spectra.zwarning import z_warning_names
+
 from .repository import Manifest
 
-# z_warning bits of a model with an in-graph template fit (training/redshift_graph.py builds
-# the graph from these): what a pipeline routes on, as it routes on SDSS's ZWARNING
-Z_WARNING_BITS: dict[int, str] = {
-    1: "z_ambiguous",  # a second, separate χ² minimum within Δχ² < 9
-    2: "z_poor_fit",  # χ²/dof of the template fit above the poor-fit threshold
-    4: "z_no_fit",  # no template fit (STAR: z is the z = 0 prior)
-    8: "z_no_signal",  # the best template fit explains no more than noise would
-}
-Z_WARNING_BIT: dict[str, int] = {name: bit for bit, name in Z_WARNING_BITS.items()}
-# "1 z_ambiguous, 2 z_poor_fit, ...": for the field and column descriptions
-Z_WARNING_TEXT = ", ".join(f"{bit} {name}" for bit, name in Z_WARNING_BITS.items())
 # outputs passed through as they are when a model has them
 OPTIONAL_FLOATS = ("z_rchi2",)
-
-
-def z_warning_names(bits: int) -> list[str]:
-    return [name for bit, name in Z_WARNING_BITS.items() if bits & bit]
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,7 @@ import numpy as np
 
 from service.spectra import Prepared
 from service.spectra.preprocess import WARN_COVERAGE, WARN_MASKED_FRACTION
-
-from .postprocess import Z_WARNING_BIT
+from service.spectra.zwarning import Z_WARNING_BIT
 
 # Median S/N per model-grid pixel below which a spectrum is flagged low_snr. The simulator
 # draws S/N ≥ 1.0 per grid pixel (training/config.py snr_min: the model never saw fainter),

@@ -18,10 +18,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from service.io.manifest import MANIFEST, manifest_kind
 from service.spectra import PREPROCESS_VERSION
 from service.spectra.preprocess import LogLambdaGrid
-
-MANIFEST = "manifest.json"
 
 
 class ModelError(Exception):
@@ -122,14 +121,10 @@ class ModelRepository:
                       if p.is_dir() and p.name.isdigit() and (p / MANIFEST).is_file())
 
     def kind(self, name: str) -> str | None:
-        """The ``kind`` the latest version's manifest declares (None if unreadable): lets each
-        server pick its own models out of a shared repository without loading anything."""
+        """The ``kind`` the latest version's manifest declares (None if unreadable): lets the
+        server pick the models it can serve, and how, without loading anything."""
         versions = self.versions(name)
-        try:
-            return json.loads((self.root / name / str(versions[-1]) / MANIFEST).read_bytes()
-                              ).get("kind")
-        except (IndexError, OSError, ValueError, AttributeError):
-            return None
+        return manifest_kind(self.root / name / str(versions[-1])) if versions else None
 
     def resolve(self, name: str, version: int | None = None) -> int:
         """The version to load: ``version`` if present, else the latest."""

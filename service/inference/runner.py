@@ -35,8 +35,8 @@ Thread choices (one session per model version, fed by exactly one batcher, which
 - ``intra_op_num_threads``: 0 = auto = one per CPU this process may use, minus one left to
   the event loop and the decode/preprocess pool (at least 1): the layout for one caller
   running one batch at a time (the offline archive path). The service passes 1 instead
-  (serving.py) and runs as many batches at once as there are CPUs. ORT's parallel-for waits
-  for its slowest thread, and this small model scales poorly across threads: on the 2-core
+  (kinds/spectrum.py) and runs as many batches at once as there are CPUs. ORT's parallel-for
+  waits for its slowest thread, and this small model scales poorly across threads: on the 2-core
   bench machine one ORT thread gave the service 1.6x the throughput of two
   (bench/bench_service.py --intra-op-threads), and on the 16-CPU GPU host raw ORT ran 2.9k
   spectra/s as one 15-thread session against 11.5k as 16 one-thread runs at once.
@@ -57,7 +57,7 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 
-from .repository import ModelError, ModelVersion
+from .repository import ModelError
 
 log = logging.getLogger("specula.runner")
 Device = Literal["auto", "cpu", "cuda"]
@@ -283,22 +283,3 @@ class OnnxRunner:
             self._buffers[key] = value
         return value
 
-
-class ServedVersion:
-    """Name, version and execution provider of a loaded model version, for every kind of
-    served model (a mixin: the dataclass that uses it declares ``model`` and ``runner``)."""
-
-    model: ModelVersion
-    runner: OnnxRunner
-
-    @property
-    def name(self) -> str:
-        return self.model.name
-
-    @property
-    def version(self) -> int:
-        return self.model.version
-
-    @property
-    def provider(self) -> str:
-        return self.runner.provider

@@ -21,6 +21,11 @@ Methods, for a spectrum x and the explained scalar s(x) = target · (probs, z):
 Scales: ``probability`` (∂p), ``log_probability`` (∂p / p) and ``logit`` (∂p / (p(1−p))),
 exact rescalings of the probability gradient row by row; the redshift target has ``value``.
 
+Targets: a label, a top class, ``top`` (the predicted class), ``redshift``, or ``auto`` (the
+default, :func:`auto_target`): the decision that is still open. A class at P ≥ 0.99 is
+saturated — its gradient is ~0 and the map shows noise — so ``auto`` then explains the next
+decision down: the subtype when the class has subtypes, else the redshift.
+
 Scheduling: saliency has its *own* :class:`DynamicBatcher` (own queue, own bound, own metrics
 label ``endpoint="saliency"``), so classification rows never queue behind gradient rows, and
 before each saliency batch the worker yields while the model's classification queue holds
@@ -50,7 +55,7 @@ from service.spectra import SpectrumError
 
 from .batcher import DynamicBatcher
 from .pipeline import SpectrumPipeline, Upload, check_deadline
-from .postprocess import summarise
+from .postprocess import LabelMap, summarise
 from .repository import ModelError, ModelVersion, read_verified
 from .runner import OnnxRunner
 
@@ -62,15 +67,22 @@ METHODS: tuple[str, ...] = ("gradient", "gradient_x_input", "smoothgrad", "integ
 SCALES: tuple[str, ...] = ("probability", "log_probability", "logit", "value")
 MAX_ROWS_PER_SPECTRUM = 256  # samples or steps
 YIELD_MAX_S = 0.25
+SATURATED = 0.99  # a class probability at or above this leaves nothing to explain
+AUTO_TARGET_DOC = (
+    f"if the predicted class has P < {SATURATED:g}, that class (as `top`); if it is saturated "
+    f"(P ≥ {SATURATED:g}), the decision left open: the best subtype label when the class has "
+    "subtypes (a star → e.g. STAR:A), otherwise the redshift (a galaxy or QSO → `redshift`).")
 ENDPOINT = "saliency"
 INTROSPECT = "introspect"
 
 
 class SaliencyError(Exception):
-    """A saliency request that cannot be served; ``status`` and ``code`` for the API."""
+    """A saliency request that cannot be served, with a stable ``code``: ``bad_request``,
+    ``bad_target``, ``bad_layer``, ``too_many_spectra``, ``introspection_unavailable``. The
+    API maps a code to its HTTP status (service/api/errors.py); inference knows no HTTP."""
 
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        self.status, self.code, self.detail = status, code, detail
+    def __init__(self, code: str, detail: str) -> None:
+        self.code, self.detail = code, detail
         super().__init__(detail)
 
 
@@ -85,13 +97,13 @@ class MethodParams:
 
     def check(self) -> None:
         if self.method not in METHODS:
-            raise SaliencyError(400, "bad_request", f"method must be one of {METHODS}")
+            raise SaliencyError("bad_request", f"method must be one of {METHODS}")
         if not 1 <= self.samples <= MAX_ROWS_PER_SPECTRUM:
-            raise SaliencyError(400, "bad_request", f"samples must be 1..{MAX_ROWS_PER_SPECTRUM}")
+            raise SaliencyError("bad_request", f"samples must be 1..{MAX_ROWS_PER_SPECTRUM}")
         if not 1 <= self.steps <= MAX_ROWS_PER_SPECTRUM:
-            raise SaliencyError(400, "bad_request", f"steps must be 1..{MAX_ROWS_PER_SPECTRUM}")
+            raise SaliencyError("bad_request", f"steps must be 1..{MAX_ROWS_PER_SPECTRUM}")
         if not 0.0 <= self.sigma <= 5.0:
-            raise SaliencyError(400, "bad_request", "sigma must be in [0, 5]")
+            raise SaliencyError("bad_request", "sigma must be in [0, 5]")
 
     @property
     def rows(self) -> int:
@@ -103,9 +115,24 @@ class MethodParams:
 class Target:
     """What is explained: ``weights`` (K+1) on (probs, z), resolved per spectrum."""
 
-    name: str  # as asked: a label, a top class, "top" or "redshift"
-    kind: Literal["label", "class", "top", "redshift"]
+    name: str  # as asked: a label, a top class, "top", "auto" or "redshift"
+    kind: Literal["label", "class", "top", "auto", "redshift"]
     scale: Scale
+
+
+def auto_target(probs: np.ndarray, labels: LabelMap) -> tuple[Literal["label", "class",
+                                                                      "redshift"], str]:
+    """(kind, name) of what ``auto`` explains for one spectrum's label probabilities: the
+    predicted class while it is uncertain (P < SATURATED); once it is saturated, its best
+    subtype label if the class has several labels, else the redshift."""
+    top = np.asarray(probs, dtype=np.float64) @ labels.membership
+    c = int(top.argmax())
+    if top[c] < SATURATED:
+        return "class", labels.top_classes[c]
+    inside = labels.membership[:, c] > 0
+    if int(inside.sum()) > 1:
+        return "label", labels.labels[int(np.where(inside, probs, -1.0).argmax())]
+    return "redshift", "redshift"
 
 
 def setting_default(name: str) -> Any:
@@ -275,36 +302,43 @@ class SaliencyPipeline:
     def parse_target(self, target: str, scale: str | None) -> Target:
         if target in ("redshift", "z"):
             if scale not in (None, "value"):
-                raise SaliencyError(400, "bad_request", "the redshift target has scale 'value'")
+                raise SaliencyError("bad_request", "the redshift target has scale 'value'")
             return Target("redshift", "redshift", "value")
         scale = scale or "probability"
         if scale not in SCALES or scale == "value":
-            raise SaliencyError(400, "bad_request", "scale must be probability, "
-                                "log_probability or logit for a class target")
-        if target == "top":
-            return Target(target, "top", scale)  # type: ignore[arg-type]
+            raise SaliencyError("bad_request", "scale must be probability, "
+                           "log_probability or logit for a class target")
+        if target in ("top", "auto"):
+            return Target(target, target, scale)  # type: ignore[arg-type]
         if target in self.labels.labels:
             return Target(target, "label", scale)  # type: ignore[arg-type]
         if target in self.labels.top_classes:
             return Target(target, "class", scale)  # type: ignore[arg-type]
-        raise SaliencyError(400, "bad_target", f"target {target!r} is none of the labels "
-                            f"{self.labels.labels}, top classes {self.labels.top_classes}, "
-                            "'top' or 'redshift'")
+        raise SaliencyError("bad_target", f"target {target!r} is none of the labels "
+                       f"{self.labels.labels}, top classes {self.labels.top_classes}, "
+                       "'top', 'auto' or 'redshift'")
 
-    def weights(self, target: Target, probs: np.ndarray) -> tuple[np.ndarray, str]:
-        """(K+1) weights for one spectrum and the resolved target name."""
+    def resolve(self, target: Target, probs: np.ndarray) -> Target:
+        """The concrete target (a label, a class or the redshift) for one spectrum: ``top`` →
+        its predicted class, ``auto`` → :func:`auto_target`; others as asked."""
+        if target.kind == "top":
+            top = self.labels.top_classes[int((probs @ self.labels.membership).argmax())]
+            return Target(top, "class", target.scale)
+        if target.kind == "auto":
+            kind, name = auto_target(probs, self.labels)
+            return Target(name, kind, "value" if kind == "redshift" else target.scale)
+        return target
+
+    def weights(self, target: Target) -> np.ndarray:
+        """(K+1) weights on (probs, z) of a resolved target."""
         w = np.zeros(self.n_labels + 1, dtype=np.float32)
         if target.kind == "redshift":
             w[-1] = 1.0
-            return w, "redshift"
-        name = target.name
-        if target.kind == "top":
-            name = self.labels.top_classes[int((probs @ self.labels.membership).argmax())]
-        if name in self.labels.labels and target.kind == "label":
-            w[self.labels.labels.index(name)] = 1.0
+        elif target.kind == "label":
+            w[self.labels.labels.index(target.name)] = 1.0
         else:
-            w[:-1] = self.labels.membership[:, self.labels.top_classes.index(name)]
-        return w, name
+            w[:-1] = self.labels.membership[:, self.labels.top_classes.index(target.name)]
+        return w
 
     # ---- the batcher's function (worker thread) ------------------------------------------
     def predict(self, items: list[Item]) -> list[dict[str, Any]]:
@@ -324,7 +358,8 @@ class SaliencyPipeline:
         clean = (await self.batcher.submit([(x, None)], deadline))[0]
         prediction = summarise({k: np.asarray(v)[None] for k, v in clean.items()},
                                self.labels)[0]
-        w, resolved = self.weights(target, clean["probs"])
+        asked, target = target, self.resolve(target, clean["probs"])
+        w = self.weights(target)
         rows, base = expand(x, params)
         items: list[Item] = [(r, w) for r in rows]
         if base is not None:
@@ -350,8 +385,8 @@ class SaliencyPipeline:
             info = {"samples": params.samples, "sigma": params.sigma,
                     "noise_std": params.sigma * robust_range(x), "seed": params.seed}
         return {"map": g.astype(np.float32), "prediction": prediction,
-                "explained": {"target": resolved, "asked": target.name, "scale": target.scale,
-                              "value": float(explained)},
+                "explained": {"target": target.name, "asked": asked.name,
+                              "scale": target.scale, "value": float(explained)},
                 "method": {"name": params.method, **info}}
 
     def _value(self, row: dict[str, Any], w: np.ndarray) -> float:
@@ -372,12 +407,12 @@ class SaliencyPipeline:
             pairs += [(up, s) for s in spectra]
         if index is not None:
             if not 0 <= index < len(pairs):
-                raise SaliencyError(400, "bad_request", f"index {index} out of range: the "
-                                    f"request holds {len(pairs)} spectra")
+                raise SaliencyError("bad_request", f"index {index} out of range: the "
+                               f"request holds {len(pairs)} spectra")
             pairs = [pairs[index]]
         if len(pairs) > max_spectra:
-            raise SaliencyError(413, "too_many_spectra", f"{len(pairs)} spectra; saliency "
-                                f"takes at most {max_spectra} per request (use ?index=)")
+            raise SaliencyError("too_many_spectra", f"{len(pairs)} spectra; saliency "
+                           f"takes at most {max_spectra} per request (use ?index=)")
         prepared = await loop.run_in_executor(self.spectra.pool, self.spectra.preprocess,
                                               [s for _, s in pairs])
         jobs = [(up, s, p) for (up, s), p in zip(pairs, prepared)]
@@ -407,9 +442,9 @@ class SaliencyPipeline:
 
     def _check_introspection(self) -> None:
         if self.introspect_runner is None:
-            raise SaliencyError(409, "introspection_unavailable",
-                                f"{self.model.name} v{self.model.version} ships no "
-                                "introspect.onnx")
+            raise SaliencyError("introspection_unavailable",
+                           f"{self.model.name} v{self.model.version} ships no "
+                           "introspect.onnx")
 
     async def filters(self, deadline: float | None = None) -> np.ndarray:
         """First-layer weights (members, channels, 2, k): an output of the graph, not a file."""
@@ -422,7 +457,7 @@ class SaliencyPipeline:
         """One layer's activations (members, channels, length) for one preprocessed spectrum."""
         self._check_introspection()
         if layer not in self.layers:
-            raise SaliencyError(400, "bad_layer", f"layer must be one of {self.layers}")
+            raise SaliencyError("bad_layer", f"layer must be one of {self.layers}")
         out = (await self.introspect_batcher.submit([x.astype(np.float32)], deadline))[0]
         return {"filters": out["filters"], "activations": out[layer]}
 

@@ -24,8 +24,10 @@ import astropy.units as u
 import numpy as np
 from astropy.table import MaskedColumn, Table
 
+from service.spectra.zwarning import Z_WARNING_TEXT
+
 from .columns import probability_columns
-from .postprocess import Z_WARNING_TEXT, LabelMap
+from .postprocess import LabelMap
 from .quality import BITS_TEXT
 from .repository import ModelVersion
 

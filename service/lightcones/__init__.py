@@ -1,10 +1,10 @@
 """Lightcone records, readers and the canonical preprocessing (shared by service and training).
 
 Imports no web framework, no ONNX Runtime, no torch. Input bytes come in through the same
-:class:`~service.spectra.source.Source` as spectra (size limit, bounded gunzip, checked FITS).
+:class:`~service.io.source.Source` as spectra (size limit, bounded gunzip, checked FITS).
 """
 
-from service.spectra.source import Source
+from service.io.source import Source
 
 from . import readers  # noqa: F401  (registers the readers)
 from .errors import ERROR_CODES, LightconeError

@@ -1,23 +1,22 @@
-"""Typed errors for lightcone inputs: a :class:`SpectrumError` subclass with its own code table.
+"""Typed errors for lightcone inputs: an :class:`~service.io.errors.InputError` with its own code table.
 
-Why a subclass and not a second hierarchy: the API maps ``SpectrumError`` codes to HTTP
-statuses in one table (``too_large`` → 413, ``unknown_format`` → 415, everything else 422), the
-pipelines already catch it, and a client sees one error vocabulary whatever the input. The
-codes shared with spectra keep their meaning; the few lightcone-only ones live here rather
-than in ``service.spectra.errors`` so that the spectrum contract does not grow lightcone terms.
-Codes are public API: add, never rename.
+Why the shared base: the API maps every ``InputError`` code to an HTTP status in one table
+(``too_large`` → 413, ``unknown_format`` → 415, everything else 422), and a client sees one
+error vocabulary whatever the input. The shared codes (``service.io.errors``) keep their
+meaning; the lightcone-only ones live here, so that neither the shared table nor the spectrum
+one grows lightcone terms. Codes are public API: add, never rename.
 """
 
 from __future__ import annotations
 
-from service.spectra.errors import ERROR_CODES as SPECTRUM_CODES
-from service.spectra.errors import SpectrumError
+from service.io.errors import ERROR_CODES as SHARED_CODES
+from service.io.errors import InputError
 
 _SHARED = ("unknown_format", "ambiguous_format", "corrupt_file", "bad_shape", "bad_dtype",
            "bad_units", "too_large", "decompression_bomb", "bad_request", "no_grid_overlap")
 
 ERROR_CODES: dict[str, str] = {
-    **{code: SPECTRUM_CODES[code] for code in _SHARED},
+    **{code: SHARED_CODES[code] for code in _SHARED},
     "missing_dataset": "an HDF5 dataset or FITS keyword the format requires is absent",
     "bad_axis": "the line-of-sight axis (redshift/frequency) is not finite and monotonic",
     "non_finite": "the cube contains NaN or inf",
@@ -34,13 +33,8 @@ ERROR_CODES: dict[str, str] = {
 }
 
 
-class LightconeError(SpectrumError):
+class LightconeError(InputError):
     """A bad input lightcone, with a stable ``code`` from :data:`ERROR_CODES`."""
 
-    def __init__(self, code: str, detail: str, *, source: str | None = None) -> None:
-        if code not in ERROR_CODES:
-            raise ValueError(f"unregistered lightcone error code {code!r}")
-        self.code = code
-        self.detail = detail
-        self.source = source
-        ValueError.__init__(self, f"[{code}] {detail}" + (f" ({source})" if source else ""))
+    codes = ERROR_CODES
+    what = "lightcone "

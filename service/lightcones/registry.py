@@ -1,14 +1,14 @@
-"""The lightcone reader registry: the spectra's :class:`ReaderRegistry`, its own instance.
+"""The lightcone reader registry: one :class:`~service.io.registry.ReaderRegistry` instance.
 
 Separate from the spectrum registry so that a spectrum endpoint never decodes a cube and vice
-versa; the :class:`~service.spectra.source.Source` (size limit, bounded gunzip, checked FITS
-view) and the registry mechanism are shared.
+versa; the :class:`~service.io.source.Source` (size limit, bounded gunzip, checked FITS view)
+and the registry mechanism are shared (``service.io``).
 """
 
 from __future__ import annotations
 
-from service.spectra.registry import ReaderRegistry
-from service.spectra.source import Source
+from service.io.registry import ReaderRegistry
+from service.io.source import Source
 
 from .errors import LightconeError
 from .lightcone import Lightcone

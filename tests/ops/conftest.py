@@ -1,25 +1,16 @@
 """Fixtures of the operations tests: a real `specula serve` (or a wrapped one) on loopback.
 
-Reuses tests/service/api/http_service.py (imported by path, as tests/service/api/conftest.py
-does for the tiny model builder) and bench/loadgen.py.
+The service process, the wrappers and the load generator are in tests/support/.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-TESTS = Path(__file__).resolve().parents[1]
-for extra in (TESTS / "service" / "api", TESTS / "service" / "inference", TESTS / "ops",
-              TESTS / "ops" / "hostile",
-              TESTS.parent / "bench"):
-    if str(extra) not in sys.path:
-        sys.path.insert(0, str(extra))
-
-from ops_service import OpsService
-from tiny_classifier import write_tiny_model
+from tests.support.ops_service import OpsService
+from tests.support.tiny_classifier import write_tiny_model
 
 
 @pytest.fixture(scope="session")

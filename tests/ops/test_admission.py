@@ -13,8 +13,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from loadgen import oip_rows
-from raw_http import head, read_response
+
+from tests.support.loadgen import oip_rows
+from tests.support.raw_http import head, read_response
 
 pytestmark = pytest.mark.e2e
 DEADLINE_HEADER = "x-specula-timeout-ms"

@@ -11,16 +11,16 @@ import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
-from faulty_serve import SLOW, SLOW_S
-from loadgen import oip_rows
-from raw_http import head, read_response
+
+from tests.support.faulty_serve import SLOW, SLOW_S
+from tests.support.loadgen import oip_rows
+from tests.support.raw_http import head, read_response
 
 pytestmark = pytest.mark.e2e
-HERE = Path(__file__).resolve().parent
+FAULTY = [sys.executable, "-m", "tests.support.faulty_serve"]  # run from the repository root
 LIMIT_S = 2.0
 EXIT_SLACK_S = 1.0  # signal delivery, the process's own teardown, a loaded machine
 
@@ -34,7 +34,7 @@ def test_requests_past_the_limit_get_503_shutting_down_and_the_exit_is_on_time(s
                                                                             ops_repo):
     """One instance held by a SLOW_S batch, three requests queued behind it, a 2 s limit:
     all four are answered 503 shutting_down, and the process does not wait for the batch."""
-    svc = start_ops(ops_repo, argv=[sys.executable, str(HERE / "faulty_serve.py")],
+    svc = start_ops(ops_repo, argv=FAULTY,
                     graceful_shutdown_s=LIMIT_S, max_concurrent_batches=1, max_batch_size=1,
                     max_queue_delay_ms=0, access_log=True)
     slow = oip_rows(1, value=float(SLOW))

@@ -16,6 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support import make_hostile
+from tests.support.http_service import ADMIN_TOKEN
+
 pytestmark = pytest.mark.e2e
 HOSTILE = Path(__file__).resolve().parent / "hostile"
 URL = "/v1/spectra:classify"
@@ -56,7 +59,6 @@ def test_corpus_is_current():
     the gzip bombs, slow to regenerate, are checked by what they inflate to."""
     import zlib
 
-    import make_hostile
     generated = make_hostile.corpus(bombs=False)
     assert sorted([*generated, *make_hostile.BOMBS]) == [p.name for p in CORPUS]
     for name, data in generated.items():
@@ -144,7 +146,6 @@ def test_path_like_file_names_are_labels_only(ops_service, ops_repo, name):
 def test_repository_load_refuses_path_like_model_names(ops_service):
     """The only route whose parameter reaches a path (admin reload): names not in the
     repository are refused before any path is built."""
-    from http_service import ADMIN_TOKEN
     admin = {"authorization": f"Bearer {ADMIN_TOKEN}"}
     for name in ["..", "...", "%2e%2e", "nope", "spectrum_classifier%2f..%2f.."]:
         r = ops_service.client.post(f"/v2/repository/models/{name}/load", headers=admin)

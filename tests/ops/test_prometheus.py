@@ -20,8 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from http_service import free_port
-from loadgen import json_spectra, oip_rows, run_load
+
+from tests.support.http_service import free_port
+from tests.support.loadgen import json_spectra, oip_rows, run_load
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]

@@ -20,17 +20,19 @@ import socket
 import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
-from faulty_serve import POISON
-from http_service import ADMIN_TOKEN, MODEL
-from loadgen import LoadResult, json_spectra, oip_rows, run_load
-from tiny_classifier import write_tiny_model
+
+from tests.support.faulty_serve import POISON
+from tests.support.http_service import ADMIN_TOKEN, MODEL
+from tests.support.loadgen import LoadResult, json_spectra, oip_rows, run_load
+from tests.support.tiny_classifier import write_tiny_model
 
 pytestmark = pytest.mark.e2e
-HERE = Path(__file__).resolve().parent
+# processes the ops services run as, from the repository root (OpsService's working directory)
+FAULTY = [sys.executable, "-m", "tests.support.faulty_serve"]
+SUPERVISOR = [sys.executable, "-m", "tests.support.supervisor"]
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}
 CONCURRENCY = 32  # bench/bench_service.py's "c=32" scenarios
 
@@ -107,7 +109,7 @@ def test_sigterm_under_load_answers_everything_it_accepted(start_ops, ops_repo):
 
 def test_killed_worker_is_restarted_by_the_supervisor(start_ops, ops_repo):
     serve = [sys.executable, "-m", "service.cli", "serve"]
-    svc = start_ops(ops_repo, argv=[sys.executable, str(HERE / "supervisor.py"), "--", *serve])
+    svc = start_ops(ops_repo, argv=[*SUPERVISOR, "--", *serve])
     thread, results, stop = load_in_thread(svc.url, [oip_rows(1)], concurrency=4,
                                            duration_s=40)
     try:
@@ -184,7 +186,7 @@ def test_corrupt_model_file_and_reload_under_load_keep_the_old_model(start_ops, 
 
 # ---- ONNX Runtime raising -------------------------------------------------------------------
 def test_ort_raising_fails_only_its_batch_with_a_reason(start_ops, ops_repo):
-    svc = start_ops(ops_repo, argv=[sys.executable, str(HERE / "faulty_serve.py")],
+    svc = start_ops(ops_repo, argv=FAULTY,
                     max_batch_size=64, max_queue_delay_ms=300)
     poison = oip_rows(1, value=float(POISON))
     good = oip_rows(1)

@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from http_service import ADMIN_TOKEN
-from loadgen import oip_rows
 
 from service.settings import Settings, load_settings
+from tests.support.http_service import ADMIN_TOKEN
+from tests.support.loadgen import oip_rows
+from tests.support.ops_service import OpsService
 
 OIP = oip_rows(1)
 ORIGIN = "https://portal.example.org"
@@ -20,7 +21,6 @@ ORIGIN = "https://portal.example.org"
 def keyed(ops_repo, tmp_path_factory):
     """A service whose settings file names a key file and a CORS allow-list; one more key
     comes from the environment."""
-    from ops_service import OpsService
     d = tmp_path_factory.mktemp("keyed")
     (d / "keys.txt").write_text("# inference keys\nfile-key-1\n\nfile-key-2  # rotated in May\n")
     (d / "specula.toml").write_text(

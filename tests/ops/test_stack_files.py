@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from http_service import free_port
 
 from service.settings import Settings, settings_rows, settings_table
+from tests.support.http_service import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"

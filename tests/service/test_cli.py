@@ -25,10 +25,8 @@ import httpx
 import pytest
 
 from service.cli import TRAIN_TASKS
+from tests.support.http_service import free_port
 from training.cli import OTHER_TASKS, TASK_HELP
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "api"))
-from http_service import free_port
 
 TIMEOUT = 120
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from test_saliency_parity import NPIX, K, ensemble_gradient_tol, tiny_ensemble
 
 from service.spectra import Source, preprocess, read_spectra
+from tests.support.tiny_classifier import export_onnx
 from training.conv2d import (
     Unsupported,
     compare,
@@ -73,9 +73,6 @@ def test_refuses_what_it_cannot_prove_safe():
     with pytest.raises(Unsupported, match="non-scalar"):
         conv1d_as_conv2d(_conv_then("Add", np.ones((3, 1))))
     # pooling after the convolution (the tiny test classifier exported by torch)
-    sys.path.insert(0, str(REPO / "tests" / "service" / "inference"))
-    from tiny_classifier import export_onnx
-
     with pytest.raises(Unsupported, match="AveragePool"):
         conv1d_as_conv2d(onnx.load_from_string(export_onnx(0, 4076)))
     # a convolution weight another op reads too would change under that op

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.inference.postprocess import Z_WARNING_BITS, summarise
+from service.inference.postprocess import summarise
 from service.inference.repository import ModelRepository
 from service.inference.serving import build_pipeline
 from service.spectra import DEFAULT_GRID, make_spectrum, preprocess
+from service.spectra.zwarning import Z_WARNING_BITS
 from training.fuse_redshift import SERVED_SEARCH, TELLURIC_BANDS, derive_version, fuse_version
 from training.redshift_graph import band_mask
 

@@ -15,9 +15,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
+from service.lightcones.preprocess import normalise
 from training.cli import Logger  # one run log for both trainers
 
 from .config import LightconeConfig, config_to_dict, load_config
+from .noise import ThermalNoise, uv_maps
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "lightcone.json"
@@ -26,10 +30,7 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "lightcone.json"
 def train_lightcone(cfg: LightconeConfig, out_root: Path, runs_root: Path, data_dir: Path, *,
                     build_data: bool = True, max_build_seconds: float = 0.0,
                     progress: bool = True) -> dict:
-    import numpy as np
-
-    from service.lightcones.preprocess import normalise
-
+    # torch comes in only when a run starts: `specula train lightcone --help` works without it
     from . import dataset
     from .evaluate import evaluate, headline
     from .export_onnx import export, write_manifest
@@ -71,8 +72,6 @@ def train_lightcone(cfg: LightconeConfig, out_root: Path, runs_root: Path, data_
     noise = None
     if cfg.noise.train or cfg.noise.evaluate:
         try:
-            from .noise import ThermalNoise, uv_maps
-
             noise = ThermalNoise(cfg, uv_maps(cfg, data_dir, log))
         except ImportError as exc:
             if cfg.noise.train:
@@ -108,8 +107,7 @@ def train_lightcone(cfg: LightconeConfig, out_root: Path, runs_root: Path, data_
     theta_test = splits["test"]["params"]
     rep_extra = {k: v for k, v in extra.items() if k != "checkpoint"}
     if cfg.noise.evaluate and noise is not None and len(theta_test):
-        from .evaluate import evaluate_noisy, wedge_power_kept
-        from .noise import ThermalNoise, uv_maps
+        from .evaluate import evaluate_noisy, wedge_power_kept  # torch: see train_lightcone
 
         t0 = time.time()
         rep_extra["noise"] = evaluate_noisy(cfg, model_dir, mks["test"], theta_test, noise, log)
@@ -136,9 +134,7 @@ def train_lightcone(cfg: LightconeConfig, out_root: Path, runs_root: Path, data_
 def compare(cfg: LightconeConfig, cubes_mk, theta, noise, log) -> dict:
     """Other shipped models on this run's test cubes (and the same noise draws), each through
     its own manifest's preprocessing: e.g. v2 (noiseless-trained) next to v3."""
-    from service.lightcones.preprocess import normalise
-
-    from .evaluate import evaluate_noisy, metrics, model_contract
+    from .evaluate import evaluate_noisy, metrics, model_contract  # torch: see train_lightcone
     from .export_onnx import run_onnx
 
     out = {}

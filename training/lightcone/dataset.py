@@ -18,6 +18,7 @@ runs in flight and resumes with the same per-index parameters and seeds.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import multiprocessing as mp
@@ -27,9 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
+from tqdm import tqdm
 
-from .config import LightconeConfig, config_from_dict, config_to_dict
+from .config import LightconeConfig, config_from_dict, config_to_dict, load_config
 from .simulate import STATUS, SimResult, draw, simulate, simulator_provenance
 
 DATASET_VERSION = 1
@@ -69,8 +72,6 @@ def _git_commit() -> str:
 
 
 def _open(path: Path, cfg: LightconeConfig, n: int):
-    import h5py
-
     grid = cfg.grid.dataset_grid()
     shape = (grid.n_xy, grid.n_xy, grid.n_los)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -214,8 +215,6 @@ def build(cfg: LightconeConfig, data_dir: Path, *, workers: int | None = None,
         ctx = mp.get_context("fork")
         bar = None
         if progress:
-            from tqdm import tqdm
-
             bar = tqdm(total=len(pending), desc="21cmFAST lightcones", unit="run",
                        smoothing=0.05)
         screen = TauScreen(cfg)
@@ -268,8 +267,6 @@ def build(cfg: LightconeConfig, data_dir: Path, *, workers: int | None = None,
 
 def load(path: Path, cfg: LightconeConfig, split: str) -> dict[str, np.ndarray]:
     """Accepted runs of one split: cubes (float16, dataset grid), params, index."""
-    import h5py
-
     with h5py.File(path, "r", locking=False) as f:
         status = f["status"][()]
         index = np.flatnonzero(status == STATUS["accepted"])
@@ -281,8 +278,6 @@ def load(path: Path, cfg: LightconeConfig, split: str) -> dict[str, np.ndarray]:
 
 
 def describe(path: Path) -> dict[str, Any]:
-    import h5py
-
     with h5py.File(path, "r", locking=False) as f:
         status = f["status"][()]
         done = status != STATUS["pending"]
@@ -296,10 +291,6 @@ def describe(path: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m training.lightcone.dataset --config ... [--max-seconds S]``."""
-    import argparse
-
-    from .config import load_config
-
     ap = argparse.ArgumentParser(description="build (or resume) the lightcone dataset")
     ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "lightcone.json"))
     ap.add_argument("--data-dir", default=str(REPO / "data"))

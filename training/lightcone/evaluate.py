@@ -20,6 +20,7 @@ from service.lightcones.preprocess import normalise
 
 from .config import LightconeConfig
 from .export_onnx import run_onnx
+from .noise import observe, wedge_remove
 from .train import prior_arrays
 
 Z68, Z95 = 1.0, 1.959964
@@ -80,8 +81,6 @@ def evaluate_noisy(cfg: LightconeConfig, model_dir: Path, cubes_mk: np.ndarray,
     """Test cubes (model grid, mK) observed ``reps`` times each with thermal noise (noise.py;
     each channel's mean removed, the wedge removed if ``wedge``) through the exported model,
     preprocessed by the model's own manifest version."""
-    from .noise import observe
-
     grid, version = model_contract(model_dir)
     reps = reps or cfg.noise.eval_realisations
     wedge = cfg.noise.wedge if wedge is None else wedge
@@ -103,8 +102,6 @@ def wedge_power_kept(cfg: LightconeConfig, cubes_mk: np.ndarray, n: int = 12
     """Fraction of the fluctuation power (each channel's mean removed) of simulated cubes that
     survives wedge removal on the model grid (noise.wedge_remove): the number behind
     ``NoiseConfig.wedge`` being off."""
-    from .noise import wedge_remove
-
     grid = cfg.grid.model_grid()
     out = {}
     for chunk in (None, 128):

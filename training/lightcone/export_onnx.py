@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import torch
 
 from ..float32_bounds import U32, forward_tol
@@ -85,8 +86,6 @@ def export_graph(head: PhysicalHead, path: Path, shape: tuple[int, ...]) -> None
 
 
 def run_onnx(path: Path, x: np.ndarray, threads: int = 2) -> dict[str, np.ndarray]:
-    import onnxruntime as ort
-
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])

@@ -43,7 +43,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
+from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 from torch.nn import functional as F
 
@@ -60,8 +62,9 @@ from ..export_saliency import (
 from ..float32_bounds import gradient_tol
 from ..manifest import sha256_file
 from .config import LightconeConfig, config_from_dict
-from .export_onnx import sky_cells, width_tol
+from .export_onnx import physical_head, sky_cells, width_tol
 from .model import LOGSIG_MAX, LOGSIG_MIN, OUTPUT_NAMES, LightconeNet, PhysicalHead
+from .train import load_checkpoint
 
 INPUTS = ["lightcone", "target"]
 OUTPUTS = ["saliency", *OUTPUT_NAMES]
@@ -146,9 +149,6 @@ def cheap_pool_offsets(path: Path) -> int:
     that second pool was 30 % of the saliency run. It is replaced by Range(N·C)·X·Y·L
     reshaped to (N, C, 1, 1, 1) — the same int64 tensor. Returns how many were rewritten;
     a graph of another shape is left as it is (still correct, only slower)."""
-    import onnx
-    from onnx import helper
-
     model = onnx.load(str(path))
     g = model.graph
     users: dict[str, list] = {}
@@ -192,8 +192,6 @@ def cheap_pool_offsets(path: Path) -> int:
 
 
 def _const(nodes: list, name: str, vals: list[int], scalar: bool = False) -> str:
-    from onnx import TensorProto, helper
-
     nodes.append(helper.make_node("Constant", [], [name], value=helper.make_tensor(
         f"{name}_v", TensorProto.INT64, [] if scalar else [len(vals)], vals)))
     return name
@@ -227,9 +225,6 @@ def config_of(manifest: dict[str, Any]) -> LightconeConfig:
 
 def head_from_onnx(model_dir: Path) -> tuple[LightconeConfig, PhysicalHead]:
     """Rebuild the served network from model.onnx's initializers (BN folded: identity BN)."""
-    import onnx
-    from onnx import numpy_helper
-
     manifest = json.loads((model_dir / "manifest.json").read_text())
     cfg = config_of(manifest)
     graph = onnx.load(str(model_dir / manifest["file"])).graph
@@ -255,9 +250,6 @@ def head_from_onnx(model_dir: Path) -> tuple[LightconeConfig, PhysicalHead]:
 
 
 def head_from_checkpoint(path: Path) -> tuple[LightconeConfig, PhysicalHead]:
-    from .export_onnx import physical_head
-    from .train import load_checkpoint
-
     cfg, net, scale = load_checkpoint(path)
     return cfg, physical_head(net, cfg, scale)
 

@@ -24,6 +24,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from astropy.cosmology import Planck18
 
 from service.lightcones import NU21_MHZ, LightconeGrid
 from service.lightcones.preprocess import overlap_matrix
@@ -47,7 +48,7 @@ def uv_maps(cfg: LightconeConfig, cache_dir: Path, log=print) -> dict[str, np.nd
     if path.is_file():
         with np.load(path) as f:
             return {k: f[k] for k in f.files}
-    import tools21cm as t2c
+    import tools21cm as t2c  # optional native extra (sim21): imported where it is used
 
     grid, nc = cfg.grid.model_grid(), cfg.noise
     zs = np.linspace(grid.redshifts.min(), grid.redshifts.max(), nc.n_uv_redshifts)
@@ -82,7 +83,7 @@ class ThermalNoise:
 
     def __init__(self, cfg: LightconeConfig, uvs: dict[str, np.ndarray],
                  obs_time_h: float | None = None):
-        import tools21cm as t2c
+        import tools21cm as t2c  # optional native extra (sim21): imported where it is used
         from tools21cm import radio_telescope_noise as rtn
 
         grid, nc = cfg.grid.model_grid(), cfg.noise
@@ -141,8 +142,6 @@ def comoving_edges(grid: LightconeGrid, omm: float) -> np.ndarray:
 
     astropy's Planck18 with Ω_m set (flat): 21cmFAST's own cosmology is Planck18-like, and the
     wedge filter only needs distances at the ~1% level."""
-    from astropy.cosmology import Planck18
-
     cosmo = Planck18.clone(Om0=omm)
     z_edges = NU21_MHZ / grid.nu_edges[::-1] - 1.0  # ascending redshift
     return np.asarray(cosmo.comoving_distance(z_edges).to_value("Mpc"))
@@ -162,7 +161,7 @@ def wedge_remove(cube_mk: np.ndarray, grid: LightconeGrid, omm: float = 0.31,
     ``chunk_length`` (its default: the sky size in cells); it sets the k_∥ resolution and the
     Blackman buffer, buffer ≈ (idx − 1)/(chunk_cells · cell) with idx where the taper's power
     first falls below 1e-10 (7/16 of the Nyquist k_∥ for 16 cells, 18/128 for 128)."""
-    import tools21cm as t2c
+    import tools21cm as t2c  # optional native extra (sim21): imported where it is used
 
     up, down, z_fine = cubic_regrid(grid, omm)
     cube_z = np.asarray(cube_mk, dtype=np.float64)[:, :, ::-1]  # ascending redshift
@@ -179,8 +178,6 @@ def wedge_remove(cube_mk: np.ndarray, grid: LightconeGrid, omm: float = 0.31,
 def cubic_regrid(grid: LightconeGrid, omm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(up, down, z): channels (ascending z) → cells of ``grid.cell_mpc`` comoving Mpc along
     the line of sight and back, as overlap-averaging matrices, and the cells' redshifts."""
-    from astropy.cosmology import Planck18
-
     d_edges = comoving_edges(grid, omm)
     cell = grid.cell_mpc
     n_fine = math.ceil((d_edges[-1] - d_edges[0]) / cell)

@@ -62,7 +62,7 @@ def draw(cfg: LightconeConfig, index: int) -> tuple[np.ndarray, int]:
 
 
 def inputs_for(cfg: LightconeConfig, params: np.ndarray, seed: int):
-    import py21cmfast as p21c
+    import py21cmfast as p21c  # optional native extra (sim21): imported where it is used
 
     s = cfg.sim
     overrides = {p.key: float(v) for p, v in zip(cfg.priors(), params)}
@@ -105,7 +105,7 @@ def run_with_tau_bound(p21c, lightconer, inputs, tau_max: float):
 
 def simulate(cfg: LightconeConfig, index: int) -> SimResult:
     """Run one lightcone; never raises (a crash is a ``failed`` record with the message)."""
-    import py21cmfast as p21c
+    import py21cmfast as p21c  # optional native extra (sim21): imported where it is used
 
     params, seed = draw(cfg, index)
     t0 = time.process_time()

@@ -12,8 +12,6 @@ from __future__ import annotations
 import orjson
 from fastapi import APIRouter, Response
 
-from service.inference.serving import SUPPORTED_KINDS
-
 from ..deps import AdminDep, ServerDep
 from ..errors import ApiError
 from ..reload_signal import notify_supervisor
@@ -39,12 +37,10 @@ def report_response(report: dict[str, dict]) -> Response:
                    summary="List the model repository",
                    response_model=list[RepositoryEntry], responses=error_responses(401, 503))
 async def repository_index(server: ServerDep) -> list[dict]:
-    """Every spectrum-model version on disk and whether it is served (other kinds of model,
-    e.g. lightcone regressors, are loaded and reported by their own router)."""
+    """Every version on disk of every model of a kind this server serves, and whether it is
+    served."""
     out = []
-    for name in server.repository.names():
-        if server.repository.kind(name) not in SUPPORTED_KINDS:
-            continue
+    for name in server.servable():
         served = server.versions(name)
         for v in server.repository.versions(name):
             state = "READY" if v in served else "UNAVAILABLE"

@@ -16,18 +16,18 @@ A model without a (servable) saliency graph answers 409 ``saliency_unavailable``
 from __future__ import annotations
 
 import asyncio
-import io
 from typing import Annotated, Any, Literal
 
 import numpy as np
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 
+from service.inference.kinds.spectrum import KIND as SPECTRUM
 from service.inference.saliency import (
+    AUTO_TARGET_DOC,
     MAX_ROWS_PER_SPECTRUM,
     Method,
     MethodParams,
-    SaliencyError,
     SaliencyPipeline,
     Scale,
 )
@@ -35,27 +35,14 @@ from service.inference.serving import ServedModel
 
 from ..deps import DeadlineDep, MetricsDep, ServerDep, SettingsDep, observe
 from ..errors import ApiError
+from ..media import FIGURES_200, JSON, MAPS_200, NPY, PNG, npy_bytes, wants
+from ..plots import activations_figure, filters_figure, png, spectrum_figure
 from ..schemas import error_responses
 from .spectra import BODY_DOC, read_uploads
 
 router = APIRouter(prefix="/v1", tags=["saliency"])
-NPY, PNG, JSON = "application/x-npy", "image/png", "application/json"
 MAX_SPECTRA = 64  # per saliency request (each costs 2-64 forward passes)
 ERRORS = error_responses(400, 401, 404, 409, 413, 415, 422, 429, 503, 504)
-# what the 200 can be: ``out`` or ``Accept`` picks one
-BINARY = {"schema": {"type": "string", "format": "binary"}}
-MAPS_200 = {200: {"content": {JSON: {}, NPY: BINARY, PNG: BINARY}}}
-FIGURES_200 = {200: {"content": {JSON: {}, PNG: BINARY}}}
-
-
-def wants(request: Request, fmt: str | None) -> str:
-    if fmt:
-        return {"json": JSON, "npy": NPY, "png": PNG}.get(fmt, JSON)
-    accept = request.headers.get("accept", "")
-    for media in (PNG, NPY):
-        if media in accept:
-            return media
-    return JSON
 
 
 def explainer(served: ServedModel) -> SaliencyPipeline:
@@ -65,26 +52,28 @@ def explainer(served: ServedModel) -> SaliencyPipeline:
     return served.saliency
 
 
-def _api(exc: BaseException) -> BaseException:
-    if isinstance(exc, SaliencyError):
-        return ApiError(exc.status, exc.code, exc.detail)
-    return exc
-
-
-def _npy(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, a, allow_pickle=False)
-    return buf.getvalue()
+SALIENCY_DOC = (
+    "Which pixels drove a prediction: per spectrum, the map on the model's wavelength grid "
+    "(flux and inverse-variance channels), the prediction it explains and the model version. "
+    "Same bodies as `/v1/spectra:classify`; `Accept` application/json (default), "
+    "application/x-npy (the maps, float32 [N, 2, npix]) or image/png (one spectrum's figure, "
+    "`index` picks it).\n\n"
+    "**Default target** (`target=auto`): the decision the model is least sure of, since the "
+    "gradient of a saturated probability is ~0 and explains nothing. " + AUTO_TARGET_DOC
+    + " The answer's `explained.target` says what was explained, `explained.asked` what was "
+    "asked; an explicit target (`top`, a class, a label, `redshift`) is always explained as "
+    "asked.")
 
 
 @router.post("/spectra:saliency", operation_id="spectra_saliency", openapi_extra=BODY_DOC,
-             summary="Saliency maps of spectrum classifications",
+             summary="Saliency maps of spectrum classifications", description=SALIENCY_DOC,
              responses={**MAPS_200, **ERRORS})
 async def saliency(
     request: Request, server: ServerDep, metrics: MetricsDep, settings: SettingsDep,
     deadline: DeadlineDep,
     target: Annotated[str, Query(description="a label (STAR:A), a top class (QSO), 'top' "
-                                 "(the predicted class) or 'redshift'")] = "top",
+                                 "(the predicted class), 'redshift', or 'auto' (default): "
+                                 + AUTO_TARGET_DOC)] = "auto",
     method: Annotated[Method, Query(description="the attribution method")] = "gradient",
     scale: Annotated[Scale | None, Query(description="probability (default) | "
                                          "log_probability | logit; 'value' for redshift")]
@@ -105,36 +94,28 @@ async def saliency(
     format: Annotated[str | None, Query(description="reader name, e.g. sdss-spec")] = None,
     out: Annotated[str | None, Query(description="json | npy | png (overrides Accept)")] = None,
 ) -> Response:
-    """Which pixels drove a prediction: per spectrum, the map on the model's wavelength grid
-    (flux and inverse-variance channels), the prediction it explains and the model version.
-    Same bodies as ``/v1/spectra:classify``; ``Accept`` application/json (default),
-    application/x-npy (the maps, float32 [N, 2, npix]) or image/png (one spectrum's figure,
-    ``index`` picks it)."""
+    """Which pixels drove a prediction (the operation's description is SALIENCY_DOC)."""
     media = wants(request, out)
     if baseline not in ("zeros", "continuum"):
         raise ApiError(400, "bad_request", "baseline must be zeros or continuum")
     params = MethodParams(method=method, samples=samples, sigma=sigma,  # type: ignore[arg-type]
                           steps=steps, baseline=baseline, seed=seed)  # type: ignore[arg-type]
     name = model or settings.default_model
-    async with server.use(name, version) as served, observe(metrics, served, "saliency") as m:
-        try:
-            sal = explainer(served)
-            params.check()
-            tgt = sal.parse_target(target, scale)
-            uploads = await read_uploads(request, settings.max_files, format)
-            if media == PNG and index is None:
-                index = 0
-            results = await sal.explain_upload(uploads, tgt, params, deadline, MAX_SPECTRA,
-                                               index)
-        except SaliencyError as exc:
-            raise _api(exc) from None
+    async with server.use(name, version, kind=SPECTRUM) as served, observe(metrics, served, "saliency") as m:
+        sal = explainer(served)
+        params.check()
+        tgt = sal.parse_target(target, scale)
+        uploads = await read_uploads(request, settings.max_files, format)
+        if media == PNG and index is None:
+            index = 0
+        results = await sal.explain_upload(uploads, tgt, params, deadline, MAX_SPECTRA, index)
         m.items = sum("error" not in r for r in results)
         if media == PNG:
             return Response(await render(served, sal, results[0]), media_type=PNG)
         if media == NPY:
             maps = np.stack([r["map"] if "error" not in r else
                              np.full((2, sal.grid.npix), np.nan, np.float32) for r in results])
-            return Response(_npy(maps), media_type=NPY, headers={
+            return Response(npy_bytes(maps), media_type=NPY, headers={
                 "x-specula-model": served.name, "x-specula-version": str(served.version),
                 "x-specula-explained": ",".join(r.get("explained", {}).get("target", "")
                                                 for r in results)})
@@ -155,19 +136,15 @@ def encode(r: dict[str, Any]) -> dict[str, Any]:
 
 
 async def render(served: ServedModel, sal: SaliencyPipeline, r: dict[str, Any]) -> bytes:
-    from service.inference.plots import saliency_figure
-
     if "error" in r:
         raise ApiError(422, r["error"]["code"], r["error"]["detail"], source=r["source"])
-    s = r["spectrum"]
-    ivar = np.asarray(s.ivar, dtype=np.float64)
-    sigma = np.where(ivar > 0, 1.0 / np.sqrt(np.where(ivar > 0, ivar, 1.0)), np.nan)
-    kw = {"wavelength": np.asarray(s.wavelength), "flux": np.asarray(s.flux, np.float64),
-          "sigma": sigma, "mask": s.mask, "grid_wavelength": sal.grid.wavelength,
-          "saliency": r["map"][0], "prediction": r["prediction"],
-          "explained": r["explained"], "method": r["method"], "model": served.name,
-          "version": served.version, "object_id": r["object_id"]}
-    return await asyncio.get_running_loop().run_in_executor(None, lambda: saliency_figure(**kw))
+    # "body" is read_uploads' name for a raw body sent without X-Filename: not a file name
+    kw = {"saliency": r["map"][0], "grid_wavelength": sal.grid.wavelength,
+          "prediction": r["prediction"], "explained": r["explained"], "method": r["method"],
+          "model": served.name, "version": served.version,
+          "source": None if r["source"] == "body" else r["source"]}
+    return await asyncio.get_running_loop().run_in_executor(
+        None, lambda: png(spectrum_figure(r["spectrum"], **kw)))
 
 
 @router.get("/spectra:introspect", operation_id="spectra_filters",
@@ -182,19 +159,14 @@ async def filters(
 ) -> Response:
     """The first-layer convolution filters, shape (members, channels, 2, k), as JSON arrays
     or a PNG grid; read from the model's ``introspect.onnx``, never a weight file."""
-    async with server.use(model or settings.default_model, version) as served, \
+    async with server.use(model or settings.default_model, version, kind=SPECTRUM) as served, \
             observe(metrics, served, "introspect"):
-        try:
-            sal = explainer(served)
-            w = await sal.filters(deadline)
-        except SaliencyError as exc:
-            raise _api(exc) from None
+        sal = explainer(served)
+        w = await sal.filters(deadline)
         if wants(request, out) == PNG:
-            from service.inference.plots import filters_figure
-
-            png = await asyncio.get_running_loop().run_in_executor(
+            figure = await asyncio.get_running_loop().run_in_executor(
                 None, filters_figure, w, served.name, served.version)
-            return Response(png, media_type=PNG)
+            return Response(figure, media_type=PNG)
         return Response(orjson.dumps({"model": served.name, "version": served.version,
                                       "layers": sal.layers, "filters": w},
                                      option=orjson.OPT_SERIALIZE_NUMPY), media_type=JSON)
@@ -216,32 +188,27 @@ async def activations(
     """One layer's activations, shape (members, channels, length), for one spectrum of the
     upload (``index``), plus the first-layer filters; JSON arrays or a PNG grid."""
     loop = asyncio.get_running_loop()
-    async with server.use(model or settings.default_model, version) as served, \
+    async with server.use(model or settings.default_model, version, kind=SPECTRUM) as served, \
             observe(metrics, served, "introspect") as m:
-        try:
-            sal = explainer(served)
-            uploads = await read_uploads(request, settings.max_files, format)
-            spectra = [s for u in uploads for s in
-                       await loop.run_in_executor(served.pipeline.pool,
-                                                  served.pipeline.decode_request, u)]
-            if not 0 <= index < len(spectra):
-                raise SaliencyError(400, "bad_request", f"index {index} out of range "
-                                    f"({len(spectra)} spectra)")
-            prep = (await loop.run_in_executor(served.pipeline.pool, served.pipeline.preprocess,
-                                               [spectra[index]]))[0]
-            if isinstance(prep, Exception):
-                raise prep
-            res = await sal.activations(prep.x, layer, deadline)
-        except SaliencyError as exc:
-            raise _api(exc) from None
+        sal = explainer(served)
+        uploads = await read_uploads(request, settings.max_files, format)
+        spectra = [s for u in uploads for s in
+                   await loop.run_in_executor(served.pipeline.pool,
+                                              served.pipeline.decode_request, u)]
+        if not 0 <= index < len(spectra):
+            raise ApiError(400, "bad_request", f"index {index} out of range "
+                           f"({len(spectra)} spectra)")
+        prep = (await loop.run_in_executor(served.pipeline.pool, served.pipeline.preprocess,
+                                           [spectra[index]]))[0]
+        if isinstance(prep, Exception):
+            raise prep
+        res = await sal.activations(prep.x, layer, deadline)
         m.items = 1
         if wants(request, out) == PNG:
-            from service.inference.plots import activations_figure
-
-            png = await loop.run_in_executor(None, activations_figure, res["activations"],
-                                             layer, sal.grid.wavelength, served.name,
-                                             served.version)
-            return Response(png, media_type=PNG)
+            figure = await loop.run_in_executor(None, activations_figure, res["activations"],
+                                                layer, sal.grid.wavelength, served.name,
+                                                served.version)
+            return Response(figure, media_type=PNG)
         return Response(orjson.dumps({"model": served.name, "version": served.version,
                                       "object_id": spectra[index].object_id, "layer": layer,
                                       "activations": res["activations"],

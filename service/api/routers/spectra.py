@@ -19,6 +19,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from service.inference.kinds.spectrum import KIND as SPECTRUM
 from service.inference.pipeline import Upload
 from service.metrics import RequestStats
 
@@ -115,11 +116,11 @@ async def classify_request(request: Request, q: ClassifyQuery, server, metrics, 
                            deadline: float | None) -> Response:
     name = q.model or settings.default_model
     if q.stream or NDJSON in request.headers.get("accept", ""):
-        server.get(name, q.version)  # unknown model: a 404 now, not an error line later
+        server.get(name, q.version, kind=SPECTRUM)  # unknown model: a 404 now, not an error line later
         uploads = await read_uploads(request, settings.max_files, q.format)
         return StreamingResponse(stream_results(server, metrics, name, q.version, uploads,
                                                 deadline), media_type=NDJSON)
-    async with server.use(name, q.version) as served, observe(metrics, served) as obs:
+    async with server.use(name, q.version, kind=SPECTRUM) as served, observe(metrics, served) as obs:
         uploads = await read_uploads(request, settings.max_files, q.format)
         results = await served.pipeline.classify(uploads, deadline)
         obs.items = len(results)
@@ -132,7 +133,7 @@ async def stream_results(server, metrics, name: str, version: int | None,
     """NDJSON lines; the lease is held (and the request timed) until the last line."""
     t0 = time.perf_counter()
     items, outcome = 0, "success"
-    async with server.use(name, version) as served:
+    async with server.use(name, version, kind=SPECTRUM) as served:
         try:
             async for item in served.pipeline.classify_stream(uploads, deadline):
                 if "error" in item:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.spectra.source import Source
+from service.io.source import Source
 
 from ..errors import LightconeError
 from ..lightcone import Lightcone, check_cube_size, make_lightcone

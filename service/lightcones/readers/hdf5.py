@@ -27,8 +27,9 @@ from typing import Any
 
 import h5py
 import numpy as np
+from astropy.cosmology import Planck15
 
-from service.spectra.source import Source
+from service.io.source import Source
 
 from ..errors import LightconeError
 from ..lightcone import Lightcone, check_cube_size, make_lightcone
@@ -115,8 +116,6 @@ def _read_axis(ds, source: Source) -> np.ndarray:
 def _distance_table(h: float, om: float, ob: float) -> tuple[np.ndarray, np.ndarray]:
     """(z, comoving distance Mpc) on a fine grid to z = 200, by cumulative trapezoid of
     c/H(z): astropy's per-point quadrature costs ~0.2 s for a table, this ~2 ms."""
-    from astropy.cosmology import Planck15
-
     cosmo = Planck15.clone(H0=100.0 * h, Om0=om, Ob0=ob)
     z = np.concatenate([np.linspace(0.0, 50.0, 50001), np.linspace(50.0, 200.0, 15001)[1:]])
     f = cosmo.inv_efunc(z) * (299792.458 / (100.0 * h))

@@ -12,8 +12,8 @@ import math
 
 import numpy as np
 
-from service.spectra.source import Source
-from service.spectra.source import npy_header as shared_npy_header
+from service.io.source import Source
+from service.io.source import npy_header as shared_npy_header
 
 from ..errors import LightconeError
 from ..lightcone import Lightcone, check_cube_size, make_lightcone
@@ -27,7 +27,7 @@ def identify_npy(source: Source) -> bool:
 
 
 def npy_header(source: Source) -> tuple[tuple[int, ...], np.dtype, int]:
-    """The shared, size-checked npy header (service.spectra.source.npy_header) with the cube
+    """The shared, size-checked npy header (service.io.source.npy_header) with the cube
     policy: a plain numeric dtype, and the cube's rank and size checked before anything else."""
     shape, dtype, offset = shared_npy_header(
         source, LightconeError,

@@ -1,4 +1,5 @@
-"""Small helpers the readers share: header values to plain JSON-able metadata."""
+"""Small helpers the readers share: header values to plain JSON-able metadata, typed
+columns, the truncation warning."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from service.io.fitsview import BLOCK, HDU, Header
+from service.io.source import Source
+
 from ..errors import SpectrumError
-from ..fitsview import HDU, Header
 
 
 def plain(value: Any) -> Any:
@@ -44,3 +47,13 @@ def numeric_column(hdu: HDU, name: str, *, kinds: str = "fiu") -> np.ndarray:
         raise SpectrumError("bad_dtype", f"column {name!r} has dtype {arr.dtype}",
                             source=hdu.source)
     return arr
+
+
+def truncation_warning(source: Source) -> str | None:
+    """The warning for a FITS whose length is not a whole number of 2880-byte blocks: cut
+    short, though the HDUs a reader needs were intact (HDUs are scanned only as far as a
+    reader asks), so it reads; the result says so rather than answer as if it were whole."""
+    if len(source.data) % BLOCK:
+        return (f"file is {len(source.data)} bytes, not a whole number of 2880-byte FITS "
+                "blocks: truncated?")
+    return None

@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from service.io.source import Source, npy_header
+
 from ..errors import SpectrumError
 from ..registry import register_reader
-from ..source import Source, npy_header
 from ..spectrum import Spectrum, make_spectrum
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -129,7 +130,7 @@ def _read_json(source: Source) -> list[Spectrum]:
 def _npy_header(source: Source) -> tuple[tuple[int, ...], np.dtype, int]:
     """The shared, size-checked npy header, plus this reader's dtype policy (numeric or a
     structured array of numeric fields)."""
-    shape, dtype, offset = npy_header(source)
+    shape, dtype, offset = npy_header(source, SpectrumError)
     if dtype.names is None and dtype.kind not in "fiub":
         raise SpectrumError("bad_dtype", f"npy dtype {dtype} is not numeric", source=source.name)
     if dtype.names is not None and any(dtype[n].kind not in "fiub" for n in dtype.names):

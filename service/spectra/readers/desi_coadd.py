@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from service.io.source import Source
+
 from ..errors import SpectrumError
 from ..registry import register_reader
-from ..source import Source
 from ..spectrum import Spectrum, make_spectrum
 from ._common import header_meta, numeric_column, plain
 

@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
+from service.io.source import Source
+
 from ..errors import SpectrumError
 from ..registry import register_reader
-from ..source import Source
 from ..spectrum import Spectrum, make_spectra, make_spectrum
 from ._common import header_meta, numeric_column
 

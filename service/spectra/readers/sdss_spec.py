@@ -22,16 +22,33 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
+from service.io.fitsview import HDU
+from service.io.source import Source
+
 from ..errors import SpectrumError
-from ..fitsview import BLOCK, HDU
 from ..registry import register_reader
-from ..source import Source
 from ..spectrum import Spectrum, make_spectrum
 from ..wavelength import loglam_to_wavelength
-from ._common import numeric_column, plain
+from ._common import numeric_column, plain, truncation_warning
 
 _NAME = re.compile(r"spec(?:lite)?-(\d{4,6})-(\d{5})-(\d{4})")
 _SPECOBJ_KEYS = ("CLASS", "SUBCLASS", "Z", "Z_ERR", "ZWARNING", "SURVEY", "PLUG_RA", "PLUG_DEC")
+
+
+def and_mask_bad(and_mask: np.ndarray) -> np.ndarray:
+    """True where an SDSS ``and_mask`` marks a pixel bad: any bit (the rule in this module's
+    docstring). One function, so that every SDSS product that carries an and-mask (spec
+    files' column, spPlate's image) masks exactly the same pixels; ``ivar == 0`` is masked
+    by ``make_spectrum`` for all readers alike."""
+    return and_mask != 0
+
+
+def plate_mjd_fiber(plate: int, mjd: int, fiber: int) -> str:
+    """The SDSS spectrum id ``PLATE-MJD-FIBER``, zero-padded as SDSS names its files
+    (``1198-52669-0063``)."""
+    return f"{plate:04d}-{mjd:05d}-{fiber:04d}"
 
 
 def _coadd(source: Source) -> HDU | None:
@@ -68,7 +85,7 @@ def _specobj(source: Source) -> dict[str, object]:
 def _object_id(source: Source, primary_header) -> str:
     plate, mjd, fiber = (primary_header.get(k) for k in ("PLATEID", "MJD", "FIBERID"))
     if all(isinstance(v, int) for v in (plate, mjd, fiber)):
-        return f"{plate:04d}-{mjd:05d}-{fiber:04d}"
+        return plate_mjd_fiber(plate, mjd, fiber)
     m = _NAME.search(source.name)
     return "-".join(m.groups()) if m else ""
 
@@ -79,10 +96,7 @@ def _truncation_warnings(source: Source, hdu: HDU, specobj: dict[str, object]) -
     transfer: the result says so rather than answer as if the file were whole. A pipeline
     spec/spec-lite file (COADD with ``and_mask``) always has SPECOBJ as HDU 2; the minimal
     COADD-only form (flux/loglam/ivar) has none and is not warned about."""
-    out = []
-    if len(source.data) % BLOCK:
-        out.append(f"file is {len(source.data)} bytes, not a whole number of 2880-byte FITS "
-                   "blocks: truncated?")
+    out = [w] if (w := truncation_warning(source)) else []
     if not specobj and "AND_MASK" in hdu.columns and source.fits.get("SPECOBJ") is None:
         out.append("no SPECOBJ HDU after COADD, which SDSS spec files always have: the file "
                    "looks truncated")
@@ -100,7 +114,7 @@ def read_sdss_spec(source: Source) -> list[Spectrum]:
         raise SpectrumError("bad_shape", "COADD columns must be scalars", source=source.name)
     mask = None
     if "AND_MASK" in hdu.columns:
-        mask = numeric_column(hdu, "and_mask", kinds="biu") != 0
+        mask = and_mask_bad(numeric_column(hdu, "and_mask", kinds="biu"))
     wave = loglam_to_wavelength(loglam)
     head = source.fits[0].header
     meta: dict[str, object] = {"survey": "sdss", "object_id": _object_id(source, head)}

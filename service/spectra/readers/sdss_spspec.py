@@ -13,9 +13,11 @@ import re
 
 import numpy as np
 
+from service.io.fitsview import Header
+from service.io.source import Source
+
 from ..errors import SpectrumError
 from ..registry import register_reader
-from ..source import Source
 from ..spectrum import Spectrum, make_spectrum
 from ..wavelength import air_to_vacuum, loglam_to_wavelength
 from ._common import header_meta
@@ -42,6 +44,24 @@ def is_eigen_template(header) -> bool:
     return "EIGEN0" in header or "NAME0" in header
 
 
+def coeff_wavelength(h: Header, n: int, source: Source) -> np.ndarray:
+    """The vacuum-Å wavelengths of ``n`` pixels of an idlspec2d image (spSpec, spPlate):
+    log10 λ = COEFF0 + COEFF1·i, converted from air when the header says ``VACUUM = F``.
+    ``corrupt_file`` when COEFF0/COEFF1 are missing or not numbers, ``bad_units`` when they
+    are not a log10-Å solution."""
+    c0, c1 = h.get("COEFF0"), h.get("COEFF1")
+    if not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in (c0, c1)):
+        raise SpectrumError("corrupt_file", "COEFF0/COEFF1 missing or not numbers",
+                            source=source.name)
+    if not (c1 > 0 and 0 < c0 < 6):
+        raise SpectrumError("bad_units", f"COEFF0 = {c0}, COEFF1 = {c1}: not log10 Å",
+                            source=source.name)
+    wave = loglam_to_wavelength(c0 + c1 * np.arange(n, dtype=np.float64))
+    if h.get("VACUUM") is False:
+        wave = air_to_vacuum(wave)
+    return wave
+
+
 def read_sdss_spspec(source: Source) -> list[Spectrum]:
     primary = source.fits[0]
     h = primary.header
@@ -52,17 +72,8 @@ def read_sdss_spspec(source: Source) -> list[Spectrum]:
     if img.ndim != 2 or img.shape[0] < 4:
         raise SpectrumError("bad_shape", f"primary image has shape {img.shape}",
                             source=source.name)
-    c0, c1 = h.get("COEFF0"), h.get("COEFF1")
-    if not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in (c0, c1)):
-        raise SpectrumError("corrupt_file", "COEFF0/COEFF1 missing or not numbers",
-                            source=source.name)
-    if not (c1 > 0 and 0 < c0 < 6):
-        raise SpectrumError("bad_units", f"COEFF0 = {c0}, COEFF1 = {c1}: not log10 Å",
-                            source=source.name)
     n = img.shape[1]
-    wave = loglam_to_wavelength(c0 + c1 * np.arange(n, dtype=np.float64))
-    if h.get("VACUUM") is False:
-        wave = air_to_vacuum(wave)
+    wave = coeff_wavelength(h, n, source)
     err = img[2].astype(np.float64)
     ivar = np.divide(1.0, err * err, out=np.zeros(n), where=err > 0)
     mask = img[3] != 0

@@ -2,20 +2,17 @@
 
 The service runs in its own process, exactly as deployed, so signals (SIGTERM drain, SIGHUP
 reload) and the registry of a fresh process are tested for real. The model repository holds
-the tiny, untrained classifier of tests/service/inference/tiny_classifier.py.
+the tiny, untrained classifier of tests/support/tiny_classifier.py.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-# the tiny model builder lives beside the inference tests
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
-from http_service import Service
-from tiny_classifier import write_tiny_model
+from tests.support.http_service import Service
+from tests.support.tiny_classifier import write_tiny_model
 
 
 @pytest.fixture(scope="session")

@@ -129,7 +129,8 @@ def test_ndjson_stream_gives_a_line_per_spectrum_and_error_lines(service, sdss_b
     errors = [x for x in lines if "error" in x]
     assert errors == [{"source": "junk.bin", "error": {
         "code": "unknown_format", "detail": "no spectrum reader identifies this input (known: "
-        "specula-exposure, desi-coadd, eso-sdp, sdss-spec, sdss-spspec, arrays)",
+        "specula-exposure, sdss-spplate, desi-coadd, eso-sdp, sdss-spec, sdss-spspec, arrays, "
+        "specutils-tabular)",
         "source": "junk.bin"}}]
     assert sorted(x["source"] for x in lines if "error" not in x) == ["a.fits", "b.fits"]
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from http_service import REPO_ROOT
 
 from service.api.routers import docs
+from tests.support.http_service import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 PAGES = ("/docs", "/redoc")

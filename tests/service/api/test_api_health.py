@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from http_service import MODEL, PROVIDER
+
+from tests.support.http_service import MODEL, PROVIDER
 
 pytestmark = pytest.mark.e2e
 

@@ -11,16 +11,15 @@ import json
 import numpy as np
 import orjson
 import pytest
-from http_service import MODEL
 
 from service.spectra import DEFAULT_GRID
+from tests.support.http_service import MODEL, Service
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def pair(api_repo, tmp_path_factory):
-    from http_service import Service
     logs = tmp_path_factory.mktemp("hot-logs")
     hot = Service(api_repo, logs / "hot.log", max_batch_size=64)
     plain = Service(api_repo, logs / "plain.log", max_batch_size=64, hot_routes="false")

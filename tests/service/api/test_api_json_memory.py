@@ -14,7 +14,8 @@ import pytest
 from service.api.jsonbudget import JSON_DECODE_FACTOR
 from service.api.oip import decode_infer_request
 from service.spectra.readers.arrays import read_arrays
-from service.spectra.source import Source
+from service.io.source import Source
+from tests.support.http_service import Service
 
 BUDGET = 16 * 1024 * 1024
 MODEL = "spectrum_classifier"
@@ -35,7 +36,6 @@ def oip_json(values: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def small_budget(api_repo, tmp_path_factory):
-    from http_service import Service
 
     svc = Service(api_repo, tmp_path_factory.mktemp("json-budget") / "service.log",
                   max_inflight_bytes=BUDGET, version_policy="latest")

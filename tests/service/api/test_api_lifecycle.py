@@ -9,8 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from http_service import ADMIN_TOKEN, MODEL
-from tiny_classifier import write_tiny_model
+
+from tests.support.http_service import ADMIN_TOKEN, MODEL
+from tests.support.tiny_classifier import write_tiny_model
 
 pytestmark = pytest.mark.e2e
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}

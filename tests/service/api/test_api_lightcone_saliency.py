@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_classifier import write_tiny_model
 
+from tests.support.http_service import Service
+from tests.support.tiny_classifier import write_tiny_model
 from training.export_saliency import ort_session
 
 REPO = Path(__file__).resolve().parents[3]
@@ -44,7 +45,6 @@ def repo(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def svc(repo, tmp_path_factory):
-    from http_service import Service
 
     s = Service(repo, tmp_path_factory.mktemp("lcsal-logs") / "service.log",
                 max_file_bytes=8 * 1024 * 1024, lightcone_saliency_max_batch_rows=2)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from http_service import ADMIN_TOKEN, MODEL, PROVIDER
 from tritonclient.utils import InferenceServerException
 
 from service.spectra import DEFAULT_GRID, Source, preprocess, read_spectra
+from tests.support.http_service import ADMIN_TOKEN, MODEL, PROVIDER
 
 pytestmark = pytest.mark.e2e
 OUTPUTS = ["probs", "entropy", "epistemic", "z", "z_sigma"]

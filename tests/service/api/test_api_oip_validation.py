@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from http_service import Service
-from tiny_classifier import write_tiny_model
+
+from tests.support.http_service import Service
+from tests.support.tiny_classifier import write_tiny_model
 
 REPO = Path(__file__).resolve().parents[3]
 LIGHTCONE_V2 = REPO / "models" / "lightcone_regressor" / "2"

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from test_api_workers import children, fresh, start_workers, wait_for
-from tiny_classifier import write_tiny_model
+
+from tests.support.tiny_classifier import write_tiny_model
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")]

@@ -1,7 +1,7 @@
 """Quality flags in POST /v1/spectra:classify, over real HTTP (service/inference/quality.py).
 
 Pure Gaussian noise came back QSO at P = 0.9999 with nothing to say it was noise; now it
-carries ``no_signal`` and ``low_snr``. The shipped v3 model decides ``no_signal`` with its
+carries ``no_signal`` and ``low_snr``. The shipped v4 model decides ``no_signal`` with its
 template fit (z_warning z_no_signal); the tiny test model has none, so the input's own
 signal test decides there. A real SDSS spectrum raises neither.
 """
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from http_service import Service
 
 from service.inference.quality import LOW_SNR_FLAG, NO_SIGNAL
 from service.spectra import Source, read_spectra
+from tests.support.http_service import Service
 
 pytestmark = pytest.mark.e2e
 URL = "/v1/spectra:classify"
@@ -25,9 +25,9 @@ SHIPPED = Path(__file__).resolve().parents[3] / "models"
 
 @pytest.fixture(scope="module")
 def shipped_service(tmp_path_factory):
-    """`specula serve` on the shipped repository: v3 (in-graph template fit) answers."""
-    if not (SHIPPED / "spectrum_classifier" / "3" / "model.onnx").is_file():
-        pytest.skip("shipped v3 absent")
+    """`specula serve` on the shipped repository: v4 (in-graph template fit) answers."""
+    if not (SHIPPED / "spectrum_classifier" / "4" / "model.onnx").is_file():
+        pytest.skip("shipped v4 absent")
     svc = Service(SHIPPED, tmp_path_factory.mktemp("quality-logs") / "service.log")
     yield svc
     svc.stop()
@@ -50,9 +50,9 @@ def classify(svc: Service, body: bytes, name: str) -> list[dict]:
     return r.json()["results"]
 
 
-def test_noise_is_flagged_no_signal_and_low_snr_by_v3(shipped_service):
+def test_noise_is_flagged_no_signal_and_low_snr_by_the_served_model(shipped_service):
     results = classify(shipped_service, noise_body(), "noise.json")
-    assert [r["version"] for r in results] == [3, 3, 3]
+    assert [r["version"] for r in results] == [4, 4, 4]
     for r in results:
         assert {"no_signal", "low_snr"} <= set(r["quality_flags"]), r["quality_flags"]
         assert r["quality"] & (NO_SIGNAL.bit | LOW_SNR_FLAG.bit) == NO_SIGNAL.bit | LOW_SNR_FLAG.bit
@@ -60,7 +60,7 @@ def test_noise_is_flagged_no_signal_and_low_snr_by_v3(shipped_service):
 
 def test_a_real_sdss_spectrum_is_neither_low_snr_nor_no_signal(shipped_service, sdss_spec_path):
     (r,) = classify(shipped_service, sdss_spec_path.read_bytes(), "spec.fits")
-    assert r["version"] == 3
+    assert r["version"] == 4
     assert not {"low_snr", "no_signal"} & set(r["quality_flags"]), r["quality_flags"]
     assert r["quality"] & (NO_SIGNAL.bit | LOW_SNR_FLAG.bit) == 0
 

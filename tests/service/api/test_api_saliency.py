@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from service.spectra import DEFAULT_GRID, PREPROCESS_VERSION, Source, preprocess, read_spectra
+from tests.support.http_service import ADMIN_TOKEN, Service
 from training.config import ModelConfig
 from training.export_onnx import manifest_io, sha256_file
 from training.export_saliency import add_to_manifest, export_saliency, ort_session
@@ -69,7 +70,6 @@ def saliency_repo(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def svc(saliency_repo, tmp_path_factory):
-    from http_service import Service
 
     s = Service(saliency_repo, tmp_path_factory.mktemp("sal-logs") / "service.log",
                 max_batch_size=64)
@@ -89,7 +89,7 @@ def post(svc, body: bytes, **params):
 
 def test_gradient_json_is_the_graph_output_on_the_model_grid(svc, saliency_repo, sdss_bytes,
                                                             sdss_spec_path):
-    r = post(svc, sdss_bytes)
+    r = post(svc, sdss_bytes, target="top")  # explicit: the predicted class, as before
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["model"] == "spectrum_classifier" and body["version"] == 1
@@ -214,8 +214,6 @@ def test_saliency_is_metered_apart_from_classification(svc, sdss_bytes):
 
 def test_saliency_added_beside_a_served_model_is_picked_up_by_reload(saliency_repo, sdss_bytes,
                                                                      start_service, tmp_path):
-    from http_service import ADMIN_TOKEN
-
     repo = tmp_path / "repo"
     shutil.copytree(saliency_repo / "spectrum_classifier" / "2", repo / "spectrum_classifier" / "2")
     svc = start_service(repo)

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from http_service import ADMIN_TOKEN, MODEL, REPO_ROOT, oip_zeros
-from tiny_classifier import write_tiny_model
+
+from tests.support.http_service import ADMIN_TOKEN, MODEL, REPO_ROOT, oip_zeros
+from tests.support.tiny_classifier import write_tiny_model
 
 pytestmark = pytest.mark.e2e
 ADMIN = {"authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -19,9 +19,10 @@ import pytest
 import torch
 from astropy.cosmology import Planck15
 from astropy.io import fits
-from tiny_classifier import write_tiny_model
 
 from service.lightcones import Source, make_lightcone, preprocess, read_lightcone
+from tests.support.http_service import Service
+from tests.support.tiny_classifier import write_tiny_model
 from training.lightcone.config import load_config
 from training.lightcone.export_onnx import export, run_onnx
 from training.lightcone.model import LightconeNet
@@ -47,7 +48,6 @@ def lc_repo(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def svc(lc_repo, tmp_path_factory):
-    from http_service import Service
 
     s = Service(lc_repo, tmp_path_factory.mktemp("lc-logs") / "service.log",
                 max_file_bytes=8 * 1024 * 1024)

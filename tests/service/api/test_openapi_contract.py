@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from http_service import ADMIN_TOKEN
 
 from service.api.main import create_app
 from service.settings import Settings
+from tests.support.http_service import ADMIN_TOKEN
 
 HERE = Path(__file__).resolve().parent
 ERROR_REF = "#/components/schemas/ErrorBody"
@@ -43,6 +43,11 @@ ERRORS = {
     "model_version_ready": {400, 401, 404, 503},
     "model_infer": OIP_INFER,
     "model_version_infer": OIP_INFER,
+    "model_config": {401, 404, 503},
+    "model_version_config": {400, 401, 404, 503},
+    "model_stats": {401, 404, 503},
+    "model_version_stats": {400, 401, 404, 503},
+    "models_stats": {401, 503},
     "server_live": {503},
     "server_ready": {400, 503},  # 400: not ready (OIP: a 4xx means false)
     "server_metadata": {401, 503},

@@ -3,17 +3,13 @@ archive of real-format files written once per session."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[2]
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "inference"))
+from tests.support.archive_files import N_GOOD, write_archive
 
-from archive_files import N_GOOD, write_archive
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +17,8 @@ def archive_models(tmp_path_factory) -> Path:
     shipped = REPO / "models"
     if (shipped / "spectrum_classifier" / "1" / "model.onnx").exists():
         return shipped
-    from tiny_classifier import write_tiny_model
+    # deferred: the tiny model is built with torch, needed only where no model is shipped
+    from tests.support.tiny_classifier import write_tiny_model
 
     root = tmp_path_factory.mktemp("archive-models")
     write_tiny_model(root, version=1)

@@ -7,7 +7,7 @@ import json
 
 import pyarrow.parquet as pq
 
-from service.inference.offline import main as classify
+from service.archive.classify import main as classify
 
 
 def test_flat_probability_and_file_columns_match_classify_json(archive_models, sdss_spec_path,

@@ -7,11 +7,11 @@ import json
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from archive_files import N_GOOD
 
 from service.archive import ArchiveJob
 from service.archive.local import run_local
-from service.inference.offline import main as classify
+from service.archive.classify import main as classify
+from tests.support.archive_files import N_GOOD
 
 FLOATS = ("class_probability", "label_probability", "entropy", "epistemic", "z", "z_sigma")
 

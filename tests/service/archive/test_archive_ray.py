@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pyarrow.parquet as pq
 import pytest
-from archive_files import N_GOOD
 
 from service.archive import ArchiveJob
 from service.archive.local import run_local
-from service.inference.offline import main as classify
+from service.archive.classify import main as classify
+from tests.support.archive_files import N_GOOD
 
 ray = pytest.importorskip("ray")
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from archive_files import write_archive
-from archive_job_process import job
 
 from service.archive.local import run_local
+from tests.support.archive_files import write_archive
+from tests.support.archive_job_process import job
 
-HERE = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[3]
 N_FILES = 48
 
 
@@ -64,8 +64,8 @@ def wait_for_parts(out: Path, proc: subprocess.Popen, n: int, timeout: float = 6
 def test_killed_run_resumes_without_loss_or_duplicates(sig, big_archive, archive_models,
                                                        reference, tmp_path):
     out = tmp_path / "r.parquet"
-    proc = subprocess.Popen([sys.executable, str(HERE / "archive_job_process.py"),
-                             str(big_archive), str(out), str(archive_models)])
+    proc = subprocess.Popen([sys.executable, "-m", "tests.support.archive_job_process",
+                             str(big_archive), str(out), str(archive_models)], cwd=REPO)
     try:
         wait_for_parts(out, proc, 3)
         workers = children(proc.pid)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from service.inference.offline import main
+from service.archive.classify import main
 
 
 def test_classify_real_fits_and_keep_going_after_bad_file(model_repo, sdss_spec_path, tmp_path,

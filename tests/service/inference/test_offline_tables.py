@@ -4,7 +4,6 @@ numbers as the JSON lines of the same run, the file's own SPECOBJ CLASS/Z beside
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import astropy.units as u
@@ -13,12 +12,9 @@ import pytest
 from astropy.table import Table
 
 from service.inference.columns import probability_columns
-from service.inference.offline import main
+from service.archive.classify import main
 from service.inference.postprocess import LabelMap
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "spectra"))
-
-from spectrum_writers import sdss_like_spectrum, write_sdss_spec
+from tests.support.spectrum_writers import sdss_like_spectrum, write_sdss_spec
 
 REPO = Path(__file__).resolve().parents[3]
 SHIPPED = REPO / "models"
@@ -28,9 +24,9 @@ FORMATS = {".fits": "fits", ".fit": "fits", ".ecsv": "ascii.ecsv", ".vot": "vota
 
 @pytest.fixture(scope="module")
 def shipped_models() -> Path:
-    """The served model (v3: in-graph template fit, so z_warning/z_rchi2 are there)."""
-    if not (SHIPPED / "spectrum_classifier" / "3" / "model.onnx").exists():
-        pytest.skip("shipped spectrum_classifier v3 not present")
+    """The served model (v4: in-graph template fit, so z_warning/z_rchi2 are there)."""
+    if not (SHIPPED / "spectrum_classifier" / "4" / "model.onnx").exists():
+        pytest.skip("shipped spectrum_classifier v4 not present")
     return SHIPPED
 
 
@@ -72,7 +68,7 @@ def test_table_matches_json_lines_of_the_same_run(ext, shipped_models, sdss_spec
     assert row["class_probability"] == good["class_probability"]
     for k in ("source", "object_id", "format", "class", "subtype", "label", "model"):
         assert row[k] == good[k]
-    assert row["version"] == good["version"] == 3 and row["status"] == "ok"
+    assert row["version"] == good["version"] == 4 and row["status"] == "ok"
     assert row["z_warning"] == good["z_warning"] and row["z_warnings"] == ",".join(
         good["z_warnings"])
     # no flag names (this bright star has none) is an empty string: read back masked
@@ -101,7 +97,7 @@ def test_table_matches_json_lines_of_the_same_run(ext, shipped_models, sdss_spec
         for k in ("z", "z_sigma", "entropy", "epistemic", "p_STAR", "p_STAR_A", "file_z"):
             assert t[k].unit == u.dimensionless_unscaled, k
     if FORMATS[ext] != "votable":  # VOTable keeps no table-level meta
-        assert (t.meta["MODEL"], t.meta["MODELVER"]) == ("spectrum_classifier", 3)
+        assert (t.meta["MODEL"], t.meta["MODELVER"]) == ("spectrum_classifier", 4)
 
 
 def test_model_without_template_fit_and_file_without_specobj_give_nulls(model_repo, tmp_path):

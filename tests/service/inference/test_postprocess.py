@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from tiny_classifier import LABELS, TOP_CLASSES
 
 from service.inference.postprocess import LabelMap, summarise
 from service.inference.repository import Manifest
+from tests.support.tiny_classifier import LABELS, TOP_CLASSES
 
 
 def label_map() -> LabelMap:

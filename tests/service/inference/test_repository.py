@@ -6,9 +6,9 @@ import json
 import shutil
 
 import pytest
-from tiny_classifier import write_tiny_model
 
 from service.inference.repository import ModelError, ModelRepository
+from tests.support.tiny_classifier import write_tiny_model
 
 
 def test_latest_by_default_and_version_pinnable(model_repo):

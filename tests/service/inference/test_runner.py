@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tiny_classifier import OUTPUTS, TinyClassifier
 
 from service.inference.repository import ModelRepository
 from service.inference.runner import OnnxRunner, session_options
+from tests.support.tiny_classifier import OUTPUTS, TinyClassifier
 
 
 def test_cpu_provider_reported_and_outputs_match_torch(model_repo):

@@ -7,13 +7,13 @@ import json
 import shutil
 
 import numpy as np
-from tiny_classifier import write_tiny_model
 
 from service.inference.serving import ModelServer
 from service.settings import Settings
+from tests.support.tiny_classifier import write_tiny_model
 
 
-def test_other_kinds_are_left_to_their_own_server_and_bad_reload_keeps_serving(tmp_path):
+def test_every_kind_is_checked_by_the_one_server_and_bad_reload_keeps_serving(tmp_path):
     write_tiny_model(tmp_path, version=1)
     other = tmp_path / "lightcone_like" / "1"
     shutil.copytree(tmp_path / "spectrum_classifier" / "1", other)
@@ -33,8 +33,10 @@ def test_other_kinds_are_left_to_their_own_server_and_bad_reload_keeps_serving(t
         return first, second, out, version
 
     first, second, out, version = asyncio.run(main())
-    assert first == {"spectrum_classifier": {"status": "ok", "versions": [1],
-                                             "provider": {1: "CPUExecutionProvider"}}}
+    assert first["spectrum_classifier"] == {"status": "ok", "versions": [1],
+                                            "provider": {1: "CPUExecutionProvider"}}
+    # a spectrum graph under a lightcone manifest fails the lightcone kind's contract check
+    assert first["lightcone_like"]["code"] == "preprocess_mismatch"
     assert second["spectrum_classifier"]["status"] == "failed"
     assert second["spectrum_classifier"]["code"] == "checksum_mismatch"
     assert second["spectrum_classifier"]["serving"] == [1]

@@ -9,10 +9,10 @@ import h5py
 import numpy as np
 import pytest
 from astropy.io import fits
-from lc_helpers import toy_cube
 
 from service.lightcones import LightconeError, Source, read_lightcone
 from service.lightcones.lightcone import NU21_MHZ
+from tests.support.lc_helpers import toy_cube
 
 
 def src(data: bytes, name: str = "x", max_bytes: int = 64 << 20) -> Source:
@@ -152,7 +152,7 @@ def test_npy_bad_arrays(arr, code):
 
 def test_gzip_bomb():
     data = gzip.compress(b"\x93NUMPY" + b"\x00" * (70 << 20))
-    with pytest.raises(LightconeError.__mro__[1]) as e:  # SpectrumError from the shared Source
+    with pytest.raises(LightconeError.__mro__[1]) as e:  # InputError from the shared Source
         read_lightcone(src(data))
     assert e.value.code == "decompression_bomb"
 

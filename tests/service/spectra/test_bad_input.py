@@ -1,4 +1,4 @@
-"""Bad input of every kind gives a typed SpectrumError code, never a crash or a big allocation."""
+"""Bad input of every kind gives a typed InputError code, never a crash or a big allocation."""
 
 from __future__ import annotations
 
@@ -13,15 +13,20 @@ import pytest
 from astropy.io import fits
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from spectrum_writers import sdss_like_spectrum, write_sdss_spec
 
+from service.io import InputError
 from service.spectra import (
     ERROR_CODES,
     Source,
-    SpectrumError,
     make_spectrum,
     preprocess,
     read_spectra,
+)
+from tests.support.spectrum_writers import (
+    sdss_like_spectrum,
+    write_desi,
+    write_eso_sdp,
+    write_sdss_spec,
 )
 
 CASES = {"bytes": 0, "json": 0, "arrays": 0, "headers": 0}
@@ -37,7 +42,7 @@ def code_of(data: bytes, *, max_bytes: int | None = None, **kw) -> str | None:
         _, spectra = read_spectra(src)
         for s in spectra:
             preprocess(s)
-    except SpectrumError as exc:
+    except InputError as exc:
         assert exc.code in ERROR_CODES
         assert not GENERIC.match(exc.detail), f"unchecked failure inside a reader: {exc.detail}"
         return exc.code
@@ -87,10 +92,10 @@ def test_fits_with_the_wrong_hdus():
     fits.HDUList([fits.PrimaryHDU(np.ones(10))]).writeto(buf)
     assert code_of(buf.getvalue()) == "unknown_format"
     # forcing a reader onto the wrong file names what is missing
-    with pytest.raises(SpectrumError) as e:
+    with pytest.raises(InputError) as e:
         read_spectra(Source(buf.getvalue()), format="sdss-spec")
     assert e.value.code == "missing_hdu"
-    with pytest.raises(SpectrumError) as e:
+    with pytest.raises(InputError) as e:
         read_spectra(Source(buf.getvalue()), format="desi-coadd")
     assert e.value.code == "missing_hdu"
 
@@ -159,7 +164,7 @@ def test_gzipped_real_file_reads(sdss_spec_path):
 def test_oversized_input_is_refused_before_reading(tmp_path):
     p = tmp_path / "big.fits"
     p.write_bytes(b"\0" * 2048)
-    with pytest.raises(SpectrumError) as e:
+    with pytest.raises(InputError) as e:
         Source.from_path(p, max_bytes=1024)
     assert e.value.code == "too_large"
 
@@ -203,7 +208,7 @@ def test_arbitrary_arrays_give_a_typed_error_or_spectra(n, data):
     try:
         s = make_spectrum(wave, flux, ivar)
         preprocess(s)
-    except SpectrumError as exc:
+    except InputError as exc:
         assert exc.code in ERROR_CODES
 
 
@@ -237,8 +242,6 @@ def test_report_property_case_counts():
 
 def test_text_where_numbers_belong_is_bad_dtype():
     """Type confusion in a table must be a typed error, not a crash in float()/int()."""
-    from spectrum_writers import write_desi, write_eso_sdp
-
     w = 3600 + 0.8 * np.arange(50)
     desi = write_desi({"B": (w, np.ones((1, 50)), np.ones((1, 50)), np.zeros((1, 50)))}, [7])
     with fits.open(io.BytesIO(desi)) as h:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from service.spectra import SpectrumError
-from service.spectra.fitsview import FitsFile
+from service.io import InputError
+from service.io.fitsview import FitsFile
 
 
 def _real_files(sdss_spec_path, desi_paths):
@@ -79,7 +79,7 @@ def test_header_claiming_a_billion_pixels_allocates_nothing():
     data = _primary_claiming(10**9)
     tracemalloc.start()
     try:
-        with pytest.raises(SpectrumError) as e:
+        with pytest.raises(InputError) as e:
             FitsFile(data, max_bytes=64 * 2**20)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -89,14 +89,14 @@ def test_header_claiming_a_billion_pixels_allocates_nothing():
 
 
 def test_header_claiming_more_than_present_but_under_limit_is_corrupt():
-    with pytest.raises(SpectrumError) as e:
+    with pytest.raises(InputError) as e:
         FitsFile(_primary_claiming(10_000), max_bytes=64 * 2**20)
     assert e.value.code == "corrupt_file"
 
 
 @pytest.mark.parametrize("cut", [100, 2880, 2880 * 3 + 17])
 def test_truncated_headers_are_corrupt(sdss_spec_path, cut):
-    with pytest.raises(SpectrumError) as e:
+    with pytest.raises(InputError) as e:
         FitsFile(sdss_spec_path.read_bytes()[:cut], max_bytes=10**8)["COADD"]
     assert e.value.code == "corrupt_file"
 
@@ -107,7 +107,7 @@ def test_compressed_hdu_declaring_a_huge_image_is_too_large(desi_paths):
     assert i > 0
     bad = data[:i] + b"ZNAXIS2 = " + b"1000000000".rjust(20) + data[i + 30 :]
     ff = FitsFile(bad, max_bytes=len(data))
-    with pytest.raises(SpectrumError) as e:
+    with pytest.raises(InputError) as e:
         _ = ff.hdus  # scanning every HDU reaches the compressed one
     assert e.value.code == "too_large"
 
@@ -117,6 +117,6 @@ def test_variable_length_columns_are_refused():
     buf = io.BytesIO()
     fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([col])]).writeto(buf)
     ff = FitsFile(buf.getvalue(), max_bytes=10**6)
-    with pytest.raises(SpectrumError) as e:
+    with pytest.raises(InputError) as e:
         ff[1].column("flux")
     assert e.value.code == "bad_dtype"

@@ -1,6 +1,7 @@
-"""Fuzz: byte-mutated real files (the SDSS star in ../shared, specutils' DESI files).
+"""Fuzz: byte-mutated real files (the SDSS star in ../shared, specutils' DESI files, an
+spPlate built around the SDSS star).
 
-Every mutant must read (and preprocess) into spectra or give a registered SpectrumError code
+Every mutant must read (and preprocess) into spectra or give a registered InputError code
 that a reader raised on purpose — never another exception, never the registry's catch-all
 (``corrupt_file`` with a "reader: SomeError" detail), never a hang. Mutations concentrate on
 headers (where sizes and layouts are declared) and also hit the data. Deterministic seed;
@@ -16,7 +17,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from service.spectra import ERROR_CODES, Source, SpectrumError, preprocess, read_spectra
+from service.io import InputError
+from service.spectra import ERROR_CODES, Source, preprocess, read_spectra
+from tests.support.multi_object_files import real_plate
 
 GENERIC = re.compile(r"^[a-z-]+: [A-Za-z_.]*(Error|Exception)\b")
 DIGITS = [b"0", b"9", b"99999999", b"-1", b"1000000000", b"2147483648", b"' '", b"E", b"P"]
@@ -64,7 +67,7 @@ def run_fuzz(data: bytes, name: str, cases: int, seed: int, budget_s: float) -> 
         try:
             _, spectra = read_spectra(Source(mutant, name=name))
             outcomes["read"] += 1
-        except SpectrumError as exc:
+        except InputError as exc:
             _check(exc)
             outcomes[exc.code] += 1
             continue
@@ -72,13 +75,13 @@ def run_fuzz(data: bytes, name: str, cases: int, seed: int, budget_s: float) -> 
             try:
                 preprocess(s)
                 outcomes["preprocessed"] += 1
-            except SpectrumError as exc:
+            except InputError as exc:
                 _check(exc)
                 outcomes["preprocess:" + exc.code] += 1
     return outcomes
 
 
-def _check(exc: SpectrumError) -> None:
+def _check(exc: InputError) -> None:
     assert exc.code in ERROR_CODES
     assert not GENERIC.match(exc.detail), f"unchecked failure: {exc.detail}"
 
@@ -107,6 +110,16 @@ def test_fuzz_desi(desi_paths, fname, cases, budget):
     TOTAL.update(out)
     print(f"\nfuzz {fname}: {_cases(out)} mutants {dict(out)}")
     assert _cases(out) >= 40 and out["preprocessed"] > 0 and len(out) > 2
+
+
+@pytest.mark.slow
+def test_fuzz_spplate(sdss_spec_path):
+    """The eight-fibre plate around the real star (tests/support/multi_object_files.py)."""
+    out = run_fuzz(real_plate(sdss_spec_path), "spPlate-1198-52669.fits", cases=600, seed=3,
+                   budget_s=8)
+    TOTAL.update(out)
+    print(f"\nfuzz spPlate: {_cases(out)} mutants {dict(out)}")
+    assert _cases(out) >= 100 and out["preprocessed"] > 0 and len(out) > 3
 
 
 def test_fuzz_total_reported():

@@ -5,11 +5,10 @@ from __future__ import annotations
 import io
 import json
 
-from spectrum_writers import sdss_like_spectrum
-
 from service.cli import main as cli_main
-from service.spectra.inspect import main
+from service.inspect import main
 from service.spectra.readers.exposure import write_exposure
+from tests.support.spectrum_writers import sdss_like_spectrum
 
 
 def _run(argv):

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference_preprocess import reference_normalise, reference_resample
 
 from service.spectra import DEFAULT_GRID, Source, make_spectrum, read_spectra
 from service.spectra.preprocess import (
@@ -23,6 +22,7 @@ from service.spectra.preprocess import (
     pixel_edges,
     resample_to_grid,
 )
+from tests.support.reference_preprocess import reference_normalise, reference_resample
 
 RUNS = {"aligned": 0, "general": 0}
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
-from spectrum_writers import (
+
+from service.spectra import Source, list_readers
+from service.spectra.readers.exposure import write_exposure
+from tests.support.multi_object_files import real_plate
+from tests.support.spectrum_writers import (
     sdss_like_spectrum,
     write_desi,
     write_eso_sdp,
@@ -13,15 +18,12 @@ from spectrum_writers import (
     write_spspec,
 )
 
-from service.spectra import Source, list_readers
-from service.spectra.readers.exposure import write_exposure
-
-EXPECTED = {"sdss-spec", "sdss-spspec", "desi-coadd", "eso-sdp", "arrays", "specula-exposure"}
+EXPECTED = {"sdss-spec", "sdss-spspec", "sdss-spplate", "desi-coadd", "eso-sdp", "arrays",
+            "specula-exposure", "specutils-tabular"}
 
 
 def _samples(sdss_spec_path, desi_paths):
     s = sdss_like_spectrum()
-    import numpy as np
     w = 3600 + 0.8 * np.arange(50)
     yield "sdss-spec", sdss_spec_path.read_bytes()
     for path in desi_paths.values():
@@ -29,6 +31,7 @@ def _samples(sdss_spec_path, desi_paths):
     for variant in ("full", "lite", "coadd-only"):
         yield "sdss-spec", write_sdss_spec(s, variant=variant)
     yield "sdss-spspec", write_spspec(s, coeff0=3.5797)
+    yield "sdss-spplate", real_plate(sdss_spec_path)  # also spSpec-shaped: priority decides
     yield "eso-sdp", write_eso_sdp(s)
     yield "desi-coadd", write_desi({"B": (w, np.ones((1, 50)), np.ones((1, 50)),
                                           np.zeros((1, 50)))}, [1])
@@ -38,7 +41,7 @@ def _samples(sdss_spec_path, desi_paths):
     yield "specula-exposure", write_exposure([s])  # one row: also ESO-shaped if WAVE present
 
 
-def test_the_six_formats_are_registered():
+def test_the_eight_formats_are_registered():
     assert {r.name for r in list_readers()} == EXPECTED
     assert all(r.description for r in list_readers())
 

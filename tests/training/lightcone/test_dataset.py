@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from lc_training_helpers import tiny_config
 
+from tests.support.lc_training_helpers import tiny_config
 from training.lightcone import dataset
 from training.lightcone.config import LightconeConfig
 from training.lightcone.simulate import STATUS, SimResult, draw

@@ -7,9 +7,9 @@ import warnings
 
 import numpy as np
 import pytest
-from lc_training_helpers import tiny_config
 
 from service.lightcones import LightconeGrid
+from tests.support.lc_training_helpers import tiny_config
 from training.lightcone.noise import ThermalNoise, comoving_edges, observe
 
 t2c = pytest.importorskip("tools21cm")

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from lc_training_helpers import tiny_config, write_fake_dataset
 
 from service.lightcones import PREPROCESS_VERSION, LightconeGrid
+from tests.support.lc_training_helpers import tiny_config, write_fake_dataset
 from training.lightcone import dataset
 from training.lightcone.cli import main
 from training.lightcone.config import config_to_dict

@@ -7,9 +7,9 @@ import json
 
 import numpy as np
 import pytest
-from spectrum_writers import sdss_like_spectrum, write_json, write_npy
 
 from service.spectra import Source, SpectrumError, preprocess, read_spectra
+from tests.support.spectrum_writers import sdss_like_spectrum, write_json, write_npy
 
 
 def _read(data: bytes, name: str = "x"):

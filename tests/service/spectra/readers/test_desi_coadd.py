@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from astropy.io import fits
-from spectrum_writers import write_desi
 
 from service.spectra import Source, preprocess, read_spectra
+from tests.support.spectrum_writers import write_desi
 
 
 @pytest.mark.parametrize("fname", ["coadd-5-169-thru20210419.fits", "coadd-sv3-dark-26065.fits",

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from astropy import units as u
-from spectrum_writers import sdss_like_spectrum, write_eso_sdp
 
 from service.spectra import Source, SpectrumError, make_spectrum, preprocess, read_spectra
 from service.spectra.wavelength import air_to_vacuum
+from tests.support.spectrum_writers import sdss_like_spectrum, write_eso_sdp
 
 
 @pytest.mark.parametrize("unit", ["nm", "Angstrom", "um"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from astropy.io import fits
-from spectrum_writers import sdss_like_spectrum
 
 from service.spectra import (
     DEFAULT_GRID,
@@ -16,6 +15,7 @@ from service.spectra import (
     read_spectra,
 )
 from service.spectra.readers.exposure import write_exposure
+from tests.support.spectrum_writers import sdss_like_spectrum
 
 
 def _fibres(n: int, npix: int = 3800, shared: bool = True):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from astropy.io import fits
-from spectrum_writers import sdss_like_spectrum, write_sdss_spec
 
 from service.spectra import Source, SpectrumError, preprocess, read_spectra
+from tests.support.spectrum_writers import sdss_like_spectrum, write_sdss_spec
 
 
 def test_real_file_reads_as_it_is(sdss_spec_path):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from spectrum_writers import sdss_like_spectrum, write_spspec
 
 from service.spectra import Source, SpectrumError, preprocess, read_spectra
 from service.spectra.wavelength import air_to_vacuum
+from tests.support.spectrum_writers import sdss_like_spectrum, write_spspec
 
 
 def test_round_trip_onto_the_grid():
