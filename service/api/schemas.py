@@ -13,6 +13,8 @@ from pydantic.json_schema import SkipJsonSchema
 from service.inference.quality import BITS_TEXT
 from service.spectra.zwarning import Z_WARNING_TEXT
 
+from .examples import ERRORS as ERROR_EXAMPLES
+
 
 class ErrorBody(BaseModel):
     """Every error the service answers (service/api/errors.py): ``source`` only when the
@@ -46,11 +48,31 @@ RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
                                "schema": {"type": "integer"}}}
 
 
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The ``responses=`` of a route: each status it can answer, with the one error body, so
-    a generated client knows every status and its shape."""
+def error_responses(*statuses: int, examples: dict[int, dict[str, Any]] | None = None
+                    ) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route: each status it can answer, with the one error body and
+    an example of it (``examples`` replaces the route's own), so a generated client knows
+    every status and its shape."""
+    chosen = {**ERROR_EXAMPLES, **(examples or {})}
     return {s: {"model": ErrorBody, "description": ERROR_STATUSES[s],
+                "content": {"application/json": {"example": chosen[s]}},
                 **({"headers": RETRY_AFTER} if s in (429, 503) else {})} for s in statuses}
+
+
+def ok(named: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` entry of a JSON 200 with its ``examples`` (service/api/examples.py);
+    FastAPI merges it with the route's response model."""
+    return {200: {"content": {"application/json": {"examples": named}}}}
+
+
+def json_examples(responses: dict[int | str, dict[str, Any]], named: dict[str, Any]
+                  ) -> dict[str, Any]:
+    """The 200 of ``responses`` (e.g. media.MAPS_200) with the ``examples`` of its JSON
+    answer (service/api/examples.py): each media type kept, none of the dicts changed."""
+    ok = responses[200]
+    content = {**ok["content"], "application/json": {**ok["content"]["application/json"],
+                                                     "examples": named}}
+    return {**ok, "content": content}
 
 
 def openapi_schema(app: FastAPI) -> dict[str, Any]:

@@ -9,9 +9,10 @@ from fastapi import APIRouter
 
 import service
 
+from .. import examples
 from ..deps import ServerDep
 from ..errors import ApiError
-from ..schemas import ServerMetadata, error_responses
+from ..schemas import ServerMetadata, error_responses, ok
 
 router = APIRouter(tags=["health"])
 # server metadata names the build: behind the API key when keys are set (probes stay open)
@@ -20,14 +21,15 @@ EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 
 @router.get("/v2/health/live", operation_id="server_live", summary="Liveness probe",
-            responses=error_responses(503))
+            responses={**ok(examples.SERVER_LIVE), **error_responses(503)})
 async def live() -> dict:
     """The process answers HTTP (OIP server live). 503 once shutdown has begun."""
     return {"live": True}
 
 
 @router.get("/v2/health/ready", operation_id="server_ready", summary="Readiness probe",
-            responses=error_responses(400, 503))  # 400: not ready (OIP: 4xx means false)
+            # 400: not ready (OIP: 4xx means false)
+            responses={**ok(examples.SERVER_READY), **error_responses(400, 503)})
 async def ready(server: ServerDep) -> dict:
     """Ready once at least one model version is loaded; 400 ``not_ready`` before (OIP: a 4xx
     means false), 503 while shutting down."""
@@ -38,7 +40,7 @@ async def ready(server: ServerDep) -> dict:
 
 @metadata_router.get("/v2", operation_id="server_metadata", response_model=ServerMetadata,
                      summary="Server metadata",
-                     responses=error_responses(401, 503))
+                     responses={**ok(examples.SERVER_METADATA), **error_responses(401, 503)})
 async def server_metadata() -> dict:
     """The server's name, version and the OIP extensions it implements."""
     return {"name": "specula", "version": service.__version__, "extensions": EXTENSIONS}

@@ -42,15 +42,20 @@ from service.inference.saliency import MAX_ROWS_PER_SPECTRUM, Method, MethodPara
 from service.inference.serving import ModelServer, ServedModel
 from service.lightcones import LightconeError
 
+from .. import examples
 from ..deps import DeadlineDep, MetricsDep, ServerDep, observe
 from ..errors import ApiError
 from ..media import JSON, MAPS_200, NPY, PNG, npy_bytes, wants
 from ..oip import content_length
 from ..plots import lightcone_saliency_figure
-from ..schemas import error_responses
+from ..schemas import error_responses, json_examples, ok
 
 # one cube as the raw body, sized by Content-Length (411 without it); an empty body is a 400
-CUBE_BODY = {"requestBody": {"required": True, "content": {"application/octet-stream": {
+CUBE_BODY = {"requestBody": {"required": True, "description": (
+    "One cube as the body, e.g. a 21cmFAST file: `curl --data-binary @simrun_0.h5 -H "
+    "'Content-Type: application/octet-stream' -H 'X-Filename: simrun_0.h5' URL`; raw float32 "
+    "on the model grid: `curl --data-binary @cube.f32 'URL?shape=16,16,128'`."),
+    "content": {"application/octet-stream": {
     "schema": {"type": "string", "format": "binary", "minLength": 1,
                "description": "raw float32 (with ?shape=), .npy, FITS cube or HDF5"}}}}}
 
@@ -148,7 +153,9 @@ async def read_cube(request: Request, budget: ByteBudget, pipe, q: CubeQuery) ->
 
 @router.post("/v1/lightcones:infer", operation_id="lightcone_infer", openapi_extra=CUBE_BODY,
              summary="Estimate 21cm parameters from a lightcone cube",
-             responses=error_responses(400, 401, 404, 411, 413, 415, 422, 429, 503, 504))
+             responses={**ok(examples.LIGHTCONE_INFER), **error_responses(
+                 400, 401, 404, 411, 413, 415, 422, 429, 503, 504,
+                 examples={422: examples.LIGHTCONE_422})})
 async def infer_lightcone(
     request: Request, server: ServerDep, metrics: MetricsDep, deadline: DeadlineDep,
     q: CubeDep,
@@ -181,8 +188,10 @@ def lightcone_explainer(served: ServedModel) -> LightconeSaliency:
 
 @router.post("/v1/lightcones:saliency", operation_id="lightcone_saliency",
              summary="Saliency map of a lightcone parameter estimate",
-             openapi_extra=CUBE_BODY, responses={**MAPS_200, **error_responses(
-                 400, 401, 404, 409, 411, 413, 415, 422, 429, 503, 504)})
+             openapi_extra=CUBE_BODY, responses={
+                 200: json_examples(MAPS_200, examples.LIGHTCONE_SALIENCY), **error_responses(
+                     400, 401, 404, 409, 411, 413, 415, 422, 429, 503, 504,
+                     examples={422: examples.LIGHTCONE_422})})
 async def lightcone_saliency(
     request: Request, server: ServerDep, metrics: MetricsDep, deadline: DeadlineDep,
     q: CubeDep,

@@ -33,6 +33,7 @@ from service.inference.repository import Manifest, TensorSpec
 from service.inference.serving import ModelServer, ServedModel
 from service.metrics import MULTIPROC_ENV, OUTCOMES, Metrics
 
+from .. import examples
 from ..deps import DeadlineDep, MetricsDep, ServerDep, observe
 from ..errors import ApiError
 from ..jsonbudget import oip_json_bytes, reserve_json
@@ -44,7 +45,7 @@ from ..oip import (
     encode_infer_response,
     request_deadline,
 )
-from ..schemas import ModelMetadata, error_responses
+from ..schemas import ModelMetadata, error_responses, ok
 
 router = APIRouter(prefix="/v2/models", tags=["open inference protocol"])
 OFFLOAD_BYTES = 64 * 1024  # parse bodies bigger than this off the event loop
@@ -56,12 +57,14 @@ INFER_BODY = {
                     "required": False, "schema": {"type": "integer", "minimum": 0},
                     "description": "binary extension: the JSON header's length in bytes"}],
     "requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"type": "object", "required": ["inputs"]}},
+        "application/json": {"schema": {"type": "object", "required": ["inputs"]},
+                             "examples": examples.INFER_REQUEST},
         "application/octet-stream": {"schema": {"type": "string", "format": "binary",
                                                 "minLength": 1}}}},
 }
 INFER_200 = {200: {"description": "the output tensors: JSON, or the binary tensor extension",
-                   "content": {"application/json": {"schema": {"type": "object"}},
+                   "content": {"application/json": {"schema": {"type": "object"},
+                                                    "examples": examples.INFER_RESPONSE},
                                "application/octet-stream": {
                                    "schema": {"type": "string", "format": "binary"}}}}}
 INFER = {"openapi_extra": INFER_BODY, "responses": {**INFER_200, **error_responses(
@@ -72,7 +75,7 @@ PINNED = error_responses(400)  # a {version} that is not an integer
 
 # declared before /{name}: /v2/models/stats lists every model's, it is no model named 'stats'
 @router.get("/stats", operation_id="models_stats", summary="Statistics of every model",
-            responses=error_responses(401, 503))
+            responses={**ok(examples.MODELS_STATS), **error_responses(401, 503)})
 async def all_stats(server: ServerDep, metrics: MetricsDep) -> dict:
     """Triton's inference statistics of every served version (tritonclient's
     ``get_inference_statistics()``)."""
@@ -104,7 +107,8 @@ def metadata(server: ModelServer, name: str, version: int | None) -> dict:
 
 
 @router.get("/{name}", operation_id="model_metadata", summary="Model metadata",
-            responses=METADATA)
+            responses={**METADATA, 200: {"model": ModelMetadata,
+                                         **ok(examples.MODEL_METADATA)[200]}})
 async def model_metadata(name: str, server: ServerDep) -> dict:
     """The model's served versions, input and output tensors (name, datatype, shape) and its
     parameters (kind, provider, sha256, grid; labels or physical parameters by kind)."""
@@ -112,14 +116,16 @@ async def model_metadata(name: str, server: ServerDep) -> dict:
 
 
 @router.get("/{name}/versions/{version}", operation_id="model_version_metadata",
-            summary="Model version metadata", responses={**METADATA, **PINNED})
+            summary="Model version metadata", responses={
+                **METADATA, **PINNED, 200: {"model": ModelMetadata,
+                                            **ok(examples.MODEL_VERSION_METADATA)[200]}})
 async def model_version_metadata(name: str, version: int, server: ServerDep) -> dict:
     """As the model's metadata, for one version."""
     return metadata(server, name, version)
 
 
 @router.get("/{name}/ready", operation_id="model_ready", summary="Model readiness",
-            responses=error_responses(401, 404, 503))
+            responses={**ok(examples.MODEL_READY), **error_responses(401, 404, 503)})
 async def model_ready(name: str, server: ServerDep) -> dict:
     """Whether the model is loaded and served (404 when not)."""
     server.get(name)
@@ -127,7 +133,8 @@ async def model_ready(name: str, server: ServerDep) -> dict:
 
 
 @router.get("/{name}/versions/{version}/ready", operation_id="model_version_ready",
-            summary="Model version readiness", responses=error_responses(400, 401, 404, 503))
+            summary="Model version readiness",
+            responses={**ok(examples.MODEL_VERSION_READY), **error_responses(400, 401, 404, 503)})
 async def model_version_ready(name: str, version: int, server: ServerDep) -> dict:
     """Whether this version of the model is loaded and served (404 when not)."""
     server.get(name, version)
@@ -230,7 +237,7 @@ def model_config(server: ModelServer, name: str, version: int | None) -> dict:
 
 
 @router.get("/{name}/config", operation_id="model_config", summary="Model configuration",
-            responses=error_responses(401, 404, 503))
+            responses={**ok(examples.MODEL_CONFIG), **error_responses(401, 404, 503)})
 async def config(name: str, server: ServerDep) -> dict:
     """Triton's model configuration of the latest version (tritonclient's
     ``get_model_config``): platform, ``max_batch_size`` (the dynamic batcher's), inputs and
@@ -240,7 +247,7 @@ async def config(name: str, server: ServerDep) -> dict:
 
 @router.get("/{name}/versions/{version}/config", operation_id="model_version_config",
             summary="Model version configuration",
-            responses=error_responses(400, 401, 404, 503))
+            responses={**ok(examples.MODEL_VERSION_CONFIG), **error_responses(400, 401, 404, 503)})
 async def version_config(name: str, version: int, server: ServerDep) -> dict:
     """As the model's configuration, for one version."""
     return model_config(server, name, version)
@@ -303,7 +310,7 @@ def statistics(metrics: Metrics, served: list[ServedModel]) -> dict:
 
 
 @router.get("/{name}/stats", operation_id="model_stats", summary="Model statistics",
-            responses=error_responses(401, 404, 503))
+            responses={**ok(examples.MODEL_STATS), **error_responses(401, 404, 503)})
 async def stats(name: str, server: ServerDep, metrics: MetricsDep) -> dict:
     """Triton's inference statistics of every served version of the model: requests by
     success and failure with their time, queue and compute time, rows and batches run."""
@@ -312,7 +319,8 @@ async def stats(name: str, server: ServerDep, metrics: MetricsDep) -> dict:
 
 
 @router.get("/{name}/versions/{version}/stats", operation_id="model_version_stats",
-            summary="Model version statistics", responses=error_responses(400, 401, 404, 503))
+            summary="Model version statistics",
+            responses={**ok(examples.MODEL_VERSION_STATS), **error_responses(400, 401, 404, 503)})
 async def version_stats_route(name: str, version: int, server: ServerDep, metrics: MetricsDep
                               ) -> dict:
     """As the model's statistics, for one version."""

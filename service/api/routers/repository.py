@@ -12,10 +12,11 @@ from __future__ import annotations
 import orjson
 from fastapi import APIRouter, Response
 
+from .. import examples
 from ..deps import AdminDep, ServerDep
 from ..errors import ApiError
 from ..reload_signal import notify_supervisor
-from ..schemas import RepositoryEntry, error_responses
+from ..schemas import RepositoryEntry, error_responses, ok
 
 router = APIRouter(tags=["repository"])
 # the index lists every model and version on disk: behind the API key when keys are set, as
@@ -35,7 +36,8 @@ def report_response(report: dict[str, dict]) -> Response:
 
 @index_router.post("/v2/repository/index", operation_id="repository_index",
                    summary="List the model repository",
-                   response_model=list[RepositoryEntry], responses=error_responses(401, 503))
+                   response_model=list[RepositoryEntry],
+                   responses={**ok(examples.REPOSITORY_INDEX), **error_responses(401, 503)})
 async def repository_index(server: ServerDep) -> list[dict]:
     """Every version on disk of every model of a kind this server serves, and whether it is
     served."""
@@ -51,7 +53,8 @@ async def repository_index(server: ServerDep) -> list[dict]:
 
 @router.post("/v2/repository/models/{name}/load", operation_id="repository_model_load",
              summary="Reload one model (admin token)",
-             responses=error_responses(401, 403, 404, 409, 503))
+             responses={**ok(examples.REPOSITORY_LOAD), **error_responses(
+                 401, 403, 404, 409, 503, examples={409: examples.RELOAD_409})})
 async def load_model(name: str, server: ServerDep, _: AdminDep) -> Response:
     """Load the versions of one model from the repository again (admin token). A reload that
     fails answers 409 with the reason; the versions loaded before keep serving."""
@@ -66,7 +69,8 @@ async def load_model(name: str, server: ServerDep, _: AdminDep) -> Response:
 
 @router.post("/v1/admin/reload", operation_id="repository_reload",
              summary="Reload every model (admin token)",
-             responses=error_responses(401, 403, 409, 503))
+             responses={**ok(examples.REPOSITORY_RELOAD), **error_responses(
+                 401, 403, 409, 503, examples={409: examples.RELOAD_409})})
 async def reload_all(server: ServerDep, _: AdminDep) -> Response:
     """Reload the whole repository, as SIGHUP does (admin token); under ``--workers`` every
     worker reloads. A failed reload answers 409; the versions loaded before keep serving."""

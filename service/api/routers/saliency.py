@@ -33,11 +33,12 @@ from service.inference.saliency import (
 )
 from service.inference.serving import ServedModel
 
+from .. import examples
 from ..deps import DeadlineDep, MetricsDep, ServerDep, SettingsDep, observe
 from ..errors import ApiError
 from ..media import FIGURES_200, JSON, MAPS_200, NPY, PNG, npy_bytes, wants
 from ..plots import activations_figure, filters_figure, png, spectrum_figure
-from ..schemas import error_responses
+from ..schemas import error_responses, json_examples
 from .spectra import BODY_DOC, read_uploads
 
 router = APIRouter(prefix="/v1", tags=["saliency"])
@@ -67,7 +68,7 @@ SALIENCY_DOC = (
 
 @router.post("/spectra:saliency", operation_id="spectra_saliency", openapi_extra=BODY_DOC,
              summary="Saliency maps of spectrum classifications", description=SALIENCY_DOC,
-             responses={**MAPS_200, **ERRORS})
+             responses={200: json_examples(MAPS_200, examples.SPECTRA_SALIENCY), **ERRORS})
 async def saliency(
     request: Request, server: ServerDep, metrics: MetricsDep, settings: SettingsDep,
     deadline: DeadlineDep,
@@ -149,7 +150,8 @@ async def render(served: ServedModel, sal: SaliencyPipeline, r: dict[str, Any]) 
 
 @router.get("/spectra:introspect", operation_id="spectra_filters",
             summary="First-layer filters of a spectrum model",
-            responses={**FIGURES_200, **error_responses(400, 401, 404, 409, 429, 503, 504)})
+            responses={200: json_examples(FIGURES_200, examples.SPECTRA_FILTERS),
+                       **error_responses(400, 401, 404, 409, 429, 503, 504)})
 async def filters(
     request: Request, server: ServerDep, metrics: MetricsDep, settings: SettingsDep,
     deadline: DeadlineDep,
@@ -174,7 +176,7 @@ async def filters(
 
 @router.post("/spectra:introspect", operation_id="spectra_activations", openapi_extra=BODY_DOC,
              summary="Layer activations for one spectrum",
-             responses={**FIGURES_200, **ERRORS})
+             responses={200: json_examples(FIGURES_200, examples.SPECTRA_ACTIVATIONS), **ERRORS})
 async def activations(
     request: Request, server: ServerDep, metrics: MetricsDep, settings: SettingsDep,
     deadline: DeadlineDep,

@@ -23,6 +23,7 @@ from service.inference.kinds.spectrum import KIND as SPECTRUM
 from service.inference.pipeline import Upload
 from service.metrics import RequestStats
 
+from .. import examples
 from ..deps import DeadlineDep, MetricsDep, ServerDep, SettingsDep, observe
 from ..errors import ApiError, failure_of
 from ..jsonbudget import json_bytes, reserve_json
@@ -33,12 +34,16 @@ router = APIRouter(prefix="/v1", tags=["spectra"])
 NDJSON = "application/x-ndjson"
 OFFLOAD_BYTES = 4 << 20  # parse multipart bodies bigger than this on the worker pool
 
+UPLOAD_EXAMPLE = (
+    "Spectrum files as multipart parts (`curl -F files=@spec-1198-52669-0063.fits URL`), one "
+    "file as the raw body (`curl --data-binary @spec-1198-52669-0063.fits -H 'X-Filename: "
+    "spec-1198-52669-0063.fits' URL`), or a JSON arrays document (the example below).")
 # the body is hand-declared (the handlers read it raw): at least one non-empty file, since an
 # empty body or a multipart without files is answered 400 (read_uploads). parse_multipart
 # keeps every file part whatever its field name; `files` (this schema's name from the start)
 # and `file` (README's `curl -F file=@...`) are the two declared, so a client generated from
 # the schema and one copied from the README both work
-BODY_DOC = {"requestBody": {"required": True, "content": {
+BODY_DOC = {"requestBody": {"required": True, "description": UPLOAD_EXAMPLE, "content": {
     "multipart/form-data": {"schema": {
         "type": "object", "minProperties": 1,
         "anyOf": [{"required": ["files"]}, {"required": ["file"]}], "properties": {
@@ -51,7 +56,8 @@ BODY_DOC = {"requestBody": {"required": True, "content": {
     "application/octet-stream": {"schema": {"type": "string", "format": "binary",
                                             "minLength": 1}},
     "application/json": {"schema": {"type": "object", "minProperties": 1,
-                                    "description": "JSON arrays reader"}},
+                                    "description": "JSON arrays reader"},
+                         "examples": examples.SPECTRUM_JSON_BODY},
 }}}
 
 
@@ -93,7 +99,9 @@ STREAM_DOC = {200: {"content": {NDJSON: {"schema": {
     "type": "array", "description": "one line per spectrum, as its file finishes",
     "items": {"anyOf": [{"$ref": "#/components/schemas/ClassifiedSpectrum"},
                         {"$ref": "#/components/schemas/SpectrumFailure"},
-                        UploadFailure.model_json_schema()]}}}}}}
+                        UploadFailure.model_json_schema()]}},
+                            "examples": examples.CLASSIFY_STREAM},
+                    "application/json": {"examples": examples.CLASSIFY}}}}
 
 
 @router.post("/spectra:classify", operation_id="classify_spectra", response_model=ClassifyResponse,
