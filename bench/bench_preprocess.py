@@ -6,7 +6,7 @@ For each format: decode (bytes already in memory → Spectrum list, as the servi
 them), resample+normalise (``preprocess``), their total, all in µs per spectrum, and the ratio
 of that total to the ONNX forward pass per spectrum at batch 256 (goal ≤ 0.5). The forward
 pass uses the newest ``models/spectrum_classifier/<version>/model.onnx``; without one it
-exports a stand-in (training/model.py's ensemble with random weights, else a plain
+exports a stand-in (training/spectra/model.py's ensemble with random weights, else a plain
 GaSNet-style CNN) and says so. Each number is the median over repeated batches, so a busy
 machine shifts both sides of the ratio alike; the machine and its load are printed.
 Reference rows show what the fast paths buy: astropy decode of the SDSS file, and the general
@@ -138,10 +138,10 @@ def stand_in_model() -> tuple[bytes, str]:
     from torch import nn
     torch.manual_seed(0)
     try:
-        from training.config import ModelConfig
-        from training.model import Ensemble, SpectrumNet
+        from training.spectra.config import ModelConfig
+        from training.spectra.model import Ensemble, SpectrumNet
         model = Ensemble([SpectrumNet(ModelConfig(), 13, DEFAULT_GRID.npix) for _ in range(3)])
-        what = "STAND-IN: training/model.py ensemble (3 members, default config, random weights)"
+        what = "STAND-IN: training/spectra/model.py ensemble (3 members, default config, random weights)"
     except Exception as exc:  # noqa: BLE001  training code absent or changed: a plain CNN
         layers, c = [], 2
         for w in (32, 64, 128, 256):

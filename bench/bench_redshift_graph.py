@@ -4,7 +4,7 @@
                                                    [--write-fused /tmp/fused.onnx]
 
 Speed: spectra/s of (a) the v2 network alone and (b) the fused graph (network + GALAXY/QSO
-χ²(z) from training/redshift_graph.py), ONNX Runtime on CPU, 2 intra-op threads, spin-wait
+χ²(z) from training/spectra/redshift_graph.py), ONNX Runtime on CPU, 2 intra-op threads, spin-wait
 off, batch 256, rounds alternated in one process so that a busy machine slows both alike
 (medians; the load average is printed). Goal: (b) ≥ 1,500/s.
 Redshifts: σ_NMAD and outlier fractions (|Δz|/(1+z) > 0.01 galaxies, 0.05 quasars) on
@@ -31,10 +31,11 @@ import onnxruntime as ort
 
 REPO = Path(__file__).resolve().parents[1]
 
-from training.baseline import TemplateFitter, _parabola, chi2_fft
-from training.config import SimConfig
-from training.redshift_graph import RedshiftGraphConfig, fuse_with_classifier
-from training.simulate import LABEL_NAMES, TOP_CLASSES, TOP_OF_LABEL, generate
+from training.spectra.baseline import TemplateFitter, _parabola, chi2_fft
+from training.spectra.config import SimConfig
+from training.spectra.labels import LABEL_NAMES, TOP_CLASSES, TOP_OF_LABEL
+from training.spectra.redshift_graph import RedshiftGraphConfig, fuse_with_classifier
+from training.spectra.simulate import generate
 
 CLASSIFIER = REPO / "models" / "spectrum_classifier" / "2" / "model.onnx"
 BATCH, THREADS = 256, 2

@@ -23,7 +23,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
-from training.export_saliency import parity_inputs, target_matrix
+from training.spectra.export_saliency import parity_inputs, target_matrix
 
 
 def session(path: Path, threads: int):
@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.torch:
         import torch
 
-        from training.export_saliency import checkpoint_of
-        from training.train import load_checkpoint
+        from training.common.saliency import checkpoint_of
+        from training.spectra.train import load_checkpoint
 
         torch.set_num_threads(a.threads)
         _, ens, _ = load_checkpoint(checkpoint_of(d))

@@ -1,132 +1,23 @@
-"""``specula train spectra --config training/configs/spectra.json [--out models]``.
+"""``specula train TASK ...``: one entry for every trainer.
 
-One run does everything the shipped model needs, in order: simulate (cached under data/) →
-train the ensemble → fit temperature + redshift-σ scale on the validation split → checkpoint
-(runs/) → export ONE ONNX graph + manifest into ``<out>/<name>/<version>/`` → evaluate
-(report.md/report.json beside it, headline metrics into the manifest).
-
-``--resume RUN_DIR`` continues a run whose session ended (``train.time_budget_s`` or
-``train.session_epochs``) from the member checkpoints in ``RUN_DIR/members/``, with the
-config stored in ``RUN_DIR/config.json``; a bare ``--resume`` takes the newest run of --config.
+Each task (``spectra``, ``lightcone``, ``saliency``) owns its command line; this module lists
+them for ``specula train --help``, picks the module and hands it everything after the task
+name, ``-h`` included. ``saliency`` picks the exporter by the kind in the model's manifest.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
-import time
-from pathlib import Path
-
-import numpy as np
 
 from service.io.manifest import manifest_kind
 
-from .config import Config, config_to_dict, load_config
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-class Logger:
-    """Timestamped lines to stdout and the run's log file (both trainers use it)."""
-
-    def __init__(self, path: Path | None):
-        self.t0 = time.time()
-        self.f = open(path, "a") if path else None  # noqa: SIM115 — lives with the run
-
-    def __call__(self, msg: str) -> None:
-        line = f"[{time.strftime('%H:%M:%S')} +{time.time() - self.t0:6.0f}s] {msg}"
-        print(line, flush=True)
-        if self.f:
-            self.f.write(line + "\n")
-            self.f.flush()
-
-
-def new_run_dir(cfg: Config, runs_root: Path) -> Path:
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    run_dir = runs_root / f"{cfg.name}-v{cfg.version}-{stamp}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
-    return run_dir
-
-
-def latest_run_dir(cfg: Config, runs_root: Path) -> Path:
-    """The newest ``runs/<name>-v<version>-*`` (what a bare ``--resume`` continues)."""
-    runs = sorted(p for p in runs_root.glob(f"{cfg.name}-v{cfg.version}-*") if (p / "config.json").exists())
-    if not runs:
-        raise SystemExit(f"--resume: no run of {cfg.name} v{cfg.version} under {runs_root}")
-    return runs[-1]
-
-
-def train_spectra(cfg: Config, out_root: Path, runs_root: Path, data_dir: Path | None,
-                  progress: bool = True, run_dir: Path | None = None) -> dict | None:
-    """Simulate → train → calibrate → export → evaluate; ``run_dir`` continues a paused run.
-
-    Returns the manifest, or None when the session ended (time budget) before training did.
-    """
-    # torch comes in only when a run starts: `specula train --help` works without the extra
-    from .calibrate import fit_temperature, fit_z_sigma_scale
-    from .evaluate import evaluate, headline
-    from .export_onnx import export, write_manifest
-    from .model import Ensemble
-    from .simulate import describe, generate
-    from .train import Paused, predict_members, save_checkpoint, train_ensemble
-
-    resumed = run_dir is not None
-    run_dir = run_dir or new_run_dir(cfg, runs_root)
-    log = Logger(run_dir / "train.log")
-    log(f"{'resuming' if resumed else 'run dir'} {run_dir}")
-    t_start = time.time()
-
-    kw = {"workers": cfg.data.workers, "cache_dir": data_dir, "progress": progress}
-    train = generate(cfg.sim, cfg.data.n_train, cfg.seed, "train", **kw)
-    val = generate(cfg.sim, cfg.data.n_val, cfg.seed, "val", **kw)
-    test = generate(cfg.sim, cfg.data.n_test, cfg.seed, "test", **kw)
-    t_sim = time.time() - t_start
-    log(f"simulated train/val/test {len(train['label'])}/{len(val['label'])}/"
-        f"{len(test['label'])} in {t_sim:.0f} s")
-
-    t0 = time.time()
-    try:
-        members = train_ensemble(cfg, train, val, log, run_dir)
-    except Paused as exc:
-        log(f"session ended before training did ({exc}); checkpoints are in {run_dir / 'members'}. "
-            f"Continue with: specula train spectra --resume {run_dir}")
-        return None
-    t_train = time.time() - t0
-
-    logits, mu, lv = predict_members(members, val["x"])
-    temperature = fit_temperature(logits, val["label"].astype(int))
-    z_scale = fit_z_sigma_scale(mu, lv, val["z"])
-    log(f"calibration: temperature {temperature:.3f}, z_sigma scale {z_scale:.3f}")
-    ckpt = run_dir / "checkpoint.pt"
-    save_checkpoint(ckpt, cfg, members, {"temperature": temperature, "z_sigma_scale": z_scale})
-
-    model_dir = out_root / cfg.name / str(cfg.version)
-    ens = Ensemble(members, temperature, z_scale).eval()
-    extra = {"simulate_s": round(t_sim), "train_s": round(t_train), "checkpoint": str(ckpt),
-             "n_train": len(train["label"]), "n_val": len(val["label"]),
-             "n_test": len(test["label"]),
-             "steps_per_member": [int(getattr(m, "steps_done", 0)) for m in members],
-             "history_per_member": [getattr(m, "history", []) for m in members]}
-    manifest = export(ens, model_dir, config_to_dict(cfg), parity_x=val["x"][:256].astype(np.float32),
-                      data_description=describe(cfg.sim), training_extra=extra)
-    log(f"exported {model_dir / 'model.onnx'} sha256 {manifest['sha256'][:12]}… parity "
-        f"max|ORT−torch| = {manifest['parity']['max_abs_diff']:.2e}")
-
-    report = evaluate(cfg, members, temperature, z_scale, model_dir, log, test=test)
-    manifest["metrics"] = headline(report)
-    manifest["training"]["wall_time_s"] = round(time.time() - t_start)
-    write_manifest(model_dir, manifest)
-    log(f"done in {time.time() - t_start:.0f} s: {model_dir}")
-    return manifest
-
-
-# Other tasks own their command line; `specula train TASK ...` hands them the rest of argv.
-OTHER_TASKS = {
+# Every task owns its command line; `specula train TASK ...` hands it the rest of argv.
+TASKS = {
+    "spectra": "training.spectra.cli",  # the spectrum classifier
     "lightcone": "training.lightcone.cli",  # 21cm lightcone regressor
-    "saliency": "training.export_saliency",  # gradient graphs beside a shipped model
+    "saliency": "training.spectra.export_saliency",  # gradient graphs beside a shipped model
 }
 TASK_HELP = {
     "spectra": "simulate, train, calibrate and export the spectrum classifier",
@@ -148,65 +39,25 @@ def saliency_module(argv: list[str]) -> str:
         kind = manifest_kind(a.model_dir)
         if kind in SALIENCY_BY_KIND:
             return SALIENCY_BY_KIND[kind]
-    return OTHER_TASKS["saliency"]
-
-
-def add_spectra_options(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--config", help="JSON config (training/configs/*.json); with --resume and "
-                                     "no RUN_DIR, the newest run of this config is continued")
-    ap.add_argument("--resume", nargs="?", const="", metavar="RUN_DIR",
-                    help="continue a paused run from its checkpoints (its own config.json)")
-    ap.add_argument("--time-budget", type=float, metavar="S",
-                    help="this session's wall-clock limit (overrides train.time_budget_s)")
-    ap.add_argument("--out", default=str(REPO / "models"), help="model repository root")
-    ap.add_argument("--runs", default=str(REPO / "runs"), help="checkpoints and logs")
-    ap.add_argument("--data-dir", default=str(REPO / "data"), help="simulated-dataset cache")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return TASKS["saliency"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """One subparser per task, so that ``specula train --help`` lists them all; the tasks
-    that own their command line (OTHER_TASKS) take everything after their name, ``-h`` too."""
+    """One subparser per task, so that ``specula train --help`` lists them all; each task
+    takes everything after its name, ``-h`` too."""
     ap = argparse.ArgumentParser(prog="specula train",
                                  description="train a model and export it to models/")
     tasks = ap.add_subparsers(dest="task", metavar="TASK", title="tasks", required=True)
-    spectra = tasks.add_parser("spectra", help=TASK_HELP["spectra"],
-                               description=__doc__.split("\n\n")[1])
-    add_spectra_options(spectra)
-    for name in OTHER_TASKS:
+    for name in TASKS:
         tasks.add_parser(name, help=TASK_HELP[name], add_help=False)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    ap = build_parser()
-    a, rest = ap.parse_known_args(argv)
-    if a.task in OTHER_TASKS:
-        module = saliency_module(rest) if a.task == "saliency" else OTHER_TASKS[a.task]
-        return int(importlib.import_module(module).main(rest) or 0)
-    if rest:
-        ap.error(f"unrecognized arguments: {' '.join(rest)}")
-    run_dir = resume_dir(a)
-    cfg = load_config(run_dir / "config.json" if run_dir else a.config)
-    if a.time_budget is not None:
-        cfg.train.time_budget_s = a.time_budget
-    train_spectra(cfg, Path(a.out), Path(a.runs), Path(a.data_dir), progress=not a.no_progress,
-                  run_dir=run_dir)
-    return 0
-
-
-def resume_dir(a: argparse.Namespace) -> Path | None:
-    """The run to continue: --resume RUN_DIR, or the newest run of --config for a bare --resume."""
-    if a.resume is None:
-        if not a.config:
-            raise SystemExit("specula train spectra: --config or --resume RUN_DIR is required")
-        return None
-    if a.resume:
-        return Path(a.resume)
-    if not a.config:
-        raise SystemExit("specula train spectra: a bare --resume needs --config")
-    return latest_run_dir(load_config(a.config), Path(a.runs))
+    a, rest = build_parser().parse_known_args(argv)
+    module = saliency_module(rest) if a.task == "saliency" else TASKS[a.task]
+    return int(importlib.import_module(module).main(rest) or 0)
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ class InferActor:
 
 def init_ray(address: str | None, num_cpus: int | None, object_store_bytes: int | None) -> bool:
     """Connect to ``address`` or start a local Ray; True when this call started it."""
-    import ray
+    import ray  # the optional `ray` extra: imported only when a Ray job runs
 
     if ray.is_initialized():
         return False
@@ -92,7 +92,7 @@ def init_ray(address: str | None, num_cpus: int | None, object_store_bytes: int 
 def run_ray(job: ArchiveJob, *, address: str | None = None, actors: int | None = None,
             num_cpus: int | None = None, object_store_bytes: int | None = None,
             window_units: int = 256) -> JobSummary:
-    import ray
+    import ray  # the optional `ray` extra: imported only when a Ray job runs
     import ray.data
 
     started = init_ray(address, num_cpus, object_store_bytes)

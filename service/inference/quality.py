@@ -23,7 +23,7 @@ from service.spectra.preprocess import WARN_COVERAGE, WARN_MASKED_FRACTION
 from service.spectra.zwarning import Z_WARNING_BIT
 
 # Median S/N per model-grid pixel below which a spectrum is flagged low_snr. The simulator
-# draws S/N ≥ 1.0 per grid pixel (training/config.py snr_min: the model never saw fainter),
+# draws S/N ≥ 1.0 per grid pixel (training/spectra/config.py snr_min: the model never saw fainter),
 # so below 1.0 the classification is an extrapolation. Measured as Prepared.snr_median (service.spectra.preprocess.snr_statistics) on
 # the first 1,000 simulated validation spectra (data/spectra-val-*/): measured/true S/N has
 # median 1.09 (1–99 %: 0.45–1.78), and 1.5 % of them, all at the training floor, fall under.

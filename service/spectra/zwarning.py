@@ -2,7 +2,7 @@
 
 Part of the spectrum model contract (models/README.md), so it lives with the other parts
 that training and the service share (the grid, the preprocessing): a model with an in-graph
-template fit sets these bits (training/redshift_graph.py builds the graph from them) and the
+template fit sets these bits (training/spectra/redshift_graph.py builds the graph from them) and the
 service names them (service.inference.postprocess, quality); a pipeline routes on them as
 it routes on SDSS's ZWARNING.
 """

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from service.lightcones.preprocess import normalise
-from training.cli import Logger  # one run log for both trainers
 
+from ..common.runlog import Logger
 from .config import LightconeConfig, config_to_dict, load_config
 from .noise import ThermalNoise, uv_maps
 

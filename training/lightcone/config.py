@@ -1,6 +1,6 @@
 """Typed configuration for the lightcone task, loaded from plain JSON (``configs/*.json``).
 
-Same rules as ``training.config``: the config is data (stored verbatim in the dataset, the
+Same rules as ``training.spectra.config``: the config is data (stored verbatim in the dataset, the
 checkpoint and the manifest), every knob has one typed default here, and unknown keys are an
 error. The parameter priors live here too, because they are part of the model's contract
 (outputs are normalised by them).
@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from service.lightcones import LightconeGrid
-from training.config import _build  # the shared strict dataclass builder
+
+from ..common.config import build_dataclass
 
 
 @dataclass
@@ -169,7 +170,7 @@ class LightconeConfig:
 
 
 def config_from_dict(data: dict[str, Any]) -> LightconeConfig:
-    return _build(LightconeConfig, data, "config")
+    return build_dataclass(LightconeConfig, data, "config")
 
 
 def load_config(path: str | Path) -> LightconeConfig:

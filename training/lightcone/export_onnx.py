@@ -20,8 +20,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from ..float32_bounds import U32, forward_tol
-from ..manifest import git_commit, sha256_file, write_manifest
+from ..common.float32_bounds import U32, forward_tol
+from ..common.manifest import git_commit, sha256_file, write_manifest
 from .config import LightconeConfig, config_to_dict
 from .model import OUTPUT_NAMES, LightconeNet, PhysicalHead
 from .train import prior_arrays
@@ -110,7 +110,7 @@ def width_tol(head: PhysicalHead, x: np.ndarray, sides: int = 2) -> float:
     """How far two float32 evaluations of ``head`` on ``x`` (ONNX Runtime and PyTorch, or
     two batch sizes: ``sides`` = 2) may differ in |Δ output| / prior width by rounding alone.
 
-    The layers' error (forward_tol, training/float32_bounds.py, plus the sky mean) is relative
+    The layers' error (forward_tol, training/common/float32_bounds.py, plus the sky mean) is relative
     to the normalised outputs the net computes (μ, log σ; σ/width carries the log σ error times
     itself), plus one float32 rounding of the physical mean (low + width·μ) per side."""
     mean, sigma = (t.numpy().astype(np.float64) for t in head(torch.from_numpy(x)))

@@ -12,7 +12,7 @@ parity against ``model.onnx`` on ONNX Runtime, and only then exports. Saliency t
 exactly the graph being served, and needs no checkpoint (``runs/`` is not shipped).
 ``--checkpoint`` uses a training checkpoint instead (same parity check).
 
-Why an explicit backward (same reasons and layout as ``training/export_saliency.py``, whose
+Why an explicit backward (same reasons and layout as ``training/spectra/export_saliency.py``, whose
 helpers are shared): a forward-only module that keeps what the vector-Jacobian product needs.
 - each block is conv(BN folded) → GELU → MaxPool3d; GELU is written as z·Φ(z) so its
   derivative Φ(z) + z·φ(z) reuses Φ from the forward pass (one Exp more, no second Erf);
@@ -49,7 +49,10 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 from torch.nn import functional as F
 
-from ..export_saliency import (
+from ..common.float32_bounds import gradient_tol
+from ..common.manifest import sha256_file
+from ..common.ort import ort_session
+from ..common.saliency import (
     METHODS,
     SALIENCY_FILE,
     add_to_manifest,
@@ -57,12 +60,9 @@ from ..export_saliency import (
     checkpoint_of,
     export_module,
     fold_conv_bn,
-    ort_session,
 )
-from ..float32_bounds import gradient_tol
-from ..manifest import sha256_file
 from .config import LightconeConfig, config_from_dict
-from .export_onnx import physical_head, sky_cells, width_tol
+from .export_onnx import OPSET, physical_head, sky_cells, width_tol
 from .model import LOGSIG_MAX, LOGSIG_MIN, OUTPUT_NAMES, LightconeNet, PhysicalHead
 from .train import load_checkpoint
 
@@ -322,7 +322,7 @@ def saliency_parity(head: PhysicalHead, path: Path, x: np.ndarray) -> dict[str, 
     different winners and *any* float32 gradient (PyTorch's own included) differs from the
     float64 one by percents. ``well_conditioned`` are the cubes where float32 autograd agrees
     with float64 autograd to float32 rounding (``well_conditioned_cutoff``: gradient_tol of
-    the net's layers and sky mean, one float32 side, training/float32_bounds.py); the float64
+    the net's layers and sky mean, one float32 side, training/common/float32_bounds.py); the float64
     figure is reported over those."""
     sess = ort_session(path)
     p = int(head.width.shape[0])
@@ -373,7 +373,8 @@ def export_saliency(head: PhysicalHead, model_dir: Path, shape: tuple[int, ...],
     graph = LightconeGradient(head).eval()
     path = model_dir / SALIENCY_FILE
     args = (torch.zeros(2, *shape), torch.zeros(2, 2 * p))
-    export_module(graph, args, path, INPUTS, OUTPUTS)  # dynamo: max_unpool3d exports only so
+    # dynamo: max_unpool3d exports only so
+    export_module(graph, args, path, INPUTS, OUTPUTS, opset=OPSET)
     cheap_pool_offsets(path)
     entry: dict[str, Any] = {
         "file": SALIENCY_FILE,

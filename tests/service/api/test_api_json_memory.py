@@ -13,8 +13,8 @@ import pytest
 
 from service.api.jsonbudget import JSON_DECODE_FACTOR
 from service.api.oip import decode_infer_request
-from service.spectra.readers.arrays import read_arrays
 from service.io.source import Source
+from service.spectra.readers.arrays import read_arrays
 from tests.support.http_service import Service
 
 BUDGET = 16 * 1024 * 1024

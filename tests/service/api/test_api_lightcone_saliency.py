@@ -18,7 +18,7 @@ import pytest
 
 from tests.support.http_service import Service
 from tests.support.tiny_classifier import write_tiny_model
-from training.export_saliency import ort_session
+from training.common.ort import ort_session
 
 REPO = Path(__file__).resolve().parents[3]
 V2 = REPO / "models" / "lightcone_regressor" / "2"

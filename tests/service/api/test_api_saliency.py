@@ -20,11 +20,13 @@ import torch
 
 from service.spectra import DEFAULT_GRID, PREPROCESS_VERSION, Source, preprocess, read_spectra
 from tests.support.http_service import ADMIN_TOKEN, Service
-from training.config import ModelConfig
-from training.export_onnx import manifest_io, sha256_file
-from training.export_saliency import add_to_manifest, export_saliency, ort_session
-from training.model import OUTPUT_NAMES, Ensemble, SpectrumNet
-from training.simulate import LABELS, TOP_CLASSES
+from training.common.ort import ort_session
+from training.common.saliency import add_to_manifest
+from training.spectra.config import ModelConfig
+from training.spectra.export_onnx import manifest_io, sha256_file
+from training.spectra.export_saliency import export_saliency
+from training.spectra.labels import LABELS, TOP_CLASSES
+from training.spectra.model import OUTPUT_NAMES, Ensemble, SpectrumNet
 
 pytestmark = pytest.mark.e2e
 URL = "/v1/spectra:saliency"

@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from service.archive import ArchiveJob
-from service.archive.local import run_local
 from service.archive.classify import main as classify
+from service.archive.local import run_local
 from tests.support.archive_files import N_GOOD
 
 ray = pytest.importorskip("ray")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.export_saliency import ort_session
+from training.common.ort import ort_session
 
 REPO = Path(__file__).resolve().parents[3]
 V2 = REPO / "models" / "lightcone_regressor" / "2"

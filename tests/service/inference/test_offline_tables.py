@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from service.inference.columns import probability_columns
 from service.archive.classify import main
+from service.inference.columns import probability_columns
 from service.inference.postprocess import LabelMap
 from tests.support.spectrum_writers import sdss_like_spectrum, write_sdss_spec
 

@@ -63,8 +63,9 @@ def model():
 @pytest.fixture(scope="module")
 def simulated(shared_data):
     """Preprocessed simulated spectra: PER_CLASS per top class, N_QSO quasars with their z."""
-    from training.config import SimConfig
-    from training.simulate import LABELS, simulate_one
+    from training.spectra.config import SimConfig
+    from training.spectra.labels import LABELS
+    from training.spectra.simulate import simulate_one
 
     cfg = SimConfig(snr_min=5.0, faint_fraction=0.0)  # readable spectra, all effects on
     by_class = {"GALAXY": 0, "QSO": 1, "STAR": None}

@@ -20,7 +20,7 @@ from service.api.plots import LINE_LABEL_GID, png, spectrum_figure
 from service.inference.postprocess import LabelMap
 from service.inference.saliency import SATURATED, auto_target
 from service.spectra import DEFAULT_GRID, make_spectrum
-from training.simulate import LABELS, TOP_CLASSES
+from training.spectra.labels import LABELS, TOP_CLASSES
 
 
 @pytest.fixture(scope="module")

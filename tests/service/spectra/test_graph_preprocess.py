@@ -43,9 +43,9 @@ from service.spectra.preprocess import (
 from service.spectra.registry import read_spectra
 from service.spectra.spectrum import make_spectra
 from tests.support.spectrum_writers import sdss_like_spectrum
-from training.config import SimConfig
-from training.instrument import SURVEY_NAMES
-from training.simulate import simulate_one
+from training.spectra.config import SimConfig
+from training.spectra.instrument import SURVEY_NAMES
+from training.spectra.simulate import simulate_one
 
 TOL = 1e-6
 

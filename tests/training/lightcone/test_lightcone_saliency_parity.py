@@ -10,7 +10,7 @@
    folding is really exercised) through the shipped exporter path (dynamo + the pool-offset
    rewrite) matches float64 autograd.
 Every tolerance is derived from float32 arithmetic and the network's reduction lengths
-(training/float32_bounds.py), not from this machine's errors (another CPU's were 50x
+(training/common/float32_bounds.py), not from this machine's errors (another CPU's were 50x
 larger and still float32 rounding).
 """
 
@@ -23,8 +23,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.export_saliency import ort_session
-from training.float32_bounds import gradient_tol
+from training.common.float32_bounds import gradient_tol
+from training.common.manifest import sha256_file
+from training.common.ort import ort_session
 from training.lightcone.config import load_config
 from training.lightcone.export_onnx import physical_head, sky_cells, width_tol
 from training.lightcone.export_saliency import (
@@ -37,7 +38,6 @@ from training.lightcone.export_saliency import (
     torch_gradient,
 )
 from training.lightcone.model import LightconeNet
-from training.manifest import sha256_file
 
 REPO = Path(__file__).resolve().parents[3]
 V2 = REPO / "models" / "lightcone_regressor" / "2"

@@ -17,7 +17,7 @@ def test_lightcone_model_gets_the_lightcone_exporter():
 
 def test_classifier_and_unknown_dirs_get_the_spectrum_exporter(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"kind": "spectrum-classifier"}))
-    assert saliency_module(["--model-dir", str(tmp_path)]) == "training.export_saliency"
+    assert saliency_module(["--model-dir", str(tmp_path)]) == "training.spectra.export_saliency"
     assert saliency_module(["--model-dir", str(tmp_path / "missing")]) == \
-        "training.export_saliency"
-    assert saliency_module(["--help"]) == "training.export_saliency"
+        "training.spectra.export_saliency"
+    assert saliency_module(["--help"]) == "training.spectra.export_saliency"

@@ -1,0 +1,1 @@
+"""Training the spectrum classifier: simulate, train, calibrate, export, evaluate."""
