@@ -78,7 +78,7 @@ def stage_cpu_ms(model, root: Path, files: int, batch_size: int) -> dict[str, fl
     from service.archive.prepare import decoding_pipeline, prepare_unit
     from service.archive.schema import schema_for
     from service.archive.units import plan_units
-    from service.inference.serving import build_pipeline
+    from service.inference.kinds.spectrum import build_pipeline
 
     decoder, pipeline = decoding_pipeline(model), build_pipeline(model, "cpu", 1)
     schema = schema_for(model)

@@ -25,8 +25,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 
+from service.inference.kinds.spectrum import build_pipeline
 from service.inference.repository import ModelVersion
-from service.inference.serving import build_pipeline
 
 from .ending import finish, keeping_finished_units
 from .infer import infer_unit

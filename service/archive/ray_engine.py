@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from service.inference.kinds.spectrum import build_pipeline
 from service.inference.pipeline import SpectrumPipeline
 from service.inference.repository import ModelVersion
-from service.inference.serving import build_pipeline
 
 from .ending import finish, keeping_finished_units
 from .infer import infer_unit

@@ -17,9 +17,9 @@ from service.io.errors import InputError
 from service.io.source import read_path
 from service.spectra import Prepared
 
+from .kinds.spectrum import build_pipeline
 from .pipeline import SpectrumPipeline, Upload
 from .repository import ModelRepository
-from .serving import build_pipeline
 
 
 def load_pipeline(repository: str, model: str, version: int | None, device: str

@@ -26,14 +26,13 @@ from service.metrics import ModelLoadStats, Stats
 from service.settings import Settings
 
 from .kinds import KINDS, ModelKind
-from .kinds.spectrum import build_pipeline
 from .repository import ModelError, ModelRepository, ModelVersion
 from .runner import OnnxRunner
 
 log = logging.getLogger("specula.serving")
 
 # the archive engines and `specula classify` build a spectrum pipeline without a server
-__all__ = ["ModelServer", "ServedModel", "build_pipeline"]
+__all__ = ["ModelServer", "ServedModel"]
 
 
 @dataclass(eq=False)

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service.inference.kinds.spectrum import build_pipeline
 from service.inference.postprocess import summarise
 from service.inference.repository import ModelRepository
-from service.inference.serving import build_pipeline
 from service.spectra import DEFAULT_GRID, make_spectrum, preprocess
 from service.spectra.zwarning import Z_WARNING_BITS
 from training.spectra.fuse_redshift import (
