@@ -28,7 +28,7 @@ from service.spectra import DEFAULT_GRID
 from service.spectra.preprocess import LogLambdaGrid
 
 from .labels import LABEL_NAMES, TOP_CLASSES, TOP_OF_LABEL
-from .measures import onnx_throughput, top_probs
+from .measures import onnx_throughput, sigma_nmad, top_probs
 from .simulate import load_templates
 
 N_POLY = 3
@@ -212,7 +212,7 @@ def _summary(name: str, y, z_true, lab, z, seconds: float) -> dict[str, Any]:
     for cname, key, thr in (("GALAXY", "galaxy", 0.01), ("QSO", "qso", 0.05)):
         sel = ty == TOP_CLASSES.index(cname)
         d = (z[sel] - z_true[sel]) / (1 + z_true[sel])
-        out[f"nmad_{key}"] = float(1.4826 * np.median(np.abs(d - np.median(d)))) if sel.any() else None
+        out[f"nmad_{key}"] = sigma_nmad(d) if sel.any() else None
         out[f"outlier_{key}"] = float(np.mean(np.abs(d) > thr)) if sel.any() else None
     return out
 

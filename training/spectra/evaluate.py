@@ -31,7 +31,7 @@ from .calibrate import ece, ensemble_probs, ensemble_redshift, softmax
 from .config import Config
 from .export_onnx import run_onnx, write_manifest
 from .labels import LABEL_NAMES, TOP_CLASSES, TOP_OF_LABEL
-from .measures import onnx_throughput, top_probs
+from .measures import onnx_throughput, sigma_nmad, top_probs
 from .simulate import SHARED, SURVEY_NAMES, generate
 from .train import load_checkpoint, predict_members
 
@@ -74,10 +74,9 @@ def redshift_metrics(z_true, z_pred, z_sig, tops) -> dict[str, dict[str, float]]
         if sel.sum() < 5:
             continue
         d = (z_pred[sel] - z_true[sel]) / (1 + z_true[sel])
-        nmad = 1.4826 * float(np.median(np.abs(d - np.median(d))))
         out[name] = {
             "n": int(sel.sum()),
-            "sigma_nmad": nmad,
+            "sigma_nmad": sigma_nmad(d),
             "outlier_fraction": float(np.mean(np.abs(d) > Z_OUTLIER[name])),
             "outlier_threshold": Z_OUTLIER[name],
             "bias_median": float(np.median(d)),

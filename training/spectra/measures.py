@@ -1,5 +1,6 @@
-"""Two measurements that evaluation, the χ² baseline and the conv2d rewrite all take: the top-class
-probabilities of label probabilities, and ONNX Runtime's CPU throughput on a graph.
+"""Measurements that evaluation, the χ² baseline, the Redrock comparison and the conv2d rewrite
+all take: the top-class probabilities of label probabilities, σ_NMAD of redshift errors, and
+ONNX Runtime's CPU throughput on a graph.
 
 Why a module of its own: the baseline and the rewrite are parts of evaluation, and reaching
 up into training/spectra/evaluate.py for these closed an import cycle.
@@ -14,6 +15,12 @@ import numpy as np
 import onnxruntime as ort
 
 from .labels import TOP_CLASSES, TOP_OF_LABEL
+
+
+def sigma_nmad(d: np.ndarray) -> float:
+    """Normalised median absolute deviation (1.4826 × MAD): the redshift precision surveys
+    quote, insensitive to the outliers counted separately."""
+    return 1.4826 * float(np.median(np.abs(d - np.median(d))))
 
 
 def top_probs(probs: np.ndarray) -> np.ndarray:

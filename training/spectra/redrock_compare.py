@@ -67,7 +67,7 @@ from .config import load_config
 from .evaluate import SNR_BINS, Z_OUTLIER
 from .export_onnx import run_onnx
 from .labels import LABEL_NAMES, TOP_CLASSES, TOP_OF_LABEL
-from .measures import onnx_throughput, top_probs
+from .measures import onnx_throughput, sigma_nmad, top_probs
 from .populations import POPULATIONS
 from .real_spectra import REAL_SPECTRA, SHARED, classify_real, resolve
 from .simulate import dataset_key, generate
@@ -160,7 +160,7 @@ def zstats(z_true: np.ndarray, z_pred: np.ndarray, threshold: float) -> dict[str
     if len(z_true) == 0:
         return {"n": 0, "sigma_nmad": float("nan"), "outliers": float("nan")}
     d = (z_pred - z_true) / (1 + z_true)
-    return {"n": len(d), "sigma_nmad": 1.4826 * float(np.median(np.abs(d - np.median(d)))),
+    return {"n": len(d), "sigma_nmad": sigma_nmad(d),
             "outliers": float(np.mean(np.abs(d) > threshold))}
 
 
