@@ -31,9 +31,10 @@ from service.lightcones import (
     LightconeGrid,
     Source,
     make_lightcone,
-    preprocess,
+    preprocess_patches,
     read_lightcone,
 )
+from service.lightcones.preprocess import MAX_PATCHES_PER_AXIS, setup_warnings
 from service.metrics import PreprocessStats, Stats
 
 from .batcher import DynamicBatcher
@@ -133,8 +134,40 @@ def check_declared_shape(shape: tuple[int, ...], grid: LightconeGrid, axes_given
 
 @dataclass(frozen=True)
 class Decoded:
-    x: np.ndarray  # (1, 1, n_xy, n_xy, n_los) model input
+    x: np.ndarray  # (patches, 1, n_xy, n_xy, n_los) model input, one row per sky patch
     info: dict[str, Any]
+    warnings: list[str]
+
+    def first_patch(self) -> Decoded:
+        """The first sky patch alone (what a saliency map explains), saying so."""
+        if len(self.x) == 1:
+            return self
+        sky = {**self.info["sky"], "explained_patch": 0}
+        at = ", ".join(f"{o[0]:g}" for o in sky["offsets_mpc"])
+        said = (f"explained: the first of {len(self.x)} sky patches (at {at} Mpc); the "
+                "estimate shown is that patch's")
+        notes = [*self.info["notes"], said]
+        return Decoded(self.x[:1], {**self.info, "sky": sky, "notes": notes}, self.warnings)
+
+
+# the patches' answers disagree beyond their σ when the reduced χ² of the patch means about
+# their average exceeds this (for 4–16 patches, a chance excess this big has p < 1e-3)
+PATCH_CHI2_WARN = 4.0
+
+
+def combine_patches(mean: np.ndarray, sigma: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Patch answers (k, P) → one Gaussian per parameter, plus the patches' reduced χ².
+
+    The answer is the equal-weight mixture of the patch posteriors, summarised by its mean
+    and σ (σ² = mean σ_i² + variance of the means). Deliberately no 1/√k: the patches share
+    the model's systematic errors (a cube from another simulator setup is off the same way on
+    every patch), so averaging them does not make the answer k times more certain."""
+    m = mean.mean(axis=0)
+    var = (sigma.astype(np.float64) ** 2).mean(axis=0) + mean.var(axis=0)
+    k = len(mean)
+    chi2 = (((mean - m) / sigma) ** 2).sum(axis=0) / (k - 1) if k > 1 else np.zeros_like(m)
+    return m, np.sqrt(var), chi2
 
 
 class LightconePipeline:
@@ -164,12 +197,14 @@ class LightconePipeline:
 
     # 2. preprocess (worker pool)
     def preprocess(self, lc: Lightcone, name: str) -> Decoded:
-        p = preprocess(lc, self.grid, source=name, version=self.model.manifest.preprocess_version)
-        info = {"format": lc.meta.get("format"), "shape": list(lc.shape), "notes": p.notes}
+        p = preprocess_patches(lc, self.grid, source=name,
+                               version=self.model.manifest.preprocess_version)
+        info = {"format": lc.meta.get("format"), "shape": list(lc.shape), "notes": p.notes,
+                "sky": p.sky.to_json()}
         if lc.params:  # a simulator file says what it was made with: echo it for comparison
             info["file_parameters"] = {q["name"]: lc.params[q["key"]] for q in self.params
                                        if q.get("key") in lc.params}
-        return Decoded(p.x[None], info)
+        return Decoded(p.x, info, setup_warnings(lc, self.grid, p.x))
 
     def decode_and_preprocess(self, data: bytes, name: str, fmt: str | None, axes: Axes
                               ) -> Decoded:
@@ -188,18 +223,32 @@ class LightconePipeline:
         names = rows[0][0].keys()
         return {k: np.stack([o[k][i] for o, i in rows]) for k in names}
 
+    @property
+    def patch_bytes(self) -> int:
+        """Model input of the most sky patches one cube can become (reserved with its body)."""
+        return MAX_PATCHES_PER_AXIS ** 2 * math.prod(self.grid.shape) * 4
+
     # 6. encode_response
     def encode_response(self, decoded: Decoded, outputs: dict[str, np.ndarray]) -> dict[str, Any]:
-        mean, sigma = outputs["theta_mean"][0], outputs["theta_sigma"][0]
-        params, warnings = {}, []
+        """One answer per cube: the sky patches' answers combined (:func:`combine_patches`)."""
+        mean, sigma, chi2 = combine_patches(outputs["theta_mean"], outputs["theta_sigma"])
+        many = len(outputs["theta_mean"]) > 1
+        params, warnings = {}, list(decoded.warnings)
         for k, p in enumerate(self.params):
             params[p["name"]] = {"mean": float(mean[k]), "sigma": float(sigma[k]),
                                  "unit": p.get("unit", ""), "prior": [p["low"], p["high"]],
                                  "description": p.get("description", "")}
+            if many:
+                params[p["name"]]["patch_means"] = [float(v) for v in outputs["theta_mean"][:, k]]
+                params[p["name"]]["patch_chi2"] = float(chi2[k])
             if not p["low"] <= mean[k] <= p["high"]:  # the head is linear, not clipped
                 warnings.append(f"{p['name']} = {float(mean[k]):.4g} lies outside its training "
                                 f"prior [{p['low']:g}, {p['high']:g}]: the cube is probably "
                                 "out of distribution")
+            if chi2[k] > PATCH_CHI2_WARN:
+                warnings.append(f"the sky patches disagree on {p['name']} (reduced χ² "
+                                f"{float(chi2[k]):.1f} of their means about the average): the "
+                                "cube is unlike the training set or its sky is not homogeneous")
         name, version = self.stat_labels
         return {"model": name, "version": int(version), "parameters": params,
                 "warnings": warnings, **decoded.info}

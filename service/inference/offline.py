@@ -1,4 +1,5 @@
-"""The service's steps without a server, file by file: what ``specula classify`` runs.
+"""The service's steps without a server, file by file: what ``specula classify`` runs, and
+the same for one lightcone cube (:func:`estimate_lightcone_file`).
 
 decode_request → preprocess → predict (straight on the session, in chunks) → encode_response,
 one result dict per spectrum; a file that cannot be read gives one
@@ -10,6 +11,8 @@ does not reach up into the archive.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -18,8 +21,10 @@ from service.io.source import read_path
 from service.spectra import Prepared
 
 from .kinds.spectrum import build_pipeline
+from .lightcone import Axes, LightconePipeline, load_lightcone_model
 from .pipeline import SpectrumPipeline, Upload
 from .repository import ModelRepository
+from .runner import OnnxRunner
 
 
 def load_pipeline(repository: str, model: str, version: int | None, device: str
@@ -53,3 +58,20 @@ def classify_file(pipeline: SpectrumPipeline, path: str, batch_size: int,
         good = [p.x for p in prepared if isinstance(p, Prepared)]
         outputs = pipeline.runner.run({pipeline.input_name: np.stack(good)}) if good else None
         yield from pipeline.encode_response(upload, part, prepared, outputs)
+
+
+def estimate_lightcone_file(repository: str, model: str, version: int | None, path: str,
+                            max_file_bytes: int = 1 << 30) -> dict[str, Any]:
+    """One lightcone file through a served version's own steps (reader, sky patches,
+    preprocessing, ONNX graph, patch combination, warnings): the body of a
+    ``/v1/lightcones:infer`` answer, without the HTTP."""
+    repo = ModelRepository(repository)
+    mv = load_lightcone_model(repo, model, repo.resolve(model, version))
+    runner = OnnxRunner(mv.onnx, device="cpu")
+    with ThreadPoolExecutor(1) as pool:
+        pipe = LightconePipeline(mv, runner, pool=pool, max_file_bytes=max_file_bytes,
+                                 on_stats=lambda _: None)
+        data = read_path(path, max_file_bytes)
+        decoded = pipe.decode_and_preprocess(data, path, None, Axes())
+        outputs = runner.run({pipe.input_name: decoded.x})
+        return pipe.encode_response(decoded, outputs)

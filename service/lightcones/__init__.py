@@ -14,8 +14,12 @@ from .preprocess import (
     PREPROCESS_VERSIONS,
     LightconeGrid,
     Prepared,
+    PreparedPatches,
+    SkyPatches,
     preprocess,
+    preprocess_patches,
     resample,
+    resample_patches,
 )
 from .registry import identify_format, read_lightcone
 from .registry import readers as list_readers
@@ -23,6 +27,7 @@ from .registry import readers as list_readers
 __all__ = [
     "ERROR_CODES", "NU21_MHZ", "PREPROCESS_VERSION", "PREPROCESS_VERSIONS", "Lightcone",
     "LightconeError",
-    "LightconeGrid", "Prepared", "Source", "identify_format", "list_readers", "make_lightcone",
-    "preprocess", "read_lightcone", "resample",
+    "LightconeGrid", "Prepared", "PreparedPatches", "SkyPatches", "Source", "identify_format",
+    "list_readers", "make_lightcone", "preprocess", "preprocess_patches", "read_lightcone",
+    "resample", "resample_patches",
 ]

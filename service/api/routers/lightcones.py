@@ -6,7 +6,8 @@
   identified from its bytes (``?format=`` forces a reader).
 A cube on the model grid needs nothing else; any other cube needs its axes — from the file
 (21cmFAST HDF5, FITS WCS) or the query (``z_first``/``z_last`` or ``nu_first_mhz``/
-``nu_last_mhz``, and ``cell_mpc``) — and is then resampled/cropped onto the grid. Declared sizes
+``nu_last_mhz``, and ``cell_mpc``) — and is then resampled onto the grid, a wider sky as sky
+patches of the model's field. Declared sizes
 (Content-Length, ``shape``) are checked against the limits and the model *before* anything is
 read; each request reserves working memory from the lightcone byte budget before its body is
 read, and the body is streamed into one preallocated buffer. Response: each parameter's mean
@@ -139,11 +140,11 @@ async def read_cube(request: Request, budget: ByteBudget, pipe, q: CubeQuery) ->
         if n != math.prod(dims) * 4:
             raise LightconeError("bad_shape", f"Content-Length {n} != {math.prod(dims)} "
                                  "float32 values of shape " + str(dims), source=name)
-        async with budget.reserve(3 * n):
+        async with budget.reserve(3 * n + pipe.patch_bytes):
             cube = np.empty(dims, dtype="<f4")
             await read_body_into(request, memoryview(cube).cast("B"), name)
             return await pipe.run_decode(pipe.cube_and_preprocess, cube, name, axes)
-    async with budget.reserve(BUDGET_FILES * n):
+    async with budget.reserve(BUDGET_FILES * n + pipe.patch_bytes):
         buf = bytearray(n)
         await read_body_into(request, memoryview(buf), name)
         data = bytes(buf)
@@ -219,7 +220,6 @@ async def lightcone_saliency(
     (X, Y, L; L in increasing frequency), the prediction it explains, the model version.
     Same bodies as ``/v1/lightcones:infer``; ``Accept`` application/json, application/x-npy
     (the map, float32) or image/png (a slice through cube and map)."""
-    name = source_name(request)
     media = wants(request, out)
     params = MethodParams(method=method, samples=samples, sigma=sigma,  # type: ignore[arg-type]
                           steps=steps, baseline=baseline, seed=seed)  # type: ignore[arg-type]
@@ -231,7 +231,7 @@ async def lightcone_saliency(
         tgt = sal.parse_target(target)
         if media == PNG:
             check_slice(pipe.grid, slice_axis, slice_index, los_index)
-        decoded = await read_cube(request, budget, pipe, q)
+        decoded = (await read_cube(request, budget, pipe, q)).first_patch()
         # rows in flight: inputs, their gradients, the expansion's own copy
         async with budget.reserve(3 * (params.rows + 2) * decoded.x.nbytes):
             res = await sal.explain(decoded.x[0], tgt, params, deadline)

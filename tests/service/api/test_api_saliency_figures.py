@@ -183,8 +183,9 @@ def test_lightcone_figure_of_a_simulator_file(svc, shared_data, repo):
     assert len(markers) == 1 and markers[0].get_xdata()[0] == pytest.approx(truth)
     assert f"{truth:.4g}" in title
     assert path.name in text and "body" not in text.split()
-    # the sky window used and how the file was resampled onto it
-    assert "64 × 64 Mpc" in text and "30×30×5 Mpc" in text
+    # the sky window used, how the file was resampled onto it, and which patch is explained
+    assert "64 × 64 Mpc" in text and "5 Mpc → 4 Mpc" in text and "150×150 Mpc" in text
+    assert "first of 9 sky patches" in text
     # what the scale is: the fixed input scaling the gradient is taken against
     assert f"x = T_b / {grid.scale_mk:g} mK" in text
 

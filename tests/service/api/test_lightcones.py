@@ -20,7 +20,14 @@ import torch
 from astropy.cosmology import Planck15
 from astropy.io import fits
 
-from service.lightcones import Source, make_lightcone, preprocess, read_lightcone
+from service.inference.lightcone import combine_patches
+from service.lightcones import (
+    Source,
+    make_lightcone,
+    preprocess,
+    preprocess_patches,
+    read_lightcone,
+)
 from tests.support.http_service import Service
 from tests.support.tiny_classifier import write_tiny_model
 from training.lightcone.config import load_config
@@ -60,9 +67,15 @@ def grid():
 
 
 def expected(cube: np.ndarray, lc_repo: Path, **axes) -> dict[str, np.ndarray]:
-    lc = make_lightcone(cube, **axes)
-    x = preprocess(lc, grid()).x[None]
-    return run_onnx(lc_repo / NAME / "1" / "model.onnx", x)
+    """ONNX Runtime on every sky patch of the shared preprocessing, combined as the service
+    says it combines them."""
+    return expected_for(make_lightcone(cube, **axes), lc_repo)
+
+
+def expected_for(lc, lc_repo: Path) -> dict[str, np.ndarray]:
+    out = run_onnx(lc_repo / NAME / "1" / "model.onnx", preprocess_patches(lc, grid()).x)
+    mean, sigma, _ = combine_patches(out["theta_mean"], out["theta_sigma"])
+    return {"theta_mean": mean[None], "theta_sigma": sigma[None], "patches": out["theta_mean"]}
 
 
 def npy(arr) -> bytes:
@@ -114,7 +127,13 @@ def test_raw_with_axes_is_resampled(svc, lc_repo):
     assert r.status_code == 200, r.text
     exp = expected(cube, lc_repo, frequencies_mhz=nu, cell_mpc=4.0)
     np.testing.assert_allclose(means(r), exp["theta_mean"][0], rtol=1e-4, atol=1e-4)
-    assert r.json()["notes"]
+    body = r.json()
+    assert body["notes"]
+    # 40 Mpc of sky for a 32 Mpc field: 2 × 2 overlapping patches, the whole sky seen
+    assert body["sky"]["patches"] == 4 and body["sky"]["offsets_mpc"] == [[0.0, 8.0]] * 2
+    assert body["sky"]["covered_fraction"] == 1.0
+    first = body["parameters"]["OMm"]["patch_means"]
+    np.testing.assert_allclose(first, exp["patches"][:, 0], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.skipif(not SIMRUN.is_file(), reason="shared 21cmFAST file absent")
@@ -126,8 +145,13 @@ def test_real_21cmfast_v3_file(svc, lc_repo):
     assert body["format"] == "21cmfast-h5" and body["shape"] == [30, 30, 716]
     assert body["file_parameters"]["L_X"] == pytest.approx(39.47488252125877)
     _, lc = read_lightcone(Source.from_path(SIMRUN))
-    exp = run_onnx(lc_repo / NAME / "1" / "model.onnx", preprocess(lc, grid()).x[None])
+    exp = expected_for(lc, lc_repo)
     np.testing.assert_allclose(means(r), exp["theta_mean"][0], rtol=1e-4, atol=1e-4)
+    # 150 Mpc of sky, a 32 Mpc field: 4 × 4 patches spread edge to edge, and the answer says
+    # that only part of the sky was seen
+    assert body["sky"]["patches"] == 16 and body["sky"]["sky_mpc"] == [150.0, 150.0]
+    assert body["sky"]["covered_fraction"] == pytest.approx((128 / 150) ** 2, abs=1e-3)
+    assert any("16 patches" in n and "73 %" in n for n in body["notes"])
 
 
 def test_fits_cube(svc):

@@ -15,7 +15,14 @@ from service.lightcones import (
     read_lightcone,
     resample,
 )
-from service.lightcones.preprocess import CLIP, overlap_matrix
+from service.lightcones.preprocess import (
+    CLIP,
+    MAX_PATCHES_PER_AXIS,
+    overlap_matrix,
+    patch_offsets,
+    resample_patches,
+    setup_warnings,
+)
 
 GRID = LightconeGrid(n_xy=4, cell_mpc=4.0, n_los=8, nu_min_mhz=140.0, nu_max_mhz=180.0,
                      scale_mk=100.0)
@@ -64,7 +71,9 @@ def test_bigger_sky_is_cropped_and_short_los_refused():
     rng = np.random.default_rng(1)
     nu = np.linspace(130, 190, 120)
     lc = make_lightcone(rng.normal(size=(20, 20, 120)), frequencies_mhz=nu, cell_mpc=1.0)
-    assert resample(lc, GRID)[0].shape == (4, 4, 8)
+    out, notes = resample(lc, GRID)
+    assert out.shape == (4, 4, 8)
+    assert any("covering 64 %" in n for n in notes)  # the crop is said, not silent
     short = make_lightcone(rng.normal(size=(20, 20, 50)), frequencies_mhz=nu[:50], cell_mpc=1.0)
     with pytest.raises(LightconeError) as e:
         resample(short, GRID)
@@ -133,3 +142,40 @@ def test_normalise_batches_like_single_cubes_and_refuses_unknown_versions():
         np.testing.assert_array_equal(out[i], normalise(batch[i], GRID, "lightcone-2"))
     with pytest.raises(ValueError, match="lightcone-9"):
         normalise(batch, GRID, "lightcone-9")
+
+
+def test_sky_patches_span_the_sky_and_each_is_its_own_crop():
+    """A 40 Mpc sky for a 16 Mpc field: 3 patches per axis at 0, 12 and 24 Mpc, each exactly
+    the resampling of the sub-cube it covers."""
+    lc, _ = fine_lightcone(GRID.refine(1, 1), xy=2)
+    big = np.random.default_rng(5).normal(0, 20, (20, 20, lc.shape[2])).astype(np.float32)
+    lc = make_lightcone(big, frequencies_mhz=lc.frequencies_mhz, cell_mpc=2.0)
+    cubes, sky, notes = resample_patches(lc, GRID)
+    assert sky.offsets_mpc == ((0.0, 12.0, 24.0),) * 2 and sky.count == 9
+    assert cubes.shape == (9, 4, 4, 8) and sky.covered_fraction == 1.0
+    assert any("9 patches" in n for n in notes)
+    for k, (ox, oy) in enumerate([(a, b) for a in (0, 6, 12) for b in (0, 6, 12)]):
+        sub = make_lightcone(big[ox:ox + 8, oy:oy + 8], frequencies_mhz=lc.frequencies_mhz,
+                             cell_mpc=2.0)
+        np.testing.assert_allclose(cubes[k], resample(sub, GRID)[0], rtol=1e-5, atol=1e-4)
+
+
+def test_patches_are_capped_and_the_fraction_seen_is_said():
+    nu = GRID.frequencies_mhz
+    lc = make_lightcone(np.zeros((100, 60, 8), np.float32), frequencies_mhz=nu, cell_mpc=1.0)
+    sky = resample_patches(lc, GRID)[1]
+    assert [len(o) for o in sky.offsets_mpc] == [MAX_PATCHES_PER_AXIS, 4]
+    assert sky.offsets_mpc[0][-1] == 100 - 16  # the last patch ends at the sky's far edge
+    assert sky.covered_fraction == pytest.approx(64 / 100)
+    assert patch_offsets(16.0 + 1e-9, 16.0, 4) == (0.0,)  # no second patch for a rounding
+
+
+def test_setup_warnings_name_what_differs_from_training():
+    nu = np.linspace(140.0, 180.0, 4)  # 10 MHz channels for a 5 MHz grid
+    coarse = make_lightcone(np.zeros((4, 4, 4), np.float32), frequencies_mhz=nu, cell_mpc=8.0)
+    w = setup_warnings(coarse, GRID, np.zeros(GRID.shape, np.float32))
+    assert len(w) == 2 and "coarser" in w[0] and "wider" in w[1]
+    fine, _ = fine_lightcone(GRID)
+    hot = np.full(GRID.shape, CLIP, np.float32)
+    assert setup_warnings(fine, GRID, np.zeros(GRID.shape, np.float32)) == []
+    assert "clipped" in setup_warnings(fine, GRID, hot)[0]

@@ -1,6 +1,6 @@
 """Redrock, the χ² baseline and the served v3 model on the same simulated test spectra.
 
-    nice python -m training.spectra.redrock_compare --config training/configs/spectra_v3.json --n 300 \
+    nice python -m evaluation.redrock_compare --config training/configs/spectra_v3.json --n 300 \
         --json /tmp/redrock.json > /tmp/redrock.md
 
 Why: issue 17 sets the bar at "as good as the surveys' template fitter", and the only honest
@@ -14,7 +14,7 @@ What each method gets:
   third of it and, within a class, every population (GALAXY, QSO) or star letter (STAR) is
   drawn in turn — rare populations (weak-line, host-dominated quasars) then have enough members
   to be read at all;
-- v3: ``model.onnx`` through ONNX Runtime exactly as training/spectra/compare_versions.py runs it;
+- v3: ``model.onnx`` through ONNX Runtime exactly as evaluation/compare_versions.py runs it;
 - χ²: ``training.spectra.baseline.TemplateFitter`` on the same model inputs;
 - Redrock (``zfind``, its defaults: 3 minima, its own redshift ranges and grids) on the model
   grid: flux = channel 0 (flux / s), ivar = w / (1 − w) = ivar·s² (the weight channel, clipped
@@ -36,7 +36,7 @@ not know by version; it is set to "None" for them (galaxies: below z 1.7 the for
 range; the SDSS quasar eigenspectra are empirical BOSS spectra that hold the mean forest
 already, and the SDSS pipeline fits them without an IGM model). The DESI files keep theirs.
 
-Also: the four real spectra of training/spectra/real_spectra.py through both Redrock sets, on their
+Also: the four real spectra of evaluation/real_spectra.py through both Redrock sets, on their
 native pixels and on the model grid, beside v3's answer from the service's own path.
 """
 
@@ -61,16 +61,16 @@ from astropy.io import fits
 from scipy import sparse
 
 from service.spectra import DEFAULT_GRID, Source, preprocess, read_spectra
+from training.spectra.baseline import TemplateFitter
+from training.spectra.config import load_config
+from training.spectra.evaluate import SNR_BINS, Z_OUTLIER
+from training.spectra.export_onnx import run_onnx
+from training.spectra.labels import LABEL_NAMES, TOP_CLASSES, TOP_OF_LABEL
+from training.spectra.measures import onnx_throughput, sigma_nmad, top_probs
+from training.spectra.populations import POPULATIONS
+from training.spectra.simulate import dataset_key, generate
 
-from .baseline import TemplateFitter
-from .config import load_config
-from .evaluate import SNR_BINS, Z_OUTLIER
-from .export_onnx import run_onnx
-from .labels import LABEL_NAMES, TOP_CLASSES, TOP_OF_LABEL
-from .measures import onnx_throughput, sigma_nmad, top_probs
-from .populations import POPULATIONS
 from .real_spectra import REAL_SPECTRA, SHARED, classify_real, resolve
-from .simulate import dataset_key, generate
 
 TOP = np.asarray(TOP_OF_LABEL)
 SDSS_DIR = SHARED / "templates" / "sdss"
@@ -102,7 +102,7 @@ class Settings:
     # as much as they saved on the shared 2-core VM (30 spectra: 168 s with 1, 158 s with 2,
     # with 8x the system time)
     rr_procs: int = 1
-    real: bool = True  # also the real spectra of training/spectra/real_spectra.py
+    real: bool = True  # also the real spectra of evaluation/real_spectra.py
     allow_simulate: bool = False  # regenerate a missing test cache (slow: ~6000 spectra)
     json: str = ""  # write the raw results here too
 
@@ -391,7 +391,7 @@ def render(st: Settings, n: int, methods: dict[str, dict[str, Any]],
         L.append(f"| {name} (n={row['n']}) | " + " | ".join(cells) + " |")
     L += ["", "Timing: " + "; ".join(f"{METHOD_TITLES[m]}: {methods[m]['timing']}" for m in ms)]
     if real:
-        L += ["", ("Real spectra (truth from training/spectra/real_spectra.py). Redrock: class subtype "
+        L += ["", ("Real spectra (truth from evaluation/real_spectra.py). Redrock: class subtype "
               "z [ZWARN], on native pixels | on the model grid."), ""]
         sets = [k.removeprefix("rr-").removesuffix("-native") for k in real[0]
                 if k.startswith("rr-") and k.endswith("-native")]

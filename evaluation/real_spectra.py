@@ -6,8 +6,8 @@ the physics of the sky. The project never trains on these — they are few, and 
 check. Each entry says where its label comes from, because pipeline labels can be wrong:
 NGC 3073 is a nearby dwarf galaxy that the SDSS template fit calls STAR A0.
 
-The table is data (``REAL_SPECTRA``); ``python -m training.spectra.real_spectra [--version N]`` prints
-it with the model's answers as Markdown, for a model report.
+The table is data (``REAL_SPECTRA``); ``python -m evaluation.real_spectra [--version N]`` prints it
+with the model's answers as Markdown, for a model report.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from service.inference.offline import classify_file, load_pipeline
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from service.spectra import DEFAULT_GRID, preprocess
-from training.spectra.config import Effects, SimConfig
-from training.spectra.labels import LABEL_NAMES, TOP_CLASSES
-from training.spectra.populations import POPULATIONS
-from training.spectra.redrock_compare import (
+from evaluation.redrock_compare import (
     build_templates,
     model_grid_inputs,
     redrock_fit,
@@ -21,6 +17,10 @@ from training.spectra.redrock_compare import (
     stratified,
     zstats,
 )
+from service.spectra import DEFAULT_GRID, preprocess
+from training.spectra.config import Effects, SimConfig
+from training.spectra.labels import LABEL_NAMES, TOP_CLASSES
+from training.spectra.populations import POPULATIONS
 from training.spectra.simulate import simulate_one
 
 GAL, QSO, STAR_A = (LABEL_NAMES.index(n) for n in ("GALAXY", "QSO", "STAR:A"))

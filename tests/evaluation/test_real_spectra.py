@@ -1,4 +1,4 @@
-"""The real spectra the project can reach (training/spectra/real_spectra.py) are read by the service's
+"""The real spectra the project can reach (evaluation/real_spectra.py) are read by the service's
 own readers, exactly as shipped, and the served model answers each one through the offline
 pipeline. Whether it is *right* is the report's business (models/spectrum_classifier/*/report.md),
 not a test's: these spectra are the check, never a target to tune to."""
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from evaluation.real_spectra import REAL_SPECTRA, classify_real, markdown, ppxf_dir, resolve
 from service.spectra import Source, read_spectra
-from training.spectra.real_spectra import REAL_SPECTRA, classify_real, markdown, ppxf_dir, resolve
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 READERS = {"spec-1198-52669-0063.fits": "sdss-spec", "NGC3522_SDSS_DR18.fits": "sdss-spec",
            "NGC3073_SDSS_DR18.fits": "sdss-spec", "legac_M19_56670_v3.0.fits": "eso-sdp"}
 needs_ppxf = pytest.mark.skipif(ppxf_dir() is None, reason="ppxf (the dev extra) not installed")

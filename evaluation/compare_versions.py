@@ -1,6 +1,6 @@
 """Served versions side by side on one simulated test set and on every reachable real spectrum.
 
-    python -m training.spectra.compare_versions --config training/configs/spectra_v3.json \
+    python -m evaluation.compare_versions --config training/configs/spectra_v3.json \
         --version 2 --version 3 > /tmp/compare.md
 
 Why: "serve v3 by default only when it beats v2" needs both measured the same way, on the
@@ -18,15 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from .calibrate import ece
-from .config import load_config
-from .evaluate import redshift_metrics
-from .export_onnx import run_onnx
-from .labels import TOP_OF_LABEL
-from .measures import top_probs
-from .populations import population_masks
+from training.spectra.calibrate import ece
+from training.spectra.config import load_config
+from training.spectra.evaluate import redshift_metrics
+from training.spectra.export_onnx import run_onnx
+from training.spectra.labels import TOP_OF_LABEL
+from training.spectra.measures import top_probs
+from training.spectra.populations import population_masks
+from training.spectra.simulate import generate
+
 from .real_spectra import classify_real, markdown
-from .simulate import generate
 
 TOP = np.asarray(TOP_OF_LABEL)
 SNR_BINS = ((0.0, 2.0), (2.0, 3.0), (3.0, 5.0), (5.0, 10.0), (10.0, np.inf))
