@@ -247,6 +247,11 @@ def resample_patches(lc: Lightcone, grid: LightconeGrid, *, source: str | None =
             f"{'cell size' if lc.cell_mpc is None else ''}; send them, or a cube of exactly "
             f"{(grid.n_xy, grid.n_xy, grid.n_los)} on the model grid", source=source)
     cube = _resample_los(lc.cube, nu, grid, source)
+    lo, hi = float(np.min(nu)), float(np.max(nu))
+    if lo < grid.nu_min_mhz - COVER_TOL * hi or hi > grid.nu_max_mhz + COVER_TOL * hi:
+        notes.append(f"line of sight: z {NU21_MHZ / hi - 1:.2f}–{NU21_MHZ / lo - 1:.2f} given, "
+                     f"the model's z {NU21_MHZ / grid.nu_max_mhz - 1:.2f}–"
+                     f"{NU21_MHZ / grid.nu_min_mhz - 1:.2f} used")
     cubes, patches = _resample_sky(cube, lc.cell_mpc, grid, source, max_per_axis)
     if not math.isclose(lc.cell_mpc, grid.cell_mpc):
         notes.append(f"sky cells {lc.cell_mpc:g} Mpc → {grid.cell_mpc:g} Mpc (overlap averaging)")

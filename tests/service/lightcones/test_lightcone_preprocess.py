@@ -74,6 +74,7 @@ def test_bigger_sky_is_cropped_and_short_los_refused():
     out, notes = resample(lc, GRID)
     assert out.shape == (4, 4, 8)
     assert any("covering 64 %" in n for n in notes)  # the crop is said, not silent
+    assert any(n.startswith("line of sight: z 6.48–9.93 given") for n in notes)
     short = make_lightcone(rng.normal(size=(20, 20, 50)), frequencies_mhz=nu[:50], cell_mpc=1.0)
     with pytest.raises(LightconeError) as e:
         resample(short, GRID)
