@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -110,6 +110,37 @@ class ModelLoadStats:
 
 
 Stats = RequestStats | PreprocessStats | BatchStats | QueueStats | ModelLoadStats
+
+# The histograms, a row each: (attribute, name, help, buckets). They differ only in these four
+# (every latency shares LATENCY_BUCKETS, every batch size BATCH_BUCKETS), so a table shows
+# that at a glance and the classification and saliency families cannot drift apart in how
+# they are built. The saliency rows get the endpoint label on top of LABELS.
+HistogramRow = tuple[str, str, str, tuple[float, ...]]
+INFER_HISTOGRAMS: tuple[HistogramRow, ...] = (
+    ("request_latency", "specula_request_duration_seconds",
+     "End-to-end request latency, from the first byte handled to the response built.",
+     LATENCY_BUCKETS),
+    ("queue_wait", "specula_queue_duration_seconds",
+     "Time a request part waited in the batcher queue before its batch started.",
+     LATENCY_BUCKETS),
+    ("preprocess", "specula_preprocess_duration_seconds",
+     "Decode + preprocess time of one request (worker pool, off the event loop).",
+     LATENCY_BUCKETS),
+    ("compute", "specula_compute_duration_seconds",
+     "ONNX Runtime time of one executed batch (inputs in, outputs out).", LATENCY_BUCKETS),
+    ("batch_size", "specula_batch_size_rows", "Rows (spectra) per executed batch.",
+     BATCH_BUCKETS),
+)
+EXPLAIN_HISTOGRAMS: tuple[HistogramRow, ...] = (
+    ("explain_latency", "specula_explain_request_duration_seconds",
+     "End-to-end saliency/introspection request latency.", LATENCY_BUCKETS),
+    ("explain_compute", "specula_explain_compute_duration_seconds",
+     "ONNX Runtime time of one saliency batch (gradient and forward rows).", LATENCY_BUCKETS),
+    ("explain_queue_wait", "specula_explain_queue_duration_seconds",
+     "Time a saliency request part waited in its own batcher queue.", LATENCY_BUCKETS),
+    ("explain_batch_size", "specula_explain_batch_size_rows",
+     "Rows (noisy copies, path steps, forward rows) per saliency batch.", BATCH_BUCKETS),
+)
 # a live worker's gauge file (multiprocess_mode live*), removed by mark_process_dead
 LIVE_FILE = re.compile(r"^gauge_live\w*?_(\d+)\.db$")
 
@@ -143,6 +174,17 @@ class WorkerProcessCollector(Collector):
 
 
 class Metrics:
+    # set from INFER_HISTOGRAMS and EXPLAIN_HISTOGRAMS by _add_histograms
+    request_latency: Histogram
+    queue_wait: Histogram
+    preprocess: Histogram
+    compute: Histogram
+    batch_size: Histogram
+    explain_latency: Histogram
+    explain_compute: Histogram
+    explain_queue_wait: Histogram
+    explain_batch_size: Histogram
+
     def __init__(self, registry: CollectorRegistry | None = None,
                  queue_capacity_rows: int = 0) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -153,25 +195,7 @@ class Metrics:
             "specula_requests_total",
             "Inference requests finished, by outcome (success, rejected, bad_input, timeout, "
             "error).", [*LABELS, "outcome"], registry=r)
-        self.request_latency = Histogram(
-            "specula_request_duration_seconds",
-            "End-to-end request latency, from the first byte handled to the response built.",
-            LABELS, buckets=LATENCY_BUCKETS, registry=r)
-        self.queue_wait = Histogram(
-            "specula_queue_duration_seconds",
-            "Time a request part waited in the batcher queue before its batch started.",
-            LABELS, buckets=LATENCY_BUCKETS, registry=r)
-        self.preprocess = Histogram(
-            "specula_preprocess_duration_seconds",
-            "Decode + preprocess time of one request (worker pool, off the event loop).",
-            LABELS, buckets=LATENCY_BUCKETS, registry=r)
-        self.compute = Histogram(
-            "specula_compute_duration_seconds",
-            "ONNX Runtime time of one executed batch (inputs in, outputs out).",
-            LABELS, buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_size = Histogram(
-            "specula_batch_size_rows",
-            "Rows (spectra) per executed batch.", LABELS, buckets=BATCH_BUCKETS, registry=r)
+        self._add_histograms(INFER_HISTOGRAMS, LABELS)
         self.queue_depth = Gauge(
             "specula_queue_depth_rows",
             "Rows waiting in the batcher queue.", LABELS, registry=r,
@@ -192,18 +216,7 @@ class Metrics:
         self.explain_requests = Counter(
             "specula_explain_requests_total", "Saliency/introspection requests finished, by "
             "outcome.", [*ex, "outcome"], registry=r)
-        self.explain_latency = Histogram(
-            "specula_explain_request_duration_seconds", "End-to-end saliency/introspection "
-            "request latency.", ex, buckets=LATENCY_BUCKETS, registry=r)
-        self.explain_compute = Histogram(
-            "specula_explain_compute_duration_seconds", "ONNX Runtime time of one saliency "
-            "batch (gradient and forward rows).", ex, buckets=LATENCY_BUCKETS, registry=r)
-        self.explain_queue_wait = Histogram(
-            "specula_explain_queue_duration_seconds", "Time a saliency request part waited in "
-            "its own batcher queue.", ex, buckets=LATENCY_BUCKETS, registry=r)
-        self.explain_batch_size = Histogram(
-            "specula_explain_batch_size_rows", "Rows (noisy copies, path steps, forward rows) "
-            "per saliency batch.", ex, buckets=BATCH_BUCKETS, registry=r)
+        self._add_histograms(EXPLAIN_HISTOGRAMS, ex)
         self.explain_rows = Counter(
             "specula_explain_rows_total", "Rows run through the saliency graphs.", ex,
             registry=r)
@@ -219,6 +232,13 @@ class Metrics:
         self._info_labels: dict[tuple[str, str], tuple[str, str, str, str]] = {}
         if not os.environ.get(MULTIPROC_ENV):  # multiprocess: WorkerProcessCollector
             ProcessCollector(registry=r)
+
+    def _add_histograms(self, rows: tuple[HistogramRow, ...], labels: Sequence[str]) -> None:
+        """Registers one histogram a row, in the table's order: that order is the order of the
+        exposition, which stays as it was when each histogram was written out by hand."""
+        for attribute, name, documentation, buckets in rows:
+            setattr(self, attribute, Histogram(name, documentation, labels, buckets=buckets,
+                                               registry=self.registry))
 
     def _child(self, metric, labels: tuple[str, ...]):
         """``metric.labels(*labels)``, remembered: prometheus_client validates and locks on

@@ -28,7 +28,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from service.inference.kinds.spectrum import build_pipeline
 from service.inference.repository import ModelVersion
 
-from .ending import finish, keeping_finished_units
+from .ending import engine_run, keeping_finished_units
 from .infer import infer_unit
 from .job import ArchiveJob, JobSummary
 from .prepare import (
@@ -39,12 +39,11 @@ from .prepare import (
     prepare_unit,
     weightless,
 )
-from .progress import Progress
-from .resume import done_keys, failed_keys, is_done
+from .resume import failed_keys, is_done
 from .schema import schema_for
 from .stopping import StopRequest
 from .units import WorkUnit
-from .writer import OutputDirectory, PartWriter
+from .writer import OutputDirectory
 
 
 def _quiet_worker(*args: object) -> None:
@@ -73,29 +72,22 @@ def run_local(job: ArchiveJob) -> JobSummary:
     model = job.load_model()
     pipeline = build_pipeline(model, job.device, job.intra_op_threads)
     schema = schema_for(model)
-    output = OutputDirectory(job.output, job.record(model))
-    summary = JobSummary()
-    progress = Progress(job.inputs, job.progress)
-    t0 = time.perf_counter()
-    stop = StopRequest().__enter__()
-    try:
-        done = done_keys(output.path)
-        writer = PartWriter(output, schema, part_rows=job.part_rows,
-                            part_seconds=job.part_seconds)
+    with engine_run(job, model) as run:
+        summary, writer, stop = run.summary, run.writer, run.stop
         skipped_seen = 0
 
         def consume(unit: PreparedUnit) -> None:
             nonlocal skipped_seen
             table = infer_unit(pipeline, unit, job.batch_size, schema,
-                               skip=lambda key: is_done(done, key))
+                               skip=lambda key: is_done(run.done, key))
             writer.write(table)
             writer.commit_if_due()
-            summary.add(table, time.perf_counter() - t0)
-            progress.update(len(unit.files) + summary.files_skipped - skipped_seen,
-                            summary.spectra_ok)
+            summary.add(table, time.perf_counter() - run.started)
+            run.progress.update(len(unit.files) + summary.files_skipped - skipped_seen,
+                                summary.spectra_ok)
             skipped_seen = summary.files_skipped
 
-        units = job.units(model, done, summary, failed_keys(output.path))
+        units = job.units(model, run.done, summary, failed_keys(run.output.path))
         workers = job.decode_workers()
         with keeping_finished_units(writer):
             if workers == 0:
@@ -104,17 +96,12 @@ def run_local(job: ArchiveJob) -> JobSummary:
                     if stop.requested:
                         break
                     if not summary.files_done:
-                        output.clear_success()
+                        run.output.clear_success()
                     consume(prepare_unit(decoder, unit, job.reader_format))
             else:
-                _run_pool(job, model, units, consume, output, workers, stop)
-        progress.update(summary.files_skipped - skipped_seen)
-        finish(summary, writer, output, interrupted=stop.requested, started=t0,
-               success={"parts": len(list(output.path.glob("part-*.parquet")))})
-    finally:
-        stop.__exit__(None, None, None)
-        progress.close()
-        output.close()
+                _run_pool(job, model, units, consume, run.output, workers, stop)
+        run.progress.update(summary.files_skipped - skipped_seen)
+        run.finish({"parts": len(list(run.output.path.glob("part-*.parquet")))})
     return summary
 
 

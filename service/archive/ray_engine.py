@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import pickle
 import time
+from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
@@ -31,16 +32,13 @@ from service.inference.kinds.spectrum import build_pipeline
 from service.inference.pipeline import SpectrumPipeline
 from service.inference.repository import ModelVersion
 
-from .ending import finish, keeping_finished_units
+from .ending import engine_run, keeping_finished_units
 from .infer import infer_unit
 from .job import ArchiveJob, JobSummary
 from .prepare import decoding_pipeline, prepare_unit, weightless
-from .progress import Progress
-from .resume import done_keys, failed_keys, is_done
+from .resume import failed_keys, is_done
 from .schema import schema_for
-from .stopping import StopRequest
 from .units import WorkUnit
-from .writer import OutputDirectory, PartWriter
 
 _decoders: dict[str, SpectrumPipeline] = {}
 
@@ -95,35 +93,29 @@ def run_ray(job: ArchiveJob, *, address: str | None = None, actors: int | None =
     import ray  # the optional `ray` extra: imported only when a Ray job runs
     import ray.data
 
-    started = init_ray(address, num_cpus, object_store_bytes)
-    model = job.load_model()
-    schema = schema_for(model)
-    output = OutputDirectory(job.output, job.record(model))
-    summary = JobSummary()
-    progress = Progress(job.inputs, job.progress)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # ours counts files; Ray's would interleave with it
-    ctx.print_on_execution_start = False
-    resources = ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0))
-    cpus = max(1, int(resources.get("CPU", 1)))
-    n_actors = actors or gpus or max(1, cpus // 4)
-    # CPU actors: a share of the cores for ORT, the rest for decode tasks (as in run_local)
-    actor_cpus = 1 if gpus else max(1, min(4, cpus // (2 * n_actors)))
-    decode_tasks = job.workers or max(1, cpus - (0 if gpus else n_actors * actor_cpus))
-    t0 = time.perf_counter()
-    stop = StopRequest().__enter__()
-    try:
-        done = done_keys(output.path)
-        writer = PartWriter(output, schema, part_rows=job.part_rows,
-                            part_seconds=job.part_seconds)
+    with ExitStack() as cleanup:  # on the way out: the run's output first, then Ray
+        if init_ray(address, num_cpus, object_store_bytes):
+            cleanup.callback(ray.shutdown)  # only a Ray this run started itself
+        model = job.load_model()
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # ours counts files; Ray's would interleave with it
+        ctx.print_on_execution_start = False
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        cpus = max(1, int(resources.get("CPU", 1)))
+        n_actors = actors or gpus or max(1, cpus // 4)
+        # CPU actors: a share of the cores for ORT, the rest for decode tasks (as in run_local)
+        actor_cpus = 1 if gpus else max(1, min(4, cpus // (2 * n_actors)))
+        decode_tasks = job.workers or max(1, cpus - (0 if gpus else n_actors * actor_cpus))
+        run = cleanup.enter_context(engine_run(job, model))
+        summary, writer, stop = run.summary, run.writer, run.stop
         light, full = weightless(model), model
         window: list[dict[str, bytes]] = []
 
         def run_window() -> None:
             if not window:
                 return
-            output.clear_success()
+            run.output.clear_success()
             ds = ray.data.from_items(list(window), override_num_blocks=len(window))
             ds = ds.map_batches(prepare_batch, batch_size=1, batch_format="numpy",
                                 fn_kwargs={"model": light, "max_file_bytes": job.max_file_bytes,
@@ -142,27 +134,21 @@ def run_ray(job: ArchiveJob, *, address: str | None = None, actors: int | None =
                     break
                 writer.write(table)  # one block = whole units: parts commit between them
                 writer.commit_if_due()
-                summary.add(table, time.perf_counter() - t0)
-                progress.update(len(set(table.column("file").to_pylist())), summary.spectra_ok)
+                summary.add(table, time.perf_counter() - run.started)
+                run.progress.update(len(set(table.column("file").to_pylist())),
+                                    summary.spectra_ok)
             window.clear()
 
         with keeping_finished_units(writer):
-            for unit in job.units(model, done, summary, failed_keys(output.path)):
+            for unit in job.units(model, run.done, summary, failed_keys(run.output.path)):
                 if stop.requested:
                     break
-                unit_done = [k for k in unit.keys if is_done(done, k)]
+                unit_done = [k for k in unit.keys if is_done(run.done, k)]
                 window.append({"unit": pickle.dumps(unit), "done": pickle.dumps(unit_done)})
                 if len(window) >= window_units:
                     run_window()
             if not stop.requested:
                 run_window()
-        progress.update(summary.files_skipped)
-        finish(summary, writer, output, interrupted=stop.requested, started=t0,
-               success={"engine": "ray", "actors": n_actors})
-    finally:
-        stop.__exit__(None, None, None)
-        progress.close()
-        output.close()
-        if started:
-            ray.shutdown()
+        run.progress.update(summary.files_skipped)
+        run.finish({"engine": "ray", "actors": n_actors})
     return summary

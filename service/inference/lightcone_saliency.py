@@ -26,12 +26,13 @@ from service.metrics import Stats
 
 from .batcher import DynamicBatcher
 from .pipeline import check_deadline
-from .repository import ModelError, ModelVersion
+from .repository import ModelVersion
 from .runner import OnnxRunner
 from .saliency import (
     ENDPOINT,
     MethodParams,
     SaliencyError,
+    check_saliency_graph,
     combine,
     completeness,
     expand_rows,
@@ -175,17 +176,14 @@ def load_lightcone_saliency(model: ModelVersion, forward: OnnxRunner,
                             ) -> tuple[LightconeSaliency | None, str | None]:
     """The saliency steps of a version, or (None, why not). Never raises: a missing or broken
     gradient graph must not stop the regressor itself from being served."""
-    entry = model.manifest.saliency
-    if not entry:
-        return None, f"{model.name} v{model.version} ships no saliency graph (saliency.onnx)"
     # the gradient graph always runs on CPU: on an H200 (onnxruntime-gpu 1.31.1, TF32 off) its
     # CUDA session gave ~2 % of the voxels' gradients wrong by up to 100x, and two identical
     # smoothgrad requests different maps (bench/results/2026-11-26-gpu-h200.md). A map a
     # scientist cannot reproduce is worse than a slow one. ``device`` still places the
     # forward pass, which agreed with the CPU's.
     del device
-    runner, why = open_graph(model, entry, device="cpu", intra_op_threads=intra_op_threads,
-                             check=check_contract)
+    runner, why = open_graph(model, model.manifest.saliency, device="cpu",
+                             intra_op_threads=intra_op_threads, check=check_contract)
     if runner is None:
         return None, why
     return LightconeSaliency(model, runner, forward, inference_queue, on_stats=on_stats,
@@ -197,16 +195,8 @@ def check_contract(model: ModelVersion, runner: OnnxRunner) -> None:
     m = model.manifest
     n = len(getattr(m, "parameters", []) or [])
     shape = [d for d in m.inputs[0].shape[1:]]
-    if runner.input_names != ["lightcone", "target"] or "saliency" not in runner.output_names:
-        raise ModelError("contract_mismatch", f"saliency graph has inputs {runner.input_names} "
-                         f"outputs {runner.output_names}")
     x = np.zeros((1, *shape), dtype=np.float32)
     t = np.zeros((1, 2 * n), dtype=np.float32)
     t[:, 0] = 1.0
-    try:
-        out = runner.run({"lightcone": x, "target": t})
-    except Exception as exc:  # noqa: BLE001
-        raise ModelError("contract_mismatch", f"saliency warm-up failed: {exc}") from None
-    if out["saliency"].shape != x.shape or out["theta_mean"].shape != (1, n):
-        raise ModelError("contract_mismatch", f"saliency graph returned {out['saliency'].shape}"
-                         f" / {out['theta_mean'].shape}")
+    check_saliency_graph(runner, ["lightcone", "target"], x, t,
+                         {"saliency": x.shape, "theta_mean": (1, n)})

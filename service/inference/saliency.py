@@ -175,11 +175,15 @@ def run_rows(items: list[tuple[np.ndarray, np.ndarray | None]], forward: OnnxRun
     return out  # type: ignore[return-value]
 
 
-def open_graph(model: ModelVersion, entry: dict[str, Any], *, device: str,
+def open_graph(model: ModelVersion, entry: dict[str, Any] | None, *, device: str,
                intra_op_threads: int, check: Callable[[ModelVersion, OnnxRunner], None],
                warm_rows: int = 0) -> tuple[OnnxRunner | None, str | None]:
     """A verified, contract-checked saliency graph, or (None, why not). Never raises: a
-    missing or broken gradient graph must not stop the model itself from being served."""
+    missing or broken gradient graph must not stop the model itself from being served. A
+    missing ``entry`` (the manifest names no saliency graph) is answered here too, so every
+    kind's loader says it in the same words."""
+    if not entry:
+        return None, f"{model.name} v{model.version} ships no saliency graph (saliency.onnx)"
     try:
         runner = OnnxRunner(read_verified(model, entry), device=device,  # type: ignore[arg-type]
                             intra_op_threads=intra_op_threads, warm_rows=warm_rows)
@@ -479,13 +483,11 @@ def load_saliency(model: ModelVersion, spectra: SpectrumPipeline, *, device: str
     """The saliency pipeline of a version, or (None, why not). Never raises: a missing or
     broken saliency graph must not stop the classifier from being served."""
     entry = model.manifest.saliency
-    if not entry:
-        return None, f"{model.name} v{model.version} ships no saliency graph (saliency.onnx)"
     warm = max_batch_rows or 0  # CUDA only: see runner.OnnxRunner.warm_up
     sal, why = open_graph(model, entry, device=device, intra_op_threads=intra_op_threads,
                           check=check_saliency_contract, warm_rows=warm)
     intro = None
-    if sal is not None and entry.get("introspect"):
+    if sal is not None and entry and entry.get("introspect"):
         intro, why = open_graph(model, entry["introspect"], device=device, intra_op_threads=1,
                                 check=lambda m, r: None, warm_rows=warm)
     if sal is None or why:
@@ -500,16 +502,28 @@ def load_saliency(model: ModelVersion, spectra: SpectrumPipeline, *, device: str
 def check_saliency_contract(model: ModelVersion, runner: OnnxRunner) -> None:
     k = len(model.manifest.labels)
     npix = model.manifest.spectrum_grid().npix
-    if runner.input_names != ["spectrum", "target"] or "saliency" not in runner.output_names:
-        raise ModelError("contract_mismatch", f"saliency graph has inputs {runner.input_names} "
-                         f"outputs {runner.output_names}")
     x = np.zeros((2, 2, npix), dtype=np.float32)
     t = np.zeros((2, k + 1), dtype=np.float32)
     t[:, 0] = 1.0
+    check_saliency_graph(runner, ["spectrum", "target"], x, t,
+                         {"saliency": x.shape, "probs": (2, k)})
+
+
+def check_saliency_graph(runner: OnnxRunner, input_names: list[str], x: np.ndarray,
+                         t: np.ndarray, expected_shapes: dict[str, tuple[int, ...]]) -> None:
+    """The contract every saliency graph (spectra, lightcones) keeps: inputs ``input_names``
+    (the model input, then ``target``), a ``saliency`` output, and on one warm-up run with
+    ``x`` and ``t`` the outputs shaped as ``expected_shapes`` says (in the order the error
+    names them). It runs at load so that a graph exported against another model is refused
+    there, as ``contract_mismatch``, not on a scientist's first request; one check for both
+    kinds keeps their refusals, and the codes a client sees, the same."""
+    if runner.input_names != input_names or "saliency" not in runner.output_names:
+        raise ModelError("contract_mismatch", f"saliency graph has inputs {runner.input_names} "
+                         f"outputs {runner.output_names}")
     try:
-        out = runner.run({"spectrum": x, "target": t})
+        out = runner.run(dict(zip(input_names, (x, t), strict=True)))
     except Exception as exc:  # noqa: BLE001
         raise ModelError("contract_mismatch", f"saliency warm-up failed: {exc}") from None
-    if out["saliency"].shape != x.shape or out["probs"].shape != (2, k):
-        raise ModelError("contract_mismatch", f"saliency graph returned "
-                         f"{out['saliency'].shape} / {out['probs'].shape}")
+    if any(out[name].shape != shape for name, shape in expected_shapes.items()):
+        raise ModelError("contract_mismatch", "saliency graph returned "
+                         + " / ".join(str(out[name].shape) for name in expected_shapes))

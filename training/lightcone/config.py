@@ -8,15 +8,12 @@ error. The parameter priors live here too, because they are part of the model's 
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from service.lightcones import LightconeGrid
 
-from ..common.config import build_dataclass
+from ..common.config import ConfigFormat
 
 
 @dataclass
@@ -169,14 +166,7 @@ class LightconeConfig:
         return [Prior(**self.sim.priors[n]) for n in self.param_names]
 
 
-def config_from_dict(data: dict[str, Any]) -> LightconeConfig:
-    return build_dataclass(LightconeConfig, data, "config")
-
-
-def load_config(path: str | Path) -> LightconeConfig:
-    with open(path) as f:
-        return config_from_dict(json.load(f))
-
-
-def config_to_dict(cfg: LightconeConfig) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+CONFIG_FORMAT = ConfigFormat(LightconeConfig)
+config_from_dict = CONFIG_FORMAT.from_dict
+load_config = CONFIG_FORMAT.load
+config_to_dict = CONFIG_FORMAT.to_dict

@@ -34,7 +34,6 @@ helpers are shared): a forward-only module that keeps what the vector-Jacobian p
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -55,9 +54,8 @@ from ..common.ort import ort_session
 from ..common.saliency import (
     METHODS,
     SALIENCY_FILE,
-    add_to_manifest,
+    ExportRun,
     autograd_gradient,
-    checkpoint_of,
     export_module,
     fold_conv_bn,
 )
@@ -399,10 +397,8 @@ def export_saliency(head: PhysicalHead, model_dir: Path, shape: tuple[int, ...],
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="specula train saliency",
-                                 description="export saliency.onnx beside a shipped lightcone "
-                                             "regressor")
-    ap.add_argument("--model-dir", required=True, help="e.g. models/lightcone_regressor/2")
+    ap = ExportRun.parser("export saliency.onnx beside a shipped lightcone regressor",
+                          "models/lightcone_regressor/2")
     ap.add_argument("--checkpoint", help="rebuild from this checkpoint (default: from "
                                          "model.onnx's own weights)")
     ap.add_argument("--from-manifest-checkpoint", action="store_true",
@@ -410,22 +406,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parity-n", type=int, default=4, help="cubes for the autograd check")
     ap.add_argument("--cubes", help="preprocessed cubes (N,1,X,Y,L) for the checks: .npy, or "
                                     ".npz with 'x' (default: synthetic lightcone-like cubes)")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["saliency"]:
-        argv = argv[1:]
-    a = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    model_dir = Path(a.model_dir)
-    manifest = json.loads((model_dir / "manifest.json").read_text())
-    model_onnx = model_dir / manifest["file"]
-    sha_before = sha256_file(model_onnx)
+    run = ExportRun.start(ap, argv)
+    a, model_dir, manifest, model_onnx = run.args, run.model_dir, run.manifest, run.model_onnx
     if a.checkpoint or a.from_manifest_checkpoint:
-        ck = Path(a.checkpoint) if a.checkpoint else checkpoint_of(model_dir)
+        ck = run.checkpoint()
         _, head = head_from_checkpoint(ck)
         source = str(ck)
     else:
         _, head = head_from_onnx(model_dir)
-        source = f"{manifest['file']} initializers (sha256 {sha_before[:12]})"
+        source = f"{manifest['file']} initializers (sha256 {run.sha_before[:12]})"
     shape = tuple(int(d) for d in manifest["inputs"][0]["shape"][1:])
     cubes = None
     if a.cubes:
@@ -443,13 +432,9 @@ def main(argv: list[str] | None = None) -> int:
                                              "n_cubes": len(x)}
     entry["cost"] = cost_ratio(model_onnx, model_dir / SALIENCY_FILE, shape,
                                int(head.width.shape[0]))
-    add_to_manifest(model_dir, entry)
-    assert sha256_file(model_onnx) == sha_before, "model.onnx changed"
-    print(json.dumps({"model_dir": str(model_dir), "saliency_sha256": entry["sha256"][:12],
-                      "weights_from": source, "forward_parity": fwd,
-                      "parity_max_rel_l2": entry["parity"]["max_rel_l2"],
-                      "cost": entry["cost"], "model_onnx_sha256_unchanged": True}, indent=1))
-    return 0
+    return run.ship(entry, {"weights_from": source, "forward_parity": fwd,
+                            "parity_max_rel_l2": entry["parity"]["max_rel_l2"],
+                            "cost": entry["cost"]})
 
 
 if __name__ == "__main__":

@@ -7,13 +7,9 @@ live. Unknown keys are an error so that a typo never silently trains the wrong m
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-from ..common.config import build_dataclass
+from ..common.config import ConfigFormat
 
 
 @dataclass
@@ -133,14 +129,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-def config_from_dict(data: dict[str, Any]) -> Config:
-    return build_dataclass(Config, data, "config")
-
-
-def load_config(path: str | Path) -> Config:
-    with open(path) as f:
-        return config_from_dict(json.load(f))
-
-
-def config_to_dict(cfg: Config) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+CONFIG_FORMAT = ConfigFormat(Config)
+config_from_dict = CONFIG_FORMAT.from_dict
+load_config = CONFIG_FORMAT.load
+config_to_dict = CONFIG_FORMAT.to_dict

@@ -32,8 +32,6 @@ service — log-probability and log-odds; see models/README.md.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -49,9 +47,8 @@ from ..common.ort import ort_session
 from ..common.saliency import (
     METHODS,
     SALIENCY_FILE,
-    add_to_manifest,
+    ExportRun,
     autograd_gradient,
-    checkpoint_of,
     export_module,
     fold_conv_bn,
 )
@@ -346,33 +343,20 @@ def parity_inputs(npix: int, n: int = 8, seed: int = 0) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="specula train saliency",
-                                 description="export saliency.onnx + introspect.onnx beside a "
-                                             "shipped spectrum classifier")
-    ap.add_argument("--model-dir", required=True, help="e.g. models/spectrum_classifier/1")
+    ap = ExportRun.parser("export saliency.onnx + introspect.onnx beside a shipped spectrum "
+                          "classifier", "models/spectrum_classifier/1")
     ap.add_argument("--checkpoint", help="default: the manifest's training.checkpoint")
     ap.add_argument("--parity-n", type=int, default=8, help="spectra for the autograd check")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["saliency"]:  # called as `specula train saliency ...` with the task word
-        argv = argv[1:]
-    a = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    model_dir = Path(a.model_dir)
-    ck = Path(a.checkpoint) if a.checkpoint else checkpoint_of(model_dir)
-    manifest = json.loads((model_dir / "manifest.json").read_text())
-    sha_before = sha256_file(model_dir / manifest["file"])
+    run = ExportRun.start(ap, argv)
+    ck = run.checkpoint()
     _, ens, _ = load_checkpoint(ck)
-    npix = int(manifest["inputs"][0]["shape"][-1])
-    n_labels = len(manifest["labels"])
-    entry = export_saliency(ens, model_dir, npix, n_labels, parity_inputs(npix, a.parity_n))
+    npix = int(run.manifest["inputs"][0]["shape"][-1])
+    n_labels = len(run.manifest["labels"])
+    entry = export_saliency(ens, run.model_dir, npix, n_labels,
+                            parity_inputs(npix, run.args.parity_n))
     entry["checkpoint"] = str(ck)
-    add_to_manifest(model_dir, entry)
-    assert sha256_file(model_dir / manifest["file"]) == sha_before, "model.onnx changed"
-    print(json.dumps({"model_dir": str(model_dir), "saliency_sha256": entry["sha256"][:12],
-                      "introspect_sha256": entry["introspect"]["sha256"][:12],
-                      "parity_max_rel_l2": entry.get("parity", {}).get("max_rel_l2"),
-                      "model_onnx_sha256_unchanged": True}, indent=1))
-    return 0
+    return run.ship(entry, {"introspect_sha256": entry["introspect"]["sha256"][:12],
+                            "parity_max_rel_l2": entry.get("parity", {}).get("max_rel_l2")})
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_api_workers import children, fresh, start_workers, wait_for
 
+from tests.support.service_workers import children, fresh, start_workers, wait_for
 from tests.support.tiny_classifier import write_tiny_model
 
 pytestmark = [pytest.mark.e2e,

@@ -13,10 +13,10 @@ import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
-from test_saliency_parity import NPIX, K, ensemble_gradient_tol, tiny_ensemble
 
 from service.spectra import Source, preprocess, read_spectra
 from tests.support.tiny_classifier import export_onnx
+from tests.support.tiny_ensemble import NPIX, K, ensemble_gradient_tol, tiny_ensemble
 from training.common.manifest import sha256_file
 from training.spectra.conv2d import (
     Unsupported,

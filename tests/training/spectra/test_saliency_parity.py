@@ -19,11 +19,10 @@ import numpy as np
 import pytest
 import torch
 
-from service.spectra import DEFAULT_GRID
-from training.common.float32_bounds import gradient_tol, reduction_lengths, rel_tol
+from tests.support.tiny_ensemble import NPIX, K, ensemble_gradient_tol, tiny_ensemble
+from training.common.float32_bounds import reduction_lengths, rel_tol
 from training.common.ort import ort_session
 from training.common.saliency import add_to_manifest
-from training.spectra.config import ModelConfig
 from training.spectra.export_onnx import output_tolerances, sha256_file
 from training.spectra.export_saliency import (
     IntrospectGraph,
@@ -34,30 +33,7 @@ from training.spectra.export_saliency import (
     target_matrix,
     torch_gradient,
 )
-from training.spectra.model import OUTPUT_NAMES, Ensemble, SpectrumNet
-
-NPIX = DEFAULT_GRID.npix
-K = 13
-
-
-def tiny_ensemble(seed: int = 0) -> Ensemble:
-    torch.manual_seed(seed)
-    cfg = ModelConfig(widths=[8, 8, 12, 12], stem_channels=8, head_hidden=16)
-    members = [SpectrumNet(cfg, K, NPIX).eval() for _ in range(2)]
-    for m in members:
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.BatchNorm1d):
-                mod.running_mean.uniform_(-0.3, 0.3)
-                mod.running_var.uniform_(0.5, 2.0)
-                mod.weight.data.uniform_(0.5, 1.5)
-                mod.bias.data.uniform_(-0.2, 0.2)
-    return Ensemble(members, temperature=0.8, z_sigma_scale=1.3).eval()
-
-
-def ensemble_gradient_tol(ens: Ensemble) -> float:
-    """float32 vs float64: one member's layers (members run side by side), plus the mean over
-    members and the softmax's sums over the labels, forward and backward."""
-    return gradient_tol(ens.members[0], [len(ens.members), K, K])
+from training.spectra.model import OUTPUT_NAMES
 
 
 def rel_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
