@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,14 +78,13 @@ class ModelVersion:
     manifest: Manifest
     path: Path  # the version directory
     onnx: bytes
+    # what every log line, metric label and route names it by, read once from the manifest
+    name: str = field(init=False)
+    version: int = field(init=False)
 
-    @property
-    def name(self) -> str:
-        return self.manifest.name
-
-    @property
-    def version(self) -> int:
-        return self.manifest.version
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", self.manifest.name)  # frozen: set once, here
+        object.__setattr__(self, "version", self.manifest.version)
 
 
 def repository_hint(root: str | Path) -> str:

@@ -42,16 +42,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..common import saliency as shared  # the exporter both trainers share
 from ..common.manifest import sha256_file
 from ..common.ort import ort_session
-from ..common.saliency import (
-    METHODS,
-    SALIENCY_FILE,
-    ExportRun,
-    autograd_gradient,
-    export_module,
-    fold_conv_bn,
-)
 from .conv2d import rewrite_in_place
 from .export_onnx import OPSET
 from .model import Ensemble, SpectrumNet
@@ -96,15 +89,15 @@ class MemberGradient(nn.Module):
         net = net.eval()
         n = npix
         stem_conv, stem_bn = net.stem[0], net.stem[1]
-        w, b = fold_conv_bn(stem_conv, stem_bn)
+        w, b = shared.fold_conv_bn(stem_conv, stem_bn)
         self.stem = _Conv(w, b, stem_conv.stride[0], stem_conv.padding[0], n)
         n = self.stem.n_out
         self.blocks = []
         for blk in net.blocks:
-            c1 = _Conv(*fold_conv_bn(blk.conv1, blk.bn1), blk.conv1.stride[0],
+            c1 = _Conv(*shared.fold_conv_bn(blk.conv1, blk.bn1), blk.conv1.stride[0],
                        blk.conv1.padding[0], n)
-            c2 = _Conv(*fold_conv_bn(blk.conv2, blk.bn2), 1, blk.conv2.padding[0], c1.n_out)
-            sk = _Conv(*fold_conv_bn(blk.skip[0], blk.skip[1]), blk.skip[0].stride[0],
+            c2 = _Conv(*shared.fold_conv_bn(blk.conv2, blk.bn2), 1, blk.conv2.padding[0], c1.n_out)
+            sk = _Conv(*shared.fold_conv_bn(blk.skip[0], blk.skip[1]), blk.skip[0].stride[0],
                        blk.skip[0].padding[0], n)
             assert c2.n_out == c1.n_out == sk.n_out
             self.blocks.append((c1, c2, sk))
@@ -264,7 +257,7 @@ def torch_gradient(ens: Ensemble, x: np.ndarray, target: np.ndarray,
         probs, _, _, z, _ = out
         return (probs * tt[:, :k]).sum() + (z * tt[:, k]).sum()
 
-    return autograd_gradient(ens, x, target, explained, dtype)
+    return shared.autograd_gradient(ens, x, target, explained, dtype)
 
 
 def saliency_parity(ens: Ensemble, path: Path, x: np.ndarray) -> dict[str, float]:
@@ -290,18 +283,18 @@ def export_saliency(ens: Ensemble, model_dir: Path, npix: int, n_labels: int,
     sal = SaliencyGraph(ens, npix).eval()
     x = torch.zeros(2, 2, npix)
     t = torch.zeros(2, n_labels + 1)
-    sal_path, intro_path = model_dir / SALIENCY_FILE, model_dir / INTROSPECT_FILE
-    export_module(sal, (x, t), sal_path, ["spectrum", "target"], SALIENCY_OUTPUTS, dynamo,
+    sal_path, intro_path = model_dir / shared.SALIENCY_FILE, model_dir / INTROSPECT_FILE
+    shared.export_module(sal, (x, t), sal_path, ["spectrum", "target"], SALIENCY_OUTPUTS, dynamo,
                   opset=OPSET)
     rewrite_in_place(sal_path)  # 2-D convolutions as in model.onnx; the parity below covers it
     names = layer_names(len(ens.members[0].blocks))
     intro = IntrospectGraph(ens).eval()
-    export_module(intro, (x,), intro_path, ["spectrum"], ["filters"] + names, dynamo,
+    shared.export_module(intro, (x,), intro_path, ["spectrum"], ["filters"] + names, dynamo,
                   opset=OPSET)
     with torch.no_grad():
         acts = intro(torch.zeros(1, 2, npix))
     entry: dict[str, Any] = {
-        "file": SALIENCY_FILE,
+        "file": shared.SALIENCY_FILE,
         "sha256": sha256_file(sal_path),
         "inputs": [{"name": "spectrum", "dtype": "float32", "shape": [-1, 2, npix]},
                    {"name": "target", "dtype": "float32", "shape": [-1, n_labels + 1]}],
@@ -311,7 +304,7 @@ def export_saliency(ens: Ensemble, model_dir: Path, npix: int, n_labels: int,
                     {"name": "z_sigma", "dtype": "float32", "shape": [-1]}],
         "targets": TARGETS,
         "scales": SCALES,
-        "methods": METHODS,
+        "methods": shared.METHODS,
         "introspect": {
             "file": INTROSPECT_FILE,
             "sha256": sha256_file(intro_path),
@@ -343,11 +336,11 @@ def parity_inputs(npix: int, n: int = 8, seed: int = 0) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = ExportRun.parser("export saliency.onnx + introspect.onnx beside a shipped spectrum "
+    ap = shared.ExportRun.parser("export saliency.onnx + introspect.onnx beside a shipped spectrum "
                           "classifier", "models/spectrum_classifier/1")
     ap.add_argument("--checkpoint", help="default: the manifest's training.checkpoint")
     ap.add_argument("--parity-n", type=int, default=8, help="spectra for the autograd check")
-    run = ExportRun.start(ap, argv)
+    run = shared.ExportRun.start(ap, argv)
     ck = run.checkpoint()
     _, ens, _ = load_checkpoint(ck)
     npix = int(run.manifest["inputs"][0]["shape"][-1])
