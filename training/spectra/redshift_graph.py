@@ -3,7 +3,8 @@
 Why (issue 17): a head on globally pooled CNN features cannot localise a line, so the served
 network's redshift is unusable (galaxy σ_NMAD 0.039 on real SDSS spectra, template fitting
 2.3e-5). This module builds, with onnx.helper, the fit training/spectra/baseline.py does in numpy:
-for each class (GALAXY: 4 SDSS eigenspectra + 3 Legendre terms, QSO: 4 eigenspectra), at every
+for each class (GALAXY: 4 SDSS eigenspectra + 3 Legendre terms, QSO: 4 eigenspectra +
+``qso_n_poly`` Legendre terms, 0 by default, 3 served), at every
 trial redshift, the linear amplitudes from the normal equations and the χ² that goes with
 them; then the argmin refined by a parabola, σ_z from the curvature, and a warning bitmask.
 
@@ -23,10 +24,11 @@ Toeplitz matrix of template values, in two stages (Redrock's own coarse-then-ref
 2. fine: around the ``n_candidates`` best separated local minima of the coarse curve (2 for
    galaxies, 1 for quasars), the exact full-resolution χ² at every pixel shift within
    ±``half_window``: each spectrum's w and w·f are gathered (in whole coarse blocks) into the
-   rest frame of its candidate, where one Toeplitz matrix serves all spectra; the Legendre
-   terms are folded into that matrix (see _poly_cross_terms).
+   rest frame of its candidate, where one Toeplitz matrix serves all spectra; the first
+   FOLD_POLY Legendre terms are folded into that matrix (see _poly_cross_terms), any further
+   ones gathered like w·f.
 
-The normal equations (K = 4 or 7 unknowns) are solved per shift by an unrolled LDLᵀ over
+The normal equations (K = 4 to 4 + n_poly unknowns) are solved per shift by an unrolled LDLᵀ over
 (batch, shifts) tensors with a small ridge. The Toeplitz matrices are built in the graph from
 the compact templates (Expand/Reshape/Slice), so the file stays small and ONNX Runtime folds
 them into constants when the session is created.
@@ -105,7 +107,8 @@ class RedshiftGraphConfig:
     # fused graph the network picks the class, so the quasar fit may absorb what the
     # eigenspectra cannot: spectrophotometric tilt, dust, the Lyα forest's mean depression.
     # 3 terms on 2,000 simulated validation quasars: outliers 14.9 % → 6.7 %, σ_NMAD
-    # 3.1e-3 → 2.0e-3. 0 by default so that the graph matches baseline.py (tests)
+    # 3.1e-3 → 2.0e-3. 5 terms (numpy baseline, robust weights): outliers 3.0 % → 2.3 %.
+    # 0 by default so that the graph matches baseline.py (tests)
     qso_n_poly: int = 0
     # fused graph: "no signal" when the best galaxy or quasar fit lowers χ² below the null model
     # (zero flux, Σw·f²) by less than this. Pure Gaussian noise, best of every shift and 4-7
@@ -500,59 +503,127 @@ def _rest_legendre(n_rows: int, n: int) -> np.ndarray:
                     [np.zeros(n_rows)], 1)[:, :n]
 
 
+MAX_POLY = 6  # most Legendre terms _poly_cross_terms folds (the cancellation grows ~8x a degree)
+# Legendre terms the fine stage folds (_poly_cross_terms); any beyond are gathered as w·Pᵢ.
+# Quasars, max |χ²_graph − χ²_float64| / Σw·f² on the 10 simulated spectra of the tests:
+# n_poly = 5 folded 6.6e-5 (over the tests' 5e-5), first 4 folded 2.9e-5, first 3 folded
+# 1.1e-5 (= n_poly 3's); n_poly = 6: 3.5e-4 / 3.1e-5 / 1.4e-5. Gathering costs ~10 % of the
+# served graph's throughput at n_poly = 5 (2 threads, batch 256: ~2,000 vs ~2,200 spectra/s;
+# n_poly = 3: ~2,650). 3 keeps the graph of n_poly ≤ 3 as it was.
+FOLD_POLY = 3
+
+
+def poly_shift_coefficients(n: int, alpha: float) -> np.ndarray:
+    """d (n, n, n) with Pᵢ(α·t + β) = Σ_m (Σ_e d[i, m, e]·βᵉ)·L_m(t), float64 (exact algebra).
+
+    Pᵢ in powers of x (leg2poly), (αt + β)ᵏ expanded binomially, tʲ back to Legendre in t
+    (poly2leg). d[i, m, e] ≠ 0 only for m ≤ i and e ≤ i − m; d[i, i, 0] = αⁱ.
+    """
+    leg = np.polynomial.legendre
+    to_leg = [leg.poly2leg(np.eye(n)[j]) for j in range(n)]  # tʲ = Σ_m to_leg[j][m]·L_m
+    d = np.zeros((n, n, n))
+    for i in range(n):
+        a = leg.leg2poly(np.eye(n)[i])  # Pᵢ(x) = Σ_k a[k]·xᵏ
+        for k in range(i + 1):
+            for j in range(k + 1):  # a[k]·C(k, j)·αʲ·tʲ·β^(k−j)
+                d[i, :j + 1, k - j] += a[k] * math.comb(k, j) * alpha ** j * to_leg[j][:j + 1]
+    return d
+
+
 def _poly_cross_terms(g: _Graph, Y: list[str], shifts: str, t: ClassTables, npix: int) -> list[str]:
     """Σ w·Pᵢ(p)·Tₐ from Y_m = Σ w·L_m(t)·Tₐ over the rest-frame rows (Pᵢ: Legendre in pixel).
 
     A spectrum's pixel at row r' is p = r' + s_c − s_max, so its Legendre variable
     x = 2p/(npix − 1) − 1 = α·t + β with α = (n_rows − 1)/(npix − 1) and
-    β = α − 1 + 2(s_c − s_max)/(npix − 1): P₁(x) = αL₁ + β, P₂(x) = α²L₂ + 3αβL₁ +
-    (α²/2 + 1.5β² − 0.5). Folding L_m into the constants saves gathering w·P₁ and w·P₂ per
-    spectrum (half the gathered rows); |α|, |β| < 3 keep the float32 cancellation small.
+    β = α − 1 + 2(s_c − s_max)/(npix − 1), and Pᵢ(αt + β) = Σ_{m≤i} c_{i,m}(β)·L_m(t), each
+    c_{i,m} a polynomial of degree ≤ i − m in β whose coefficients depend on α only
+    (poly_shift_coefficients, at build time): P₁ = αL₁ + β, P₂ = α²L₂ + 3αβL₁ +
+    (α²/2 + 1.5β² − 0.5), … In the graph: β, β², … once per candidate, then
+    termᵢ = Σ_m c_{i,m}(β)·Y_m (highest m first; for i ≤ 2 the same ops, in the same order, as
+    the formulas above). Folding L_m into the constants saves gathering w·Pᵢ per spectrum.
+
+    Precision: termᵢ is a sum of n_poly products whose sizes exceed the result's: the data fill
+    only 1/α of the rows' t range, where a degree-i polynomial bounded on the data is large
+    elsewhere, and the rounding of each Y_m (float32 SGEMM over n_rows, ~1e-6 of Σw·|Tₐ|) is
+    multiplied by |c_{i,m}(β)|. max over the β range of Σ_m |c_{i,m}| — GALAXY (α = 1.79,
+    |β| ≤ 0.79): 1, 2.6, 9.5, 39, 170, 761 for i = 0…5; QSO (α = 2.88, |β| ≤ 1.88): 1, 4.8,
+    34, 263, 2168, 18382, largest where the candidate puts the data at an end of the row range
+    (z near 0.03 or 5). The β polynomials themselves do not cancel (Σ_e |d·βᵉ| = |c| at those
+    ends), so Horner or float64 there would change nothing: the error is in Y_m (a float64
+    MatMul would double the stage's cost). Measured on χ² (FOLD_POLY): folding P₃ is harmless,
+    P₄ exceeds the tests' tolerance, so _fine_chi2 folds the first FOLD_POLY terms only;
+    tests/training/spectra/test_redshift_graph_poly.py holds the folding to its error bound.
     """
-    if t.n_poly > 3:
-        raise ValueError("rest-frame polynomial terms are written out for ≤ 3 Legendre terms")
+    n = len(Y)
+    if n > MAX_POLY:
+        raise ValueError(f"rest-frame polynomial terms are folded for ≤ {MAX_POLY} Legendre "
+                         f"terms (float32 cancellation grows ~8x per degree), got {n}")
     alpha = (t.n_rows - 1) / (npix - 1)
+    d = poly_shift_coefficients(n, alpha)
     ds = g.op("Cast", g.sub(shifts, g.const(t.s_max, np.int64)), to=TensorProto.FLOAT)
     beta = g.add(g.mul(ds, g.const(2.0 / (npix - 1))), g.const(alpha - 1.0))
     beta = g.op("Unsqueeze", beta, g.i64(2))  # (B, c, 1)
-    out = [Y[0]]
-    if t.n_poly > 1:
-        out.append(g.add(g.mul(Y[1], g.const(alpha)), g.mul(Y[0], beta)))
-    if t.n_poly > 2:
-        c0 = g.add(g.mul(g.mul(beta, beta), g.const(1.5)), g.const(alpha ** 2 / 2 - 0.5))
-        c1 = g.mul(beta, g.const(3 * alpha))
-        out.append(g.add(g.add(g.mul(Y[2], g.const(alpha ** 2)), g.mul(Y[1], c1)),
-                         g.mul(Y[0], c0)))
+    powers = [None, beta]  # βᵉ, e ≥ 1
+    for _ in range(2, n):
+        powers.append(g.mul(powers[-1], beta))
+
+    def coefficient(i: int, m: int) -> str:
+        """c_{i,m}(β): (B, c, 1), or a scalar constant where it has no β term."""
+        acc = None
+        for e in range(i - m, 0, -1):  # highest power first
+            if d[i, m, e] != 0:
+                term = powers[e] if d[i, m, e] == 1 else g.mul(powers[e], g.const(d[i, m, e]))
+                acc = term if acc is None else g.add(acc, term)
+        if acc is None:
+            return g.const(d[i, m, 0])
+        return g.add(acc, g.const(d[i, m, 0])) if d[i, m, 0] != 0 else acc
+
+    out = Y[:1]  # P₀ = 1 = L₀
+    for i in range(1, n):
+        acc = None
+        for m in range(i, -1, -1):
+            if np.any(d[i, m]):
+                term = g.mul(Y[m], coefficient(i, m))
+                acc = term if acc is None else g.add(acc, term)
+        out.append(acc)
     return out
 
 
-def _fine_chi2(g: _Graph, t: ClassTables, k_c: str, shifts: str, inp: dict,
+def _fine_chi2(g: _Graph, t: ClassTables, k_c: str, shifts: str, inp: dict, P: np.ndarray,
                App: str | None, bP: str | None, cfg: RedshiftGraphConfig, npix: int) -> str:
     """(B, n_cand, 2W+1) exact χ² at shifts s_c − W … s_c + W (BIG outside s_min … s_max).
 
-    Only w and w·f are gathered: w pairs with Tₐ·T_b, with Tₐ·L_m(t) (the polynomial terms,
-    see _poly_cross_terms), w·f with Tₐ — one MatMul each.
+    w and w·f are gathered: w pairs with Tₐ·T_b, with Tₐ·L_m(t) (the first FOLD_POLY
+    polynomial terms, see _poly_cross_terms), w·f with Tₐ — one MatMul each. Terms beyond
+    FOLD_POLY are gathered as w·Pᵢ and correlated with Tₐ alongside w·f (exact, no folding).
     """
     W, nc, nP, K = t.W, t.n_cand, t.n_poly, t.K
+    nF = min(nP, FOLD_POLY)
     nL = 2 * W + 1
     block = _block_index(g, k_c, t)
     rows_w = _gather_rest_frame(g, inp["w"], block, t, npix)  # (B, c, n_rows)
     rows_wf = _gather_rest_frame(g, inp["wf"], block, t, npix)
+    if nP > nF:
+        rows = [rows_wf] + [_gather_rest_frame(g, g.mul(inp["w"], g.const(P[i][None])), block,
+                                               t, npix) for i in range(nF, nP)]
+        rows_wf = g.op("Concat", *[g.op("Unsqueeze", r, g.i64(2)) for r in rows], axis=2)
     CT = _toeplitz(g, t.fine_T, t.n_rows, nL)
     C_w = [_toeplitz(g, t.fine_TT, t.n_rows, nL)]
-    L = _rest_legendre(t.n_rows, nP)
-    C_w += [g.mul(CT, g.const(L[:, m:m + 1])) for m in range(nP)]
+    L = _rest_legendre(t.n_rows, nF)
+    C_w += [g.mul(CT, g.const(L[:, m:m + 1])) for m in range(nF)]
     C_w = C_w[0] if len(C_w) == 1 else g.op("Concat", *C_w, axis=1)
     n_pp = len(pairs(K))
-    by_w = g.reshape(g.op("MatMul", rows_w, C_w), -1, nc, n_pp + nP * K, nL)
-    b_T = g.reshape(g.op("MatMul", rows_wf, CT), -1, nc, K, nL)
+    by_w = g.reshape(g.op("MatMul", rows_w, C_w), -1, nc, n_pp + nF * K, nL)
+    b_T = g.reshape(g.op("MatMul", rows_wf, CT), -1, nc, (1 + nP - nF) * K, nL)
     A, b = {}, []
     for n, (a, c) in enumerate(pairs(K)):
         A[(c, a)] = g.take(by_w, n, 2)
     for a in range(K):
-        Y = [g.take(by_w, n_pp + m * K + a, 2) for m in range(nP)]
-        for i, term in enumerate(_poly_cross_terms(g, Y, shifts, t, npix) if nP else []):
+        Y = [g.take(by_w, n_pp + m * K + a, 2) for m in range(nF)]
+        for i, term in enumerate(_poly_cross_terms(g, Y, shifts, t, npix) if nF else []):
             A[(K + i, a)] = term
+        for i in range(nF, nP):
+            A[(K + i, a)] = g.take(b_T, (1 + i - nF) * K + a, 2)
         b.append(g.take(b_T, a, 2))
     _add_poly_block(g, A, b, App, bP, K, nP, 2)
     wff = g.op("Unsqueeze", inp["wff"], g.i64(2))
@@ -635,7 +706,7 @@ def _class_search(g: _Graph, t: ClassTables, inp: dict, P: np.ndarray, grid: Log
     coarse = _coarse_chi2(g, t, inp, P, cfg, grid.npix)
     k_c, valid, d_next = _candidates(g, coarse, t)
     shifts = g.add(g.mul(k_c, g.const(t.D, np.int64)), g.const(t.s_min, np.int64))
-    chi2 = _fine_chi2(g, t, k_c, shifts, inp, App, bP, cfg, grid.npix)
+    chi2 = _fine_chi2(g, t, k_c, shifts, inp, P, App, bP, cfg, grid.npix)
     out = _class_outputs(g, t, shifts, valid, d_next, _refine(g, chi2, t), inp["n_good"], grid, cfg)
     if cfg.curves:
         out.update(chi2_curve=chi2, shifts=shifts, chi2_coarse=coarse)
@@ -657,7 +728,7 @@ def build_nodes(g: _Graph, spectrum: str, cfg: RedshiftGraphConfig,
     """Add the redshift search for GALAXY and QSO to ``g``; {class: {key: tensor name}}."""
     sets = redshift_sets(grid)
     sets["QSO"].n_poly = cfg.qso_n_poly
-    P = legendre(grid.npix)
+    P = legendre(grid.npix, max(rs.n_poly for rs in sets.values()))  # rows ≥ every class's
     inp = _inputs(g, spectrum, band_mask(cfg.mask_bands, grid) if cfg.mask_bands else None,
                   cfg.spike_sigma, grid.npix)
     fits = {cls: _class_search(g, class_tables(cls, sets[cls], grid, cfg), inp, P, grid, cfg)

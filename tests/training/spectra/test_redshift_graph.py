@@ -101,6 +101,34 @@ def test_chi2_curve_and_redshift_match_the_numpy_baseline(curves_session, simula
                 assert abs(out[f"z_{key}"][b] - z_ref) / (1 + z_ref) < 0.05 * LN10 * D, (cls, b)
 
 
+@pytest.mark.parametrize("n_poly", [3, 4, 5])
+def test_quasar_legendre_terms_match_the_numpy_baseline(simulated, n_poly):
+    """qso_n_poly (3 served; 5 cuts the baseline's quasar outliers): the graph's quasar χ²
+    curves are chi2_fft's with as many Legendre terms, to the same tolerance as without them
+    (max |Δχ²|/Σw·f² on these spectra: 1.1e-5 for 3, 4 and 5 terms — terms beyond FOLD_POLY
+    are gathered, folding them would give 2.2e-5 for 4, 6.6e-5 for 5), and z to the parabola's
+    resolution (measured ≤ 0.005 px)."""
+    sess = session(build_redshift_model(RedshiftGraphConfig(curves=True, qso_n_poly=n_poly)))
+    x = simulated["x"].astype(np.float32)
+    out = run(sess, x)
+    f, w = f_w(x)
+    wff = (w * f * f).sum(1)
+    rs = redshift_sets()["QSO"]
+    rs.n_poly = n_poly
+    ref, shifts = chi2_fft(f, w, rs, legendre(DEFAULT_GRID.npix, n_poly))
+    curve, s_c = out["chi2_curve_qso"], out["shifts_qso"]
+    W = (curve.shape[2] - 1) // 2
+    for b in range(len(x)):
+        s = s_c[b, 0] + np.arange(-W, W + 1)
+        ok = (s >= shifts[0]) & (s <= shifts[-1])
+        np.testing.assert_allclose(curve[b, 0][ok], ref[b, s[ok] - shifts[0]],
+                                   rtol=0, atol=CHI2_REL_TOL * wff[b])
+        i = ref[b].argmin()
+        if abs(s_c[b, 0] - shifts[i]) < W:
+            z_ref = 10 ** ((shifts[i] + _parabola(ref[b:b + 1], np.array([i]))[0]) * D) - 1
+            assert abs(out["z_qso"][b] - z_ref) / (1 + z_ref) < 0.05 * LN10 * D, b
+
+
 def test_robust_weights_match_the_numpy_reference_and_remove_injected_spikes(simulated):
     """spike_sigma: the graph's χ² curves are the numpy fit's with baseline.spike_free weights,
     and 40σ single-pixel hits injected into the spectra get no weight (their χ² curves then
