@@ -30,7 +30,7 @@ from service.spectra.zwarning import Z_WARNING_BIT
 LOW_SNR = 1.0
 # Mutual information between label and ensemble member (the model's ``epistemic`` output, in
 # nats) above which a spectrum is flagged out_of_distribution. Measured by running the shipped
-# v3 network (models/spectrum_classifier/3/model.onnx, CPU; v4 serves the same network) on the ``x`` of the first 1,000
+# v3 network (models/spectrum_classifier/3/model.onnx, CPU; v4 and v5 serve the same network) on the ``x`` of the first 1,000
 # simulated validation spectra (data/spectra-val-4fffdc05bbf2a76c/, 5 chunks): quantiles
 # 50 / 90 / 99 / 99.9 % / max = 0.0001 / 0.088 / 0.34 / 0.50 / 0.87 nats (99 % at S/N < 3:
 # 0.41; at S/N ≥ 3: 0.20). 0.5 is the 99.9th percentile: one in-distribution spectrum in a

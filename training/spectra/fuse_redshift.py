@@ -45,8 +45,9 @@ from .simulate import generate
 
 FIT_CLASSES = ("GALAXY", "QSO")
 TELLURIC_BANDS = ((6860.0, 6900.0), (7590.0, 7710.0))  # O₂ B and A (vacuum Å), with margins
-# the served search: O₂ bands out, 3 Legendre terms for quasars, robust (spike-free) weights
-SERVED_SEARCH = RedshiftGraphConfig(mask_bands=TELLURIC_BANDS, qso_n_poly=3, spike_sigma=5.0)
+# the served search (v5): O₂ bands out, 5 Legendre terms for quasars (reddened and weak-line
+# continua; models/spectrum_classifier/5/report.md), robust (spike-free) weights
+SERVED_SEARCH = RedshiftGraphConfig(mask_bands=TELLURIC_BANDS, qso_n_poly=5, spike_sigma=5.0)
 NETWORK_OUTPUTS = ("probs", "entropy", "epistemic", "z", "z_sigma")
 OUTPUT_DTYPES = {"z_warning": "int32"}  # every other added output is float32
 
