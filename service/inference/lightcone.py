@@ -35,10 +35,11 @@ from service.lightcones import (
     read_lightcone,
 )
 from service.lightcones.preprocess import MAX_PATCHES_PER_AXIS, setup_warnings
+from service.lightcones.statistics import TrainingReference
 from service.metrics import PreprocessStats, Stats
 
 from .batcher import DynamicBatcher
-from .repository import ModelRepository, ModelVersion
+from .repository import ModelError, ModelRepository, ModelVersion
 from .runner import OnnxRunner
 
 KIND = "lightcone-regressor"
@@ -53,6 +54,19 @@ def load_lightcone_model(repo: ModelRepository, name: str, version: int) -> Mode
     """Read, validate and checksum one lightcone-regressor version: the repository's ``load``,
     told the kind and the lightcone preprocessing versions this code runs."""
     return repo.load(name, version, kind=KIND, preprocess_versions=PREPROCESS_VERSIONS)
+
+
+def reference_of(model: ModelVersion) -> TrainingReference | None:
+    """The training set's statistics a version ships (``reference_statistics``), if any; a
+    malformed one makes the version unservable rather than its warnings silently absent."""
+    d = getattr(model.manifest, "reference_statistics", None)
+    if d is None:
+        return None
+    try:
+        return TrainingReference.from_json(d)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelError("bad_manifest", f"{model.name} v{model.version}: "
+                         f"reference_statistics: {exc}") from None
 
 
 # ---- memory bound -----------------------------------------------------------------------------
@@ -184,6 +198,7 @@ class LightconePipeline:
         self.grid = LightconeGrid.from_manifest(m.grid or {})
         self.input_name = m.inputs[0].name
         self.params: list[dict[str, Any]] = list(getattr(m, "parameters", []) or [])
+        self.reference = reference_of(model)
         self.stat_labels = (model.name, str(model.version))
         self.batcher: DynamicBatcher[np.ndarray, Row] = DynamicBatcher(
             self.predict, max_batch_size=max_batch_size, max_queue_delay_s=max_queue_delay_s,
@@ -204,7 +219,20 @@ class LightconePipeline:
         if lc.params:  # a simulator file says what it was made with: echo it for comparison
             info["file_parameters"] = {q["name"]: lc.params[q["key"]] for q in self.params
                                        if q.get("key") in lc.params}
-        return Decoded(p.x, info, setup_warnings(lc, self.grid, p.x))
+        warnings = setup_warnings(lc, self.grid, p.x)
+        if self.reference is not None:
+            d2 = self.reference.distance(p.x)
+            far = float(np.median(d2)) > self.reference.threshold_d2
+            info["training_distance"] = {
+                "d2": float(np.median(d2)), "threshold_d2": self.reference.threshold_d2,
+                "patches_d2": [float(v) for v in d2], "outside": far}
+            if far:
+                warnings.append(
+                    f"the cube's statistics (fluctuation amplitude and sky-scale slope per "
+                    f"redshift chunk) lie outside the training set's: distance d² = "
+                    f"{float(np.median(d2)):.3g}, where 99 % of training cubes lie below "
+                    f"{self.reference.threshold_d2:.3g}; treat the estimates with caution")
+        return Decoded(p.x, info, warnings)
 
     def decode_and_preprocess(self, data: bytes, name: str, fmt: str | None, axes: Axes
                               ) -> Decoded:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from astropy.cosmology import Planck15
 from astropy.io import fits
 
 from service.inference.lightcone import combine_patches
+from service.inference.offline import estimate_lightcone_file
+from service.inference.repository import ModelError
 from service.lightcones import (
     Source,
     make_lightcone,
@@ -28,6 +31,7 @@ from service.lightcones import (
     preprocess_patches,
     read_lightcone,
 )
+from service.lightcones.statistics import TrainingReference, summary_statistics
 from tests.support.http_service import Service
 from tests.support.tiny_classifier import write_tiny_model
 from training.lightcone.config import load_config
@@ -322,3 +326,34 @@ def test_hdf5_naming_another_file_is_refused_and_reveals_nothing(svc, tmp_path, 
         assert str(target) not in r.text
     assert answers == [(422, HOSTILE_HDF5[kind])] * 2, answers
     assert post(svc, cube.tobytes(), shape="4,4,16").status_code == 200  # still serving
+
+
+def test_a_version_with_training_statistics_says_how_far_a_cube_is(lc_repo, tmp_path):
+    """A manifest's ``reference_statistics`` (training.lightcone.reference) gives every answer
+    a ``training_distance``, and a warning when the cube is unlike the training cubes; a
+    malformed one makes the version unservable instead of silently warning-free."""
+    repo = tmp_path / "models"
+    shutil.copytree(lc_repo / NAME, repo / NAME)
+    path = repo / NAME / "1" / "manifest.json"
+    m = json.loads(path.read_text())
+    rng = np.random.default_rng(8)
+    train = rng.normal(0, 20, (80, 4, 4, 16)).astype(np.float32)
+    x = np.stack([preprocess_patches(make_lightcone(c), grid(),
+                                     version=m["preprocess_version"]).x[0] for c in train])
+    m["reference_statistics"] = TrainingReference.fit(summary_statistics(x, 4), 4,
+                                                      "test cubes").to_json()
+    path.write_text(json.dumps(m))
+    cube = rng.normal(0, 20, (4, 4, 16)).astype(np.float32)
+    np.save(tmp_path / "near.npy", cube)
+    np.save(tmp_path / "far.npy", 8 * cube)  # eight times brighter than anything trained on
+    near = estimate_lightcone_file(str(repo), NAME, None, str(tmp_path / "near.npy"))
+    far = estimate_lightcone_file(str(repo), NAME, None, str(tmp_path / "far.npy"))
+    assert near["training_distance"]["outside"] is False
+    assert not any("outside the training set" in w for w in near["warnings"])
+    assert far["training_distance"]["d2"] > far["training_distance"]["threshold_d2"]
+    assert any("outside the training set" in w for w in far["warnings"])
+    m["reference_statistics"]["mean"] = [0.0]
+    path.write_text(json.dumps(m))
+    with pytest.raises(ModelError) as e:
+        estimate_lightcone_file(str(repo), NAME, None, str(tmp_path / "near.npy"))
+    assert e.value.code == "bad_manifest"
