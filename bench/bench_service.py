@@ -89,7 +89,10 @@ def gpu_name() -> str:
 
 # ---- 2. the service -------------------------------------------------------------------------
 def start_service(port: int, repo: str, batch: int, threads: int, log, device: str = "auto",
-                  workers: int = 1, concurrent_batches: int = 0) -> subprocess.Popen:
+                  workers: int = 1, concurrent_batches: int = 0,
+                  server_root: str | os.PathLike = REPO_ROOT) -> subprocess.Popen:
+    """``specula serve`` of the code at ``server_root`` (this checkout, or a worktree of another
+    commit: ``python -m`` imports the package of its working directory first)."""
     env = {**os.environ, "SPECULA_MODEL_REPOSITORY": repo, "SPECULA_PORT": str(port),
            "SPECULA_WORKERS": str(workers),
            "SPECULA_MAX_CONCURRENT_BATCHES": str(concurrent_batches),
@@ -97,7 +100,7 @@ def start_service(port: int, repo: str, batch: int, threads: int, log, device: s
            "SPECULA_MAX_BATCH_SIZE": str(batch), "SPECULA_ACCESS_LOG": "false",
            "SPECULA_LOG_LEVEL": "warning", "SPECULA_VERSION_POLICY": "latest",
            "SPECULA_MAX_QUEUE_ROWS": str(8 * EXPOSURE_FIBRES)}
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=REPO_ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=server_root,
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     # under --workers, ready once every worker has loaded (one pid label each)
     wait_ready(proc, port, "/v2/health/ready", 90, "the service (see its log)",
@@ -251,6 +254,10 @@ def compare_ray(args, batch: int, scenarios: list, specula: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repository", default=str(REPO_ROOT / "models"))
+    p.add_argument("--server-root", default=str(REPO_ROOT),
+                   help="serve the service code of this directory (e.g. `git worktree add "
+                        "/tmp/old COMMIT`): the same client, payloads and raw baseline against "
+                        "another version of the service, for an A/B in one session")
     p.add_argument("--model", default="spectrum_classifier")
     p.add_argument("--duration", type=float, default=8.0, help="seconds per scenario (max)")
     p.add_argument("--requests", type=int, default=2000, help="requests per scenario (max)")
@@ -321,7 +328,10 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     with tempfile.NamedTemporaryFile("wb", suffix=".log", delete=False) as log:
         proc = start_service(port, args.repository, raw["best_batch"], args.intra_op_threads,
-                             log, args.device, args.workers, args.concurrent_batches)
+                             log, args.device, args.workers, args.concurrent_batches,
+                             args.server_root)
+        if args.server_root != str(REPO_ROOT):
+            print(f"\nservice: the code of {args.server_root}")
         if args.workers > 1:
             print(f"\nservice: {args.workers} worker processes (SPECULA_WORKERS)")
         layouts = raw_layouts(mv.onnx, runner, x1, raw["best_batch"], args.raw_seconds, n_cpus)
