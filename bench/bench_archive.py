@@ -35,14 +35,21 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-
 from service.archive import ArchiveJob
+from service.archive.infer import infer_unit
+from service.archive.inputs import walk_inputs
 from service.archive.local import run_local
+from service.archive.prepare import decoding_pipeline, prepare_unit
+from service.archive.ray_engine import run_ray
+from service.archive.schema import schema_for
+from service.archive.units import plan_units
+from service.inference.kinds.spectrum import build_pipeline
 from service.inference.repository import ModelRepository
 from service.inference.runner import OnnxRunner
 from service.spectra import Source, preprocess, read_spectra
 from tests.support.spectrum_writers import sdss_like_spectrum, write_sdss_spec
+
+REPO = Path(__file__).resolve().parents[1]
 
 REAL = REPO.parent / "shared" / "data" / "sdss" / "spec-1198-52669-0063.fits"
 
@@ -73,12 +80,6 @@ def raw_ort(onnx: bytes, x: np.ndarray, threads: int, seconds: float) -> float:
 def stage_cpu_ms(model, root: Path, files: int, batch_size: int) -> dict[str, float]:
     """CPU ms per spectrum of each stage, in this process (CPU time: fairer than wall time on a
     shared machine, and what the N-node estimate in docs/archive.md scales)."""
-    from service.archive.infer import infer_unit
-    from service.archive.inputs import walk_inputs
-    from service.archive.prepare import decoding_pipeline, prepare_unit
-    from service.archive.schema import schema_for
-    from service.archive.units import plan_units
-    from service.inference.kinds.spectrum import build_pipeline
 
     decoder, pipeline = decoding_pipeline(model), build_pipeline(model, "cpu", 1)
     schema = schema_for(model)
@@ -140,9 +141,8 @@ def main(argv: list[str] | None = None) -> int:
 
         ray_rate = ray_steady = None
         if args.ray_files:
-            import ray
+            import ray  # the optional `ray` extra: imported only for --ray-files
 
-            from service.archive.ray_engine import run_ray
             ray.init(num_cpus=len(os.sched_getaffinity(0)), include_dashboard=False,
                      object_store_memory=256 * 1024 * 1024, logging_level="ERROR")
             try:
