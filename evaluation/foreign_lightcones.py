@@ -57,7 +57,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         seen.setdefault(r["file"], r["answer"])
     for name, a in seen.items():
+        td = a.get("training_distance")
         lines += ["", f"{name}: sky {a.get('sky')}", *(f"- note: {n}" for n in a["notes"]),
+                  *([f"- training distance: score {td['score']:.2f} (≤ 1 inside), nearest "
+                     f"kind of training input {td['nearest']}"] if td else []),
                   *(f"- warning: {w}" for w in a["warnings"])]
     return "\n".join(lines)
 

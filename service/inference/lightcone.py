@@ -221,17 +221,18 @@ class LightconePipeline:
                                        if q.get("key") in lc.params}
         warnings = setup_warnings(lc, self.grid, p.x)
         if self.reference is not None:
-            d2 = self.reference.distance(p.x)
-            far = float(np.median(d2)) > self.reference.threshold_d2
+            dist = self.reference.distances(p.x)  # one per sky patch
+            mid = sorted(dist, key=lambda d: d.score)[len(dist) // 2]  # the median patch
             info["training_distance"] = {
-                "d2": float(np.median(d2)), "threshold_d2": self.reference.threshold_d2,
-                "patches_d2": [float(v) for v in d2], "outside": far}
-            if far:
+                "score": mid.score, "nearest": mid.nearest, "d2": mid.d2,
+                "threshold_d2": mid.threshold_d2, "patches_score": [d.score for d in dist],
+                "outside": mid.score > 1.0}
+            if mid.score > 1.0:
                 warnings.append(
                     f"the cube's statistics (fluctuation amplitude and sky-scale slope per "
-                    f"redshift chunk) lie outside the training set's: distance d² = "
-                    f"{float(np.median(d2)):.3g}, where 99 % of training cubes lie below "
-                    f"{self.reference.threshold_d2:.3g}; treat the estimates with caution")
+                    f"redshift chunk) lie outside the training set's: d² = {mid.d2:.3g} from "
+                    f"the nearest kind of training input ({mid.nearest}), where 99 % of those "
+                    f"lie below {mid.threshold_d2:.3g}; treat the estimates with caution")
         return Decoded(p.x, info, warnings)
 
     def decode_and_preprocess(self, data: bytes, name: str, fmt: str | None, axes: Axes

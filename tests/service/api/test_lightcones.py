@@ -31,7 +31,7 @@ from service.lightcones import (
     preprocess_patches,
     read_lightcone,
 )
-from service.lightcones.statistics import TrainingReference, summary_statistics
+from service.lightcones.statistics import Component, TrainingReference, summary_statistics
 from tests.support.http_service import Service
 from tests.support.tiny_classifier import write_tiny_model
 from training.lightcone.config import load_config
@@ -340,8 +340,9 @@ def test_a_version_with_training_statistics_says_how_far_a_cube_is(lc_repo, tmp_
     train = rng.normal(0, 20, (80, 4, 4, 16)).astype(np.float32)
     x = np.stack([preprocess_patches(make_lightcone(c), grid(),
                                      version=m["preprocess_version"]).x[0] for c in train])
-    m["reference_statistics"] = TrainingReference.fit(summary_statistics(x, 4), 4,
-                                                      "test cubes").to_json()
+    ref = TrainingReference(4, (Component.fit("observed", summary_statistics(x, 4)),), 80,
+                            "test cubes")
+    m["reference_statistics"] = ref.to_json()
     path.write_text(json.dumps(m))
     cube = rng.normal(0, 20, (4, 4, 16)).astype(np.float32)
     np.save(tmp_path / "near.npy", cube)
@@ -350,9 +351,10 @@ def test_a_version_with_training_statistics_says_how_far_a_cube_is(lc_repo, tmp_
     far = estimate_lightcone_file(str(repo), NAME, None, str(tmp_path / "far.npy"))
     assert near["training_distance"]["outside"] is False
     assert not any("outside the training set" in w for w in near["warnings"])
+    assert far["training_distance"]["score"] > 1.0
     assert far["training_distance"]["d2"] > far["training_distance"]["threshold_d2"]
     assert any("outside the training set" in w for w in far["warnings"])
-    m["reference_statistics"]["mean"] = [0.0]
+    m["reference_statistics"]["components"][0]["mean"] = [0.0]
     path.write_text(json.dumps(m))
     with pytest.raises(ModelError) as e:
         estimate_lightcone_file(str(repo), NAME, None, str(tmp_path / "near.npy"))

@@ -6,7 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.lightcones.statistics import QUANTILE, TrainingReference, summary_statistics
+from service.lightcones.statistics import (
+    QUANTILE,
+    Component,
+    TrainingReference,
+    summary_statistics,
+)
 
 
 def cubes(n: int, sigma: float, seed: int) -> np.ndarray:
@@ -28,19 +33,48 @@ def test_statistics_follow_amplitude_and_scale():
     assert (summary_statistics(smooth_only, 4)[:, 1::2] > s[:, 1::2]).all()  # more large-scale
 
 
+def reference(stats_by_name: dict[str, np.ndarray], n_chunks: int) -> TrainingReference:
+    comps = tuple(Component.fit(k, v) for k, v in stats_by_name.items())
+    return TrainingReference(n_chunks, comps, 0, "test")
+
+
 def test_reference_flags_about_one_percent_of_its_own_kind_and_a_far_cube():
-    ref = TrainingReference.fit(summary_statistics(cubes(300, 1.0, 1), 4), 4, "test")
-    fresh = ref.distance(cubes(400, 1.0, 2))
-    assert np.mean(fresh > ref.threshold_d2) < 4 * (1 - QUANTILE)
-    assert (ref.distance(cubes(5, 30.0, 3)) > ref.threshold_d2).all()  # K sent as mK, say
+    ref = reference({"observed": summary_statistics(cubes(300, 1.0, 1), 4)}, 4)
+    fresh = np.array([d.score for d in ref.distances(cubes(400, 1.0, 2))])
+    assert np.mean(fresh > 1.0) < 4 * (1 - QUANTILE)
+    assert all(d.score > 1.0 for d in ref.distances(cubes(5, 30.0, 3)))  # K sent as mK, say
+
+
+def test_a_cube_is_judged_against_the_nearest_kind_of_training_input():
+    """Two kinds of input (faint and bright, as noiseless and noisy cubes are): each is inside,
+    judged against its own; a cube between the two kinds' ranges is outside both."""
+    ref = reference({"faint": summary_statistics(cubes(200, 1.0, 1), 4),
+                     "bright": summary_statistics(cubes(200, 10.0, 2), 4)}, 4)
+    faint, bright = ref.distances(cubes(1, 1.0, 3))[0], ref.distances(cubes(1, 10.0, 4))[0]
+    assert (faint.nearest, bright.nearest) == ("faint", "bright")
+    assert faint.score < 1.0 and bright.score < 1.0
+    assert ref.distances(cubes(1, 3.0, 5))[0].score > 1.0
 
 
 def test_reference_round_trips_and_refuses_an_unknown_kind():
-    ref = TrainingReference.fit(summary_statistics(cubes(40, 1.0, 4), 2), 2, "test")
+    ref = reference({"a": summary_statistics(cubes(40, 1.0, 4), 2)}, 2)
     back = TrainingReference.from_json(ref.to_json())
     x = cubes(3, 1.0, 5)
-    np.testing.assert_allclose(back.distance(x), ref.distance(x))
+    assert back.distances(x) == ref.distances(x)
     with pytest.raises(ValueError):
         TrainingReference.from_json({**ref.to_json(), "kind": "other"})
     with pytest.raises(ValueError):
         TrainingReference.from_json({**ref.to_json(), "n_chunks": 3})
+    with pytest.raises(ValueError):
+        TrainingReference.from_json({**ref.to_json(), "components": []})
+
+
+def test_noise_draws_of_one_simulation_are_left_out_together():
+    """Four noise draws of each simulation: judged with its siblings in the fit, a cube looks
+    closer to the training set than a new simulation would; left out as a group, it does not."""
+    signal = summary_statistics(cubes(60, 1.0, 6), 4)
+    draws = np.repeat(signal, 4, axis=0) + np.random.default_rng(7).normal(0, 0.01,
+                                                                           (240, signal.shape[1]))
+    rowwise = Component.fit("rows", draws)
+    grouped = Component.fit("groups", draws, groups=np.repeat(np.arange(60), 4))
+    assert grouped.threshold_d2 > 1.1 * rowwise.threshold_d2  # 24.2 against 19.8 here
