@@ -58,8 +58,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         seen.setdefault(r["file"], r["answer"])
     for name, a in seen.items():
         td = a.get("training_distance")
-        said = ([f"- training distance: score {td['score']:.2f} (≤ 1 inside), nearest kind "
-                 f"of training input {td['nearest']}"] if td else [])
+        said = []
+        if td:
+            said.append(f"- training distance: score {td['score']:.2f} (≤ 1 inside), nearest "
+                        f"kind of training input {td['nearest']}")
         lines += ["", f"{name}: sky {a.get('sky')}", *(f"- note: {n}" for n in a["notes"]),
                   *said,
                   *(f"- warning: {w}" for w in a["warnings"])]
