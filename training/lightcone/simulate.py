@@ -7,7 +7,8 @@ What is simulated (and why these choices; numbers in docs/lightcones.md):
   E_0 leave no trace at all in the signal.
 - HII_DIM = 16 in a 64 Mpc box (4 Mpc cells, the model grid's sky resolution) with 2× finer
   initial conditions; z 5.5–19 at 4 Mpc line-of-sight slices. On a shared 2-core machine this
-  costs ~7 CPU-s per lightcone (HII_DIM = 32 costs ~35 CPU-s).
+  costs ~5 CPU-s per run; HII_DIM = 32 in a 128 Mpc box (the v4 dataset) barely more, ~6
+  CPU-s: at these sizes fixed per-redshift costs dominate (`python -m bench.bench_lightcone_sims`).
 - Five parameters vary with uniform priors (``config.default_priors``): Ω_m, log10 L_X, E_0,
   log10 T_vir, ζ. 21cmPIE-Net's sixth, the warm-dark-matter mass m_WDM, is NOT modelled:
   21cmFAST v4 exposes no WDM mass (v3's ``M_WDM`` global only acted through a power-spectrum
