@@ -14,11 +14,12 @@ the check, never a target to tune to.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
 from service.inference.offline import estimate_lightcone_file
+
+from .report_cli import report_main
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 FOREIGN = ("21cmfast/simrun_0.h5",)  # under ../shared/data
@@ -69,13 +70,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--repository", default="models")
-    ap.add_argument("--model", default="lightcone_regressor")
-    ap.add_argument("--version", type=int, default=None)
-    args = ap.parse_args(argv)
-    print(markdown(estimate_foreign(args.repository, args.model, args.version)))
-    return 0
+    return report_main(__doc__, "lightcone_regressor", estimate_foreign, markdown, argv)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,14 @@ with the model's answers as Markdown, for a model report.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from service.inference.offline import classify_file, load_pipeline
+
+from .report_cli import report_main
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -96,13 +97,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--repository", default="models")
-    ap.add_argument("--model", default="spectrum_classifier")
-    ap.add_argument("--version", type=int, default=None)
-    args = ap.parse_args(argv)
-    print(markdown(classify_real(args.repository, args.model, args.version)))
-    return 0
+    return report_main(__doc__, "spectrum_classifier", classify_real, markdown, argv)
 
 
 if __name__ == "__main__":

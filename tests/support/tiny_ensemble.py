@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from service.spectra import DEFAULT_GRID
+from tests.support.batchnorm import randomise_batchnorm
 from training.common.float32_bounds import gradient_tol
 from training.spectra.config import ModelConfig
 from training.spectra.model import Ensemble, SpectrumNet
@@ -24,12 +25,7 @@ def tiny_ensemble(seed: int = 0) -> Ensemble:
     cfg = ModelConfig(widths=[8, 8, 12, 12], stem_channels=8, head_hidden=16)
     members = [SpectrumNet(cfg, K, NPIX).eval() for _ in range(2)]
     for m in members:
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.BatchNorm1d):
-                mod.running_mean.uniform_(-0.3, 0.3)
-                mod.running_var.uniform_(0.5, 2.0)
-                mod.weight.data.uniform_(0.5, 1.5)
-                mod.bias.data.uniform_(-0.2, 0.2)
+        randomise_batchnorm(m, torch.nn.BatchNorm1d)
     return Ensemble(members, temperature=0.8, z_sigma_scale=1.3).eval()
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.support.batchnorm import randomise_batchnorm
 from training.common.float32_bounds import gradient_tol
 from training.common.manifest import sha256_file
 from training.common.ort import ort_session
@@ -112,12 +113,7 @@ def test_fresh_export_with_batchnorm(tmp_path):
     cfg = load_config(TINY)
     grid = cfg.grid.model_grid()
     net = LightconeNet(cfg.model, grid, len(cfg.param_names)).eval()
-    for mod in net.modules():
-        if isinstance(mod, torch.nn.BatchNorm3d):
-            mod.running_mean.uniform_(-0.3, 0.3)
-            mod.running_var.uniform_(0.5, 2.0)
-            mod.weight.data.uniform_(0.5, 1.5)
-            mod.bias.data.uniform_(-0.2, 0.2)
+    randomise_batchnorm(net, torch.nn.BatchNorm3d)
     head = physical_head(net, cfg, np.full(5, 1.3, np.float32))
     x = parity_inputs(grid.shape, 4, seed=1)
     entry = export_saliency(head, tmp_path, grid.shape, x)

@@ -76,6 +76,19 @@ def simulated() -> dict[str, np.ndarray]:
     return generate(cfg, 10, 5, "test", cache_dir=None, progress=False)
 
 
+def assert_curves_match(curve: np.ndarray, s_c: np.ndarray, ref: np.ndarray,
+                        shifts: np.ndarray, wff: np.ndarray) -> None:
+    """The graph's χ² windows (B, candidates, 2W+1) around its shifts ``s_c`` equal the numpy
+    curves ``ref`` (B, shifts) wherever the window lies on the search grid."""
+    W = (curve.shape[2] - 1) // 2
+    for b in range(len(curve)):
+        for c in range(s_c.shape[1]):
+            s = s_c[b, c] + np.arange(-W, W + 1)
+            ok = (s >= shifts[0]) & (s <= shifts[-1])
+            np.testing.assert_allclose(curve[b, c][ok], ref[b, s[ok] - shifts[0]],
+                                       rtol=0, atol=CHI2_REL_TOL * wff[b])
+
+
 def test_chi2_curve_and_redshift_match_the_numpy_baseline(curves_session, simulated):
     x = simulated["x"].astype(np.float32)
     out = run(curves_session, x)
@@ -87,13 +100,9 @@ def test_chi2_curve_and_redshift_match_the_numpy_baseline(curves_session, simula
         key = cls.lower()
         ref, shifts = chi2_fft(f, w, sets[cls], P)
         curve, s_c = out[f"chi2_curve_{key}"], out[f"shifts_{key}"]
+        assert_curves_match(curve, s_c, ref, shifts, wff)
         W = (curve.shape[2] - 1) // 2
         for b in range(len(x)):
-            for c in range(s_c.shape[1]):
-                s = s_c[b, c] + np.arange(-W, W + 1)
-                ok = (s >= shifts[0]) & (s <= shifts[-1])
-                np.testing.assert_allclose(curve[b, c][ok], ref[b, s[ok] - shifts[0]],
-                                           rtol=0, atol=CHI2_REL_TOL * wff[b])
             # where the graph's window holds the baseline's own minimum, the parabola agrees
             i = ref[b].argmin()
             if np.any(np.abs(s_c[b] - shifts[i]) < W):
@@ -117,12 +126,9 @@ def test_quasar_legendre_terms_match_the_numpy_baseline(simulated, n_poly):
     rs.n_poly = n_poly
     ref, shifts = chi2_fft(f, w, rs, legendre(DEFAULT_GRID.npix, n_poly))
     curve, s_c = out["chi2_curve_qso"], out["shifts_qso"]
+    assert_curves_match(curve, s_c, ref, shifts, wff)
     W = (curve.shape[2] - 1) // 2
     for b in range(len(x)):
-        s = s_c[b, 0] + np.arange(-W, W + 1)
-        ok = (s >= shifts[0]) & (s <= shifts[-1])
-        np.testing.assert_allclose(curve[b, 0][ok], ref[b, s[ok] - shifts[0]],
-                                   rtol=0, atol=CHI2_REL_TOL * wff[b])
         i = ref[b].argmin()
         if abs(s_c[b, 0] - shifts[i]) < W:
             z_ref = 10 ** ((shifts[i] + _parabola(ref[b:b + 1], np.array([i]))[0]) * D) - 1
@@ -136,7 +142,7 @@ def test_robust_weights_match_the_numpy_reference_and_remove_injected_spikes(sim
     k = 5.0
     sess = session(build_redshift_model(RedshiftGraphConfig(curves=True, spike_sigma=k)))
     x = simulated["x"].astype(np.float32)
-    f, w = f_w(x)
+    _, w = f_w(x)
     rng = np.random.default_rng(3)
     hit = rng.choice(np.flatnonzero(w[0] > 0), 12, replace=False)
     x_hit = x.copy()
@@ -150,12 +156,7 @@ def test_robust_weights_match_the_numpy_reference_and_remove_injected_spikes(sim
     for cls, rs in redshift_sets().items():
         ref, shifts = chi2_fft(f_hit, w_clean, rs, P)
         curve, s_c = out[f"chi2_curve_{cls.lower()}"], out[f"shifts_{cls.lower()}"]
-        W = (curve.shape[2] - 1) // 2
-        for b in range(len(x)):
-            s = s_c[b, 0] + np.arange(-W, W + 1)
-            ok = (s >= shifts[0]) & (s <= shifts[-1])
-            np.testing.assert_allclose(curve[b, 0][ok], ref[b, s[ok] - shifts[0]],
-                                       rtol=0, atol=CHI2_REL_TOL * wff[b])
+        assert_curves_match(curve[:, :1], s_c[:, :1], ref, shifts, wff)
 
 
 def test_the_true_class_fit_recovers_clean_simulated_redshifts(curves_session):

@@ -73,7 +73,7 @@ def test_generate_is_deterministic_and_labelled(tmp_path):
 def test_every_label_gives_a_usable_spectrum_on_every_survey(survey):
     cfg = SimConfig()
     for label in range(len(LABELS)):
-        spec, meta = simulate_one(0, 7, label, cfg, survey_name=survey, label=label, snr=10.0)
+        spec, _meta = simulate_one(0, 7, label, cfg, survey_name=survey, label=label, snr=10.0)
         p = preprocess(spec, DEFAULT_GRID)
         assert np.isfinite(p.x).all()
         assert p.coverage > 0.9 and p.masked_fraction < 0.4, (LABEL_NAMES[label], survey)
