@@ -11,7 +11,6 @@ does not reach up into the archive.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -68,10 +67,8 @@ def estimate_lightcone_file(repository: str, model: str, version: int | None, pa
     repo = ModelRepository(repository)
     mv = load_lightcone_model(repo, model, repo.resolve(model, version))
     runner = OnnxRunner(mv.onnx, device="cpu")
-    with ThreadPoolExecutor(1) as pool:
-        pipe = LightconePipeline(mv, runner, pool=pool, max_file_bytes=max_file_bytes,
-                                 on_stats=lambda _: None)
-        data = read_path(path, max_file_bytes)
-        decoded = pipe.decode_and_preprocess(data, path, None, Axes())
-        outputs = runner.run({pipe.input_name: decoded.x})
-        return pipe.encode_response(decoded, outputs)
+    # its steps are called here, in this thread: no worker pool (as archive.prepare does)
+    pipe = LightconePipeline(mv, runner, pool=None,  # type: ignore[arg-type]
+                             max_file_bytes=max_file_bytes, on_stats=lambda _: None)
+    decoded = pipe.decode_and_preprocess(read_path(path, max_file_bytes), path, None, Axes())
+    return pipe.encode_response(decoded, runner.run({pipe.input_name: decoded.x}))

@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 
 from service.inference.quality import LOW_SNR_FLAG, NO_SIGNAL
+from service.inference.repository import ModelRepository
 from service.spectra import Source, read_spectra
 from tests.support.http_service import Service
 
 pytestmark = pytest.mark.e2e
 URL = "/v1/spectra:classify"
 SHIPPED = Path(__file__).resolve().parents[3] / "models"
-# the version that answers when none is named: the repository's highest
-LATEST = max((int(p.name) for p in (SHIPPED / "spectrum_classifier").iterdir()
-              if p.name.isdigit()), default=0)
+# the version that answers when none is named, as the repository itself resolves it
+LATEST = ModelRepository(SHIPPED).resolve("spectrum_classifier", None)
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,13 @@ from astropy.table import Table
 from service.archive.classify import main
 from service.inference.columns import probability_columns
 from service.inference.postprocess import LabelMap
+from service.inference.repository import ModelRepository
 from tests.support.spectrum_writers import sdss_like_spectrum, write_sdss_spec
 
 REPO = Path(__file__).resolve().parents[3]
 SHIPPED = REPO / "models"
-# the version that answers when none is named: the repository's highest
-LATEST = max((int(p.name) for p in (SHIPPED / "spectrum_classifier").iterdir()
-              if p.name.isdigit()), default=0)
+# the version that answers when none is named, as the repository itself resolves it
+LATEST = ModelRepository(SHIPPED).resolve("spectrum_classifier", None)
 FORMATS = {".fits": "fits", ".fit": "fits", ".ecsv": "ascii.ecsv", ".vot": "votable",
            ".xml": "votable"}
 
