@@ -5,6 +5,11 @@ One run does what the shipped model needs, in order: build/resume the 21cmFAST d
 on the accepted train split → σ calibration on validation → checkpoint (runs/) → ONNX +
 manifest into ``<out>/<name>/<version>/`` → evaluation on the test split through ONNX Runtime
 (report.md / report.json beside the model, headline numbers into the manifest).
+
+Training is resumable: the state is checkpointed in ``RUN_DIR/train_state.pt`` at every epoch
+end; ``train.session_seconds`` (or ``--session-seconds``) ends a session there, and
+``specula train lightcone --resume RUN_DIR`` (a bare ``--resume``: the newest run of --config)
+continues it with the run's own config.json and the dataset runs it pinned in data.json.
 """
 
 from __future__ import annotations
@@ -20,16 +25,23 @@ import numpy as np
 from service.lightcones.preprocess import normalise
 
 from ..common.runlog import Logger
+from ..common.runs import Paused, add_resume_options, new_run_dir, resume_dir
 from .config import LightconeConfig, config_to_dict, load_config
 from .noise import ThermalNoise, uv_maps
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "lightcone.json"
+SPLITS = ("train", "val", "test")
 
 
 def train_lightcone(cfg: LightconeConfig, out_root: Path, runs_root: Path, data_dir: Path, *,
                     build_data: bool = True, max_build_seconds: float = 0.0,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, run_dir: Path | None = None) -> dict | None:
+    """Build → train → calibrate → export → evaluate; ``run_dir`` continues a paused run.
+
+    Returns the manifest, or None when the session ended (``train.session_seconds``) before
+    training did. A run pins the dataset runs it starts with (``RUN_DIR/data.json``): the
+    dataset may grow between sessions, and a resumed run must train on the same cubes."""
     # torch comes in only when a run starts: `specula train lightcone --help` works without it
     from . import dataset
     from .evaluate import evaluate, headline
@@ -43,14 +55,17 @@ def train_lightcone(cfg: LightconeConfig, out_root: Path, runs_root: Path, data_
         train,
     )
 
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    run_dir = runs_root / f"{cfg.name}-v{cfg.version}-{stamp}"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    resumed = run_dir is not None
+    run_dir = run_dir or new_run_dir(cfg, runs_root, config_to_dict(cfg))
     log = Logger(run_dir / "train.log")
-    (run_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+    log(f"{'resuming' if resumed else 'run dir'} {run_dir}")
     t_start = time.time()
 
-    if build_data:
+    pinned = run_dir / "data.json"
+    if pinned.exists():
+        runs = json.loads(pinned.read_text())
+        path = Path(runs["file"])
+    elif build_data:
         path = dataset.build(cfg, data_dir, max_seconds=max_build_seconds, progress=progress,
                              log=log)
     else:
@@ -59,7 +74,13 @@ def train_lightcone(cfg: LightconeConfig, out_root: Path, runs_root: Path, data_
     log(f"dataset {path}: {json.dumps({k: v for k, v in info.items() if k != 'provenance'})}")
 
     t0 = time.time()
-    splits = {s: dataset.load(path, cfg, s) for s in ("train", "val", "test")}
+    if pinned.exists():
+        splits = {s: dataset.load(path, cfg, s, index=np.asarray(runs[s], dtype=np.int64))
+                  for s in SPLITS}
+    else:
+        splits = {s: dataset.load(path, cfg, s) for s in SPLITS}
+        pinned.write_text(json.dumps({"file": str(path.resolve()),
+                                      **{s: splits[s]["index"].tolist() for s in SPLITS}}))
     grid = cfg.grid.model_grid()
     mks = {s: grid_cubes(d["cubes"], cfg) for s, d in splits.items()}  # model grid, mK
     xs = {s: normalise(mk, grid, cfg.grid.preprocess_version) for s, mk in mks.items()}
@@ -81,11 +102,18 @@ def train_lightcone(cfg: LightconeConfig, out_root: Path, runs_root: Path, data_
         x_val, y_val = noisy_inputs(mks["val"], ys["val"], noise,
                                     np.random.default_rng(cfg.noise.seed + 1),
                                     cfg.noise.val_realisations, cfg)
-        net, hist = train(cfg, (mks["train"][:, None], ys["train"]), (x_val, y_val), log,
-                          noise=noise)
+        train_xy = (mks["train"][:, None], ys["train"])
     else:
         x_val, y_val = xs["val"], ys["val"]
-        net, hist = train(cfg, (xs["train"], ys["train"]), (x_val, y_val), log)
+        train_xy = (xs["train"], ys["train"])
+    try:
+        net, hist = train(cfg, train_xy, (x_val, y_val), log, noise=noise if cfg.noise.train
+                          else None, state_path=run_dir / "train_state.pt")
+    except Paused as exc:
+        log(f"session ended before training did ({exc}); the state is in "
+            f"{run_dir / 'train_state.pt'}. Continue with: specula train lightcone --resume "
+            f"{run_dir}")
+        return None
     scale = sigma_scale(net, x_val, y_val, cfg.train.min_sigma_scale)
     log(f"trained in {hist['seconds']:.0f} s (best epoch {hist['best_epoch']}); σ scale "
         f"{np.round(scale, 3).tolist()}")
@@ -159,8 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="specula train lightcone",
                                  description="simulate (resumable), train and export the 21cm "
                                              "lightcone regressor")
-    ap.add_argument("--config", default=str(DEFAULT_CONFIG),
-                    help="JSON config (default: training/lightcone/configs/lightcone.json)")
+    add_resume_options(ap)
+    ap.add_argument("--session-seconds", type=float, metavar="S",
+                    help="this session's wall-clock limit for training (overrides "
+                         "train.session_seconds); then --resume continues")
     ap.add_argument("--out", default=str(REPO / "models"), help="model repository root")
     ap.add_argument("--runs", default=str(REPO / "runs"), help="checkpoints and logs")
     ap.add_argument("--data-dir", default=str(REPO / "data"), help="dataset directory")
@@ -170,10 +200,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="stop simulating after this long (resumable); 0 = build all n_sims")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     a = ap.parse_args(argv)
-    cfg = load_config(a.config)
+    run_dir = resume_dir(a, "specula train lightcone", load_config, DEFAULT_CONFIG)
+    cfg = load_config(run_dir / "config.json" if run_dir else a.config or DEFAULT_CONFIG)
+    if a.session_seconds is not None:
+        cfg.train.session_seconds = a.session_seconds
     train_lightcone(cfg, Path(a.out), Path(a.runs), Path(a.data_dir),
                     build_data=not a.skip_build, max_build_seconds=a.max_build_seconds,
-                    progress=not a.no_progress)
+                    progress=not a.no_progress, run_dir=run_dir)
     return 0
 
 

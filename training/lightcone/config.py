@@ -136,6 +136,10 @@ class TrainConfig:
     # > 0: stop after this many seconds of training (a time box on a shared machine; the best
     # epoch so far is kept, the history records it) — makes the run depend on machine speed
     max_seconds: float = 0.0
+    # > 0: wall-clock limit of one session; the run checkpoints at the end of the epoch that
+    # crosses it and is continued by `specula train lightcone --resume RUN_DIR` (the schedule
+    # is by steps, so a resumed run takes the same steps as an uninterrupted one)
+    session_seconds: float = 0.0
     threads: int = 2
     patience: int = 15  # epochs without val improvement before stopping
     # the σ calibration may only widen σ: with a handful of validation cubes a fitted shrink

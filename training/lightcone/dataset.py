@@ -265,12 +265,23 @@ def build(cfg: LightconeConfig, data_dir: Path, *, workers: int | None = None,
     return path
 
 
-def load(path: Path, cfg: LightconeConfig, split: str) -> dict[str, np.ndarray]:
-    """Accepted runs of one split: cubes (float16, dataset grid), params, index."""
+def load(path: Path, cfg: LightconeConfig, split: str,
+         index: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Accepted runs of one split: cubes (float16, dataset grid), params, index.
+
+    ``index``: exactly these runs (a training run pins the runs it started with, so that a
+    resumed run sees the same data while the dataset keeps growing); each must be accepted
+    and of this split."""
     with h5py.File(path, "r", locking=False) as f:
         status = f["status"][()]
-        index = np.flatnonzero(status == STATUS["accepted"])
-        index = index[split_of(index, cfg) == split]
+        accepted = np.flatnonzero(status == STATUS["accepted"])
+        if index is None:
+            index = accepted[split_of(accepted, cfg) == split]
+        else:
+            index = np.asarray(index, dtype=np.int64)
+            bad = index[~np.isin(index, accepted) | (split_of(index, cfg) != split)]
+            if len(bad):
+                raise ValueError(f"{path}: runs {bad[:5].tolist()} are not accepted {split} runs")
         cubes = np.stack([f["cubes"][i] for i in index]) if len(index) else np.zeros(
             (0, *f["cubes"].shape[1:]), dtype=np.float16)
         params = f["params"][()][index] if len(index) else np.zeros((0, f["params"].shape[1]))

@@ -21,16 +21,20 @@ is folded into the exported graph. The best epoch by validation NLL is kept.
 
 from __future__ import annotations
 
+import os
 import time
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from service.lightcones import make_lightcone, resample
 from service.lightcones.preprocess import normalise
 
+from ..common.runs import Paused
 from .config import LightconeConfig, config_from_dict, config_to_dict
 from .model import LightconeNet
 
@@ -115,19 +119,24 @@ def sigma_scale(net: LightconeNet, x: np.ndarray, y: np.ndarray, floor: float = 
 
 
 def train(cfg: LightconeConfig, train_xy: tuple[np.ndarray, np.ndarray],
-          val_xy: tuple[np.ndarray, np.ndarray], log=print, noise=None
-          ) -> tuple[LightconeNet, dict[str, Any]]:
+          val_xy: tuple[np.ndarray, np.ndarray], log=print, noise=None,
+          state_path: Path | None = None) -> tuple[LightconeNet, dict[str, Any]]:
     """Returns the best network (by validation NLL) and a history dict.
 
     Without ``noise`` the training inputs are model inputs; with a ``noise.ThermalNoise``
     they are model-grid cubes in mK (N, 1, n_xy, n_xy, n_los), and each batch is made noisy
-    and normalised here (``val_xy`` is then already-noisy model input)."""
+    and normalised here (``val_xy`` is then already-noisy model input).
+
+    With ``state_path`` the whole training state (network, optimiser, schedule, every random
+    generator, history, best epoch) is written there at the end of every epoch, and a state
+    already there is continued: an interrupted or paused run resumes at its next epoch and
+    takes the same steps an uninterrupted one would. ``train.session_seconds`` ends a session
+    by raising :class:`Paused` after the epoch that crosses it; ``train.max_seconds`` counts
+    training time over all sessions."""
     tc = cfg.train
     grid = cfg.grid.model_grid()
-    noise_rng = np.random.default_rng(cfg.noise.seed + 1000)
-    torch.manual_seed(cfg.seed)
     torch.set_num_threads(max(tc.threads, 1))
-    g = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the network's initial weights
     x, y = torch.from_numpy(train_xy[0]), torch.from_numpy(train_xy[1])
     net = LightconeNet(cfg.model, cfg.grid.model_grid(), y.shape[1])
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
@@ -137,10 +146,20 @@ def train(cfg: LightconeConfig, train_xy: tuple[np.ndarray, np.ndarray],
         total = min(total, tc.max_steps)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=total,
                                                 pct_start=0.1)
-    best = (np.inf, None, -1)
-    hist: dict[str, Any] = {"train_nll": [], "val_nll": []}
-    step, t0, since_best = 0, time.time(), 0
-    for epoch in range(tc.epochs):
+    st = _TrainState.fresh(cfg, len(x))
+    if state_path is not None and state_path.exists():
+        st = _TrainState.load(state_path, net, opt, sched)
+        if st.n_train != len(x):
+            raise ValueError(f"{state_path}: trained on {st.n_train} cubes, given {len(x)}")
+        log(f"resumed at epoch {st.epoch + 1} (step {st.step}, {st.seconds:.0f} s trained)")
+    torch.set_rng_state(st.torch_rng)
+    g = torch.Generator()
+    g.set_state(st.batch_rng)
+    noise_rng = np.random.default_rng()
+    noise_rng.bit_generator.state = st.noise_rng
+    t0, t_session = time.time() - st.seconds, time.time()
+    while not st.done:
+        epoch = st.epoch
         net.train()
         perm = torch.randperm(len(x), generator=g)
         losses = []
@@ -161,34 +180,89 @@ def train(cfg: LightconeConfig, train_xy: tuple[np.ndarray, np.ndarray],
             opt.step()
             sched.step()
             losses.append(float(loss.detach()))
-            step += 1
-            if step >= total:
+            st.step += 1
+            if st.step >= total:
                 break
         val_nll = np.nan
         if len(val_xy[0]):
             mu, sig = predict(net, val_xy[0])
             val_nll = float(np.mean(0.5 * ((val_xy[1] - mu) / sig) ** 2 + np.log(sig)))
+        hist = st.history
         hist["train_nll"].append(float(np.mean(losses)) if losses else np.nan)
         hist["val_nll"].append(val_nll)
         score = val_nll if np.isfinite(val_nll) else hist["train_nll"][-1]
-        if score < best[0]:
-            best = (score, {k: v.clone() for k, v in net.state_dict().items()}, epoch)
-            since_best = 0
+        if score < st.best_score:
+            st.best_score, st.best_epoch, st.since_best = score, epoch, 0
+            st.best_model = {k: v.detach().clone() for k, v in net.state_dict().items()}
         else:
-            since_best += 1
-        log(f"epoch {epoch + 1}/{tc.epochs} step {step} train nll {hist['train_nll'][-1]:.3f} "
-            f"val nll {val_nll:.3f} ({time.time() - t0:.0f} s)")
-        if step >= total or since_best >= tc.patience:
-            break
-        if tc.max_seconds and time.time() - t0 > tc.max_seconds:
-            log(f"stopping after {time.time() - t0:.0f} s (train.max_seconds)")
+            st.since_best += 1
+        st.epoch, st.seconds = epoch + 1, time.time() - t0
+        log(f"epoch {epoch + 1}/{tc.epochs} step {st.step} train nll {hist['train_nll'][-1]:.3f} "
+            f"val nll {val_nll:.3f} ({st.seconds:.0f} s)")
+        if st.step >= total or st.since_best >= tc.patience or st.epoch >= tc.epochs:
+            st.done = True
+        elif tc.max_seconds and st.seconds > tc.max_seconds:
+            log(f"stopping after {st.seconds:.0f} s (train.max_seconds)")
             hist["stopped_on_time"] = epoch + 1
-            break
-    if best[1] is not None:
-        net.load_state_dict(best[1])
+            st.done = True
+        st.torch_rng, st.batch_rng = torch.get_rng_state(), g.get_state()
+        st.noise_rng = noise_rng.bit_generator.state
+        if state_path is not None:
+            st.save(state_path, net, opt, sched)
+        if not st.done and tc.session_seconds and time.time() - t_session > tc.session_seconds:
+            raise Paused(f"train.session_seconds = {tc.session_seconds:g} reached after epoch "
+                         f"{st.epoch}")
+    if st.best_model is not None:
+        net.load_state_dict(st.best_model)
     net.eval()
-    hist.update(best_epoch=best[2] + 1, steps=step, seconds=time.time() - t0)
+    hist = dict(st.history)
+    hist.update(best_epoch=st.best_epoch + 1, steps=st.step, seconds=st.seconds)
     return net, hist
+
+
+@dataclass
+class _TrainState:
+    """Everything an epoch boundary needs to continue as if never stopped."""
+
+    n_train: int
+    torch_rng: torch.Tensor
+    batch_rng: torch.Tensor
+    noise_rng: dict[str, Any]
+    epoch: int = 0
+    step: int = 0
+    seconds: float = 0.0
+    done: bool = False
+    best_score: float = np.inf
+    best_epoch: int = -1
+    since_best: int = 0
+    best_model: dict[str, torch.Tensor] | None = None
+    history: dict[str, Any] = field(default_factory=lambda: {"train_nll": [], "val_nll": []})
+
+    @classmethod
+    def fresh(cls, cfg: LightconeConfig, n_train: int) -> _TrainState:
+        """The generators a fresh run starts from: the config's seeds, and the global torch
+        generator (dropout) where initialising the network left it."""
+        return cls(n_train=n_train, torch_rng=torch.get_rng_state(),
+                   batch_rng=torch.Generator().manual_seed(cfg.seed).get_state(),
+                   noise_rng=np.random.default_rng(cfg.noise.seed + 1000).bit_generator.state)
+
+    @classmethod
+    def load(cls, path: Path, net: nn.Module, opt: torch.optim.Optimizer,
+             sched: torch.optim.lr_scheduler.LRScheduler) -> _TrainState:
+        blob = torch.load(path, map_location="cpu", weights_only=False)  # our own run dir
+        net.load_state_dict(blob.pop("net"))
+        opt.load_state_dict(blob.pop("opt"))
+        sched.load_state_dict(blob.pop("sched"))
+        return cls(**blob)
+
+    def save(self, path: Path, net: nn.Module, opt: torch.optim.Optimizer,
+             sched: torch.optim.lr_scheduler.LRScheduler) -> None:
+        """Atomically (a killed save leaves the previous epoch's state intact)."""
+        blob = {**{f.name: getattr(self, f.name) for f in fields(self)},
+                "net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict()}
+        tmp = path.with_suffix(".tmp")
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
 
 
 def save_checkpoint(path: Path, cfg: LightconeConfig, net: LightconeNet, scale: np.ndarray,

@@ -13,7 +13,6 @@ config stored in ``RUN_DIR/config.json``; a bare ``--resume`` takes the newest r
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,25 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from ..common.runlog import Logger
+from ..common.runs import add_resume_options, new_run_dir, resume_dir
 from .config import Config, config_to_dict, load_config
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def new_run_dir(cfg: Config, runs_root: Path) -> Path:
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    run_dir = runs_root / f"{cfg.name}-v{cfg.version}-{stamp}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
-    return run_dir
-
-
-def latest_run_dir(cfg: Config, runs_root: Path) -> Path:
-    """The newest ``runs/<name>-v<version>-*`` (what a bare ``--resume`` continues)."""
-    runs = sorted(p for p in runs_root.glob(f"{cfg.name}-v{cfg.version}-*") if (p / "config.json").exists())
-    if not runs:
-        raise SystemExit(f"--resume: no run of {cfg.name} v{cfg.version} under {runs_root}")
-    return runs[-1]
 
 
 def train_spectra(cfg: Config, out_root: Path, runs_root: Path, data_dir: Path | None,
@@ -57,7 +41,7 @@ def train_spectra(cfg: Config, out_root: Path, runs_root: Path, data_dir: Path |
     from .train import Paused, predict_members, save_checkpoint, train_ensemble
 
     resumed = run_dir is not None
-    run_dir = run_dir or new_run_dir(cfg, runs_root)
+    run_dir = run_dir or new_run_dir(cfg, runs_root, config_to_dict(cfg))
     log = Logger(run_dir / "train.log")
     log(f"{'resuming' if resumed else 'run dir'} {run_dir}")
     t_start = time.time()
@@ -107,10 +91,7 @@ def train_spectra(cfg: Config, out_root: Path, runs_root: Path, data_dir: Path |
 
 
 def add_spectra_options(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--config", help="JSON config (training/configs/*.json); with --resume and "
-                                     "no RUN_DIR, the newest run of this config is continued")
-    ap.add_argument("--resume", nargs="?", const="", metavar="RUN_DIR",
-                    help="continue a paused run from its checkpoints (its own config.json)")
+    add_resume_options(ap)
     ap.add_argument("--time-budget", type=float, metavar="S",
                     help="this session's wall-clock limit (overrides train.time_budget_s)")
     ap.add_argument("--out", default=str(REPO / "models"), help="model repository root")
@@ -128,26 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    run_dir = resume_dir(a)
+    run_dir = resume_dir(a, "specula train spectra", load_config)
     cfg = load_config(run_dir / "config.json" if run_dir else a.config)
     if a.time_budget is not None:
         cfg.train.time_budget_s = a.time_budget
     train_spectra(cfg, Path(a.out), Path(a.runs), Path(a.data_dir), progress=not a.no_progress,
                   run_dir=run_dir)
     return 0
-
-
-def resume_dir(a: argparse.Namespace) -> Path | None:
-    """The run to continue: --resume RUN_DIR, or the newest run of --config for a bare --resume."""
-    if a.resume is None:
-        if not a.config:
-            raise SystemExit("specula train spectra: --config or --resume RUN_DIR is required")
-        return None
-    if a.resume:
-        return Path(a.resume)
-    if not a.config:
-        raise SystemExit("specula train spectra: a bare --resume needs --config")
-    return latest_run_dir(load_config(a.config), Path(a.runs))
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from torch.nn import functional as F
 
 from service.spectra import DEFAULT_GRID
 
+from ..common.runs import Paused
 from .config import Config, config_from_dict, config_to_dict
 from .labels import LABELS
 from .model import Ensemble, SpectrumNet
@@ -68,10 +69,6 @@ def to_tensor(x: np.ndarray) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------- resumable state
-class Paused(Exception):
-    """A session ended (time budget or session_epochs) with members checkpointed, not finished."""
-
-
 def member_path(run_dir: Path | None, k: int) -> Path | None:
     return None if run_dir is None else Path(run_dir) / "members" / f"member{k}.pt"
 
