@@ -31,7 +31,6 @@ from .noise import ThermalNoise, uv_maps
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "lightcone.json"
-SPLITS = ("train", "val", "test")
 
 
 def train_lightcone(cfg: LightconeConfig, out_root: Path, runs_root: Path, data_dir: Path, *,
@@ -76,11 +75,11 @@ def train_lightcone(cfg: LightconeConfig, out_root: Path, runs_root: Path, data_
     t0 = time.time()
     if pinned.exists():
         splits = {s: dataset.load(path, cfg, s, index=np.asarray(runs[s], dtype=np.int64))
-                  for s in SPLITS}
+                  for s in dataset.SPLITS}
     else:
-        splits = {s: dataset.load(path, cfg, s) for s in SPLITS}
+        splits = {s: dataset.load(path, cfg, s) for s in dataset.SPLITS}
         pinned.write_text(json.dumps({"file": str(path.resolve()),
-                                      **{s: splits[s]["index"].tolist() for s in SPLITS}}))
+                                      **{s: splits[s]["index"].tolist() for s in dataset.SPLITS}}))
     grid = cfg.grid.model_grid()
     mks = {s: grid_cubes(d["cubes"], cfg) for s, d in splits.items()}  # model grid, mK
     xs = {s: normalise(mk, grid, cfg.grid.preprocess_version) for s, mk in mks.items()}

@@ -53,6 +53,9 @@ def dataset_path(cfg: LightconeConfig, data_dir: Path) -> Path:
     return data_dir / f"lightcones-v{DATASET_VERSION}-{data_hash(cfg)}.h5"
 
 
+SPLITS = ("train", "val", "test")
+
+
 def split_of(index: np.ndarray, cfg: LightconeConfig) -> np.ndarray:
     """'train' / 'val' / 'test' per run index: a golden-ratio sequence, deterministic and
     evenly mixed whatever number of runs is finished."""

@@ -75,7 +75,6 @@ from .noise import ThermalNoise, _key, comoving_edges, uv_maps
 from .train import gaussian_nll, grid_cubes, normalise_params, prior_arrays
 
 REPO = Path(__file__).resolve().parents[2]
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -354,7 +353,7 @@ def run(cfg: LightconeConfig, data: Path, bc: BaselineConfig, *, noise_hours: fl
         noise = ThermalNoise(cfg, uv_maps(cfg, data_dir, log), obs_time_h=noise_hours)
     rng = np.random.default_rng(cfg.noise.seed)
     feats, ys, thetas, n, t_feat, t_load = {}, {}, {}, {}, 0.0, 0.0
-    for split in SPLITS:
+    for split in dataset.SPLITS:
         t0 = time.time()
         d = dataset.load(data, cfg, split)
         mk = grid_cubes(d["cubes"], cfg)
