@@ -29,7 +29,9 @@ Toeplitz matrix of template values, in two stages (Redrock's own coarse-then-ref
    ones gathered like w·f.
 
 The normal equations (K = 4 to 4 + n_poly unknowns) are solved per shift by an unrolled LDLᵀ over
-(batch, shifts) tensors with a small ridge. The Toeplitz matrices are built in the graph from
+(batch, shifts) tensors with a small ridge. In the coarse stage, whose hundreds of shifts made
+that solve a quarter of the served graph's time, the shift-free polynomials are eliminated once
+per spectrum first, leaving a K × K solve per shift (_coarse_chi2). The Toeplitz matrices are built in the graph from
 the compact templates (Expand/Reshape/Slice), so the file stays small and ONNX Runtime folds
 them into constants when the session is created.
 
@@ -342,26 +344,6 @@ def _binned(g: _Graph, x: str, D: int, n_bins: int, npix: int) -> str:
     return g.op("ReduceSum", g.reshape(x, -1, n_bins, D), g.i64(2), keepdims=0)
 
 
-def _normal_equations(g: _Graph, t: ClassTables, T_corr: str, TT_corr: str, App: str | None,
-                      bP: str | None, axis: int) -> tuple[dict, list]:
-    """A (symmetric, as {(i, j): tensor}, i ≥ j) and b per shift from the correlations.
-
-    T_corr: [w·Pᵢ…, w·f] × templates and TT_corr: template pairs, both along ``axis`` (of B,
-    …, shifts); each entry is taken out along it. Shift-free terms get trailing 1s so they
-    broadcast over the rest.
-    """
-    K, nP = t.K, t.n_poly
-    A, b = {}, []
-    for n, (a, c) in enumerate(pairs(K)):
-        A[(c, a)] = g.take(TT_corr, n, axis)
-    for a in range(K):
-        for i in range(nP):
-            A[(K + i, a)] = g.take(T_corr, i * K + a, axis)
-        b.append(g.take(T_corr, nP * K + a, axis))
-    _add_poly_block(g, A, b, App, bP, K, nP, axis)
-    return A, b
-
-
 def _add_poly_block(g: _Graph, A: dict, b: list, App: str | None, bP: str | None, K: int,
                     nP: int, rank: int) -> None:
     """Put Σ w·Pᵢ·Pⱼ and Σ w·f·Pᵢ (B, …) into A and b, shaped (B, 1, …) to broadcast over
@@ -411,27 +393,87 @@ def _chi2_ldl(g: _Graph, A: dict, b: list, wff: str, ridge: float) -> str:
     return g.sub(wff, q)
 
 
+def _cholesky_inverse(g: _Graph, G: str, n: int, ridge: float) -> str:
+    """(B, n, n) R⁻¹ for G = R·Rᵀ (R lower triangular), G (B, n, n) symmetric positive
+    semi-definite: unrolled on (B, 1) entries, so it costs ~n³ tiny ops per batch, not per
+    shift. Pivots are kept ≥ ridge·trace(G) (a spectrum with no weight gets a finite R⁻¹, and
+    w·Q = 0 then)."""
+    e = {(i, j): g.take(g.take(G, i, 1), j, 1) for i in range(n) for j in range(i + 1)}  # (B,)
+    e = {k: g.op("Unsqueeze", v, g.i64(1)) for k, v in e.items()}  # (B, 1)
+    tr = e[(0, 0)]
+    for i in range(1, n):
+        tr = g.add(tr, e[(i, i)])
+    eps = g.add(g.mul(tr, g.const(ridge)), g.const(1e-30))
+    R, inv_diag = {}, []
+    for j in range(n):
+        d = e[(j, j)]
+        for k in range(j):
+            d = g.sub(d, g.mul(R[(j, k)], R[(j, k)]))
+        R[(j, j)] = g.op("Sqrt", g.op("Max", d, eps))
+        inv_diag.append(g.op("Reciprocal", R[(j, j)]))
+        for i in range(j + 1, n):
+            x = e[(i, j)]
+            for k in range(j):
+                x = g.sub(x, g.mul(R[(i, k)], R[(j, k)]))
+            R[(i, j)] = g.mul(x, inv_diag[j])
+    M = {}
+    zero = g.const([[0.0]])
+    for i in range(n):
+        M[(i, i)] = inv_diag[i]
+        for j in range(i - 1, -1, -1):
+            x = g.mul(R[(i, j)], M[(j, j)])
+            for k in range(j + 1, i):
+                x = g.add(x, g.mul(R[(i, k)], M[(k, j)]))
+            M[(i, j)] = g.mul(g.sub(zero, x), inv_diag[i])
+    rows = [g.op("Concat", *[M[(i, j)] if j <= i else g.op("Mul", M[(i, i)], zero)
+                             for j in range(n)], axis=1) for i in range(n)]
+    return g.op("Concat", *[g.op("Unsqueeze", r, g.i64(1)) for r in rows], axis=1)
+
+
 def _coarse_chi2(g: _Graph, t: ClassTables, inp: dict, P: np.ndarray,
                  cfg: RedshiftGraphConfig, npix: int) -> str:
     """(B, n_coarse) χ² at every D-th shift of the model whose templates and polynomials are
     constant over each D-pixel bin: the exact χ² of that model (so its normal equations stay
     positive definite) from w and w·f summed per bin. Candidates only: the fine stage
     recomputes everything exactly at full resolution.
+
+    The polynomials do not depend on the shift, so they are eliminated once per spectrum, not
+    at every shift (why: the per-shift LDLᵀ over K + n_poly unknowns was a quarter of the
+    served graph's time, ~n³/3 elementwise ops over (B, shifts)). Per spectrum, Q = R⁻¹·P with
+    Σ w·Q·Qᵀ = 1 (Cholesky of the polynomial block), c = Σ w·f·Q, and f's residual after its
+    polynomial fit gives b' = Σ w·(f − Σ cᵢQᵢ)·Tₐ. Per shift only the templates' Schur
+    complement S = A_TT − C·Cᵀ (C = Σ w·Q·Tₐ) is solved, K × K:
+    χ² = Σ w·f² − |c|² − b'ᵀ·S⁻¹·b', the same number as the joint solve.
     """
     D, nP, K = t.D, t.n_poly, t.K
     wb, wfb = (_binned(g, inp[k], D, t.n_bins, npix) for k in ("w", "wf"))
     Pb = np.pad(P[:nP], ((0, 0), (0, t.n_bins * D - npix))).reshape(nP, t.n_bins, D).mean(-1)
-    partners = [g.op("Unsqueeze", wfb, g.i64(1))]  # of Tₐ: [w·P₀ … w·f]
+    wff = inp["wff"]
+    partners = []  # of Tₐ: [w·Q₀ … w·f′]
     if nP:
-        partners.insert(0, g.mul(g.op("Unsqueeze", wb, g.i64(1)), g.const(Pb[None])))
+        G, _ = _shift_free_terms(g, wb, wfb, Pb)
+        Q = g.op("MatMul", _cholesky_inverse(g, G, nP, cfg.ridge), g.const(Pb))  # (B, nP, bins)
+        wQ = g.mul(g.op("Unsqueeze", wb, g.i64(1)), Q)
+        c = g.op("ReduceSum", g.mul(Q, g.op("Unsqueeze", wfb, g.i64(1))), g.i64(2), keepdims=0)
+        fit = g.op("MatMul", g.op("Unsqueeze", c, g.i64(1)), wQ)  # (B, 1, bins)
+        wfb = g.sub(wfb, g.op("Squeeze", fit, g.i64(1)))
+        wff = g.sub(wff, g.op("ReduceSum", g.mul(c, c), g.i64(1), keepdims=1))
+        partners.append(wQ)
+    partners.append(g.op("Unsqueeze", wfb, g.i64(1)))
     sT = partners[0] if len(partners) == 1 else g.op("Concat", *partners, axis=1)
     CT = _toeplitz(g, t.coarse_T, t.n_bins, t.n_coarse)
     CTT = _toeplitz(g, t.coarse_TT, t.n_bins, t.n_coarse)
     T_corr = g.reshape(g.op("MatMul", sT, CT), -1, (nP + 1) * K, t.n_coarse)
     TT_corr = g.reshape(g.op("MatMul", wb, CTT), -1, len(pairs(K)), t.n_coarse)
-    App, bP = _shift_free_terms(g, wb, wfb, Pb) if nP else (None, None)
-    A, b = _normal_equations(g, t, T_corr, TT_corr, App, bP, axis=1)
-    return _chi2_ldl(g, A, b, inp["wff"], cfg.ridge)
+    S, b = {}, []
+    C = [[g.take(T_corr, i * K + a, 1) for a in range(K)] for i in range(nP)]
+    for n, (a, c_) in enumerate(pairs(K)):
+        s = g.take(TT_corr, n, 1)
+        for i in range(nP):
+            s = g.sub(s, g.mul(C[i][a], C[i][c_]))
+        S[(c_, a)] = s
+    b = [g.take(T_corr, nP * K + a, 1) for a in range(K)]
+    return _chi2_ldl(g, S, b, wff, cfg.ridge)
 
 
 def _candidates(g: _Graph, chi2: str, t: ClassTables) -> tuple[str, str, str]:
